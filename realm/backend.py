@@ -1,0 +1,331 @@
+"""The backend contract, device strings and the backend registry.
+
+A backend owns device memory and runs ops; the model layer never touches
+device memory itself. Backends are found through the ``realm.backends``
+entry-point group, the same way a third-party package would register one::
+
+    [project.entry-points."realm.backends"]
+    cpu = "realm_numba:NumbaBackend"
+
+Shapes are numpy-ordered (innermost dimension last). Activations are float32.
+
+Op semantics (the numpy reference backend is the executable definition):
+
+- ``matmul(x, w, out)``: ``x [n, k]``, ``w [m, k]`` (a ``QuantTensor`` or a float32
+  array), ``out [n, m] = x @ w.T``. A quantized ``w`` is multiplied straight from its
+  blocks: never a full dequantized copy.
+- ``get_rows(w, ids, out)``: ``w [V, d]``, ``ids`` int32 ``[n]``, ``out [n, d] = w[ids]``.
+- ``rms_norm(x, weight, eps, out)``: over the last axis of ``x [..., d]``;
+  ``out = x / sqrt(mean(x**2) + eps) * weight``.
+- ``rope(x, positions, n_rot, base, mode, out, freq_factors=None, freq_scale=1.0)``:
+  ``x [n, heads, head_dim]``, ``positions`` int32 ``[n]``; rotates the first ``n_rot``
+  dims of each head by angle ``pos * freq_scale * base**(-2i/n_rot) / freq_factors[i]``.
+  ``ROPE_NORMAL`` rotates adjacent pairs ``(2i, 2i+1)``; ``ROPE_NEOX`` rotates
+  ``(i, i + n_rot/2)``. Dims past ``n_rot`` pass through.
+- ``attention(q, k_cache, v_cache, n_past, scale, out, window=None, softcap=None)``:
+  ``q [n, n_head, hd]`` holds the queries of positions ``n_past .. n_past+n-1``;
+  ``k_cache, v_cache [ctx, n_kv_head, hd]`` already hold keys/values up to
+  ``n_past+n``. Query head ``h`` reads kv head ``h // (n_head // n_kv_head)``.
+  Scores are ``scale * q.k``, then ``softcap * tanh(s / softcap)`` when softcap is set;
+  causal mask (key pos <= query pos) and, with ``window``, only keys with
+  ``query_pos - key_pos < window``. ``out [n, n_head, hd]``.
+- ``swiglu(gate, up, out)``: ``silu(gate) * up``; ``geglu``: ``gelu_tanh(gate) * up``.
+- ``add(a, b, out)``: ``a + b``; ``b`` has ``a``'s shape or is one row broadcast over ``a``'s rows.
+- ``scale(x, s, out)``: ``x * s`` for a Python float ``s``.
+- ``copy_rows(src, dst, start)``: ``dst[start:start+len(src)] = src`` (KV cache writes).
+- ``dequantize(w, out)``: the whole tensor as float32 (tests and tools, not the hot path).
+
+Device arrays are whatever the backend's native array is (numpy, cupy, pyopencl);
+the model only relies on ``.shape``, ``.dtype``, ``x[:n]`` (a view of leading rows)
+and ``x.reshape(...)`` of a contiguous array (a view).
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import importlib
+import re
+import warnings
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from realm.errors import BackendUnavailableError
+from realm.gguf.types import GGMLType
+
+ENTRY_POINT_GROUP = "realm.backends"
+
+# The order "auto" tries backends in: GPUs first, then the fast CPU backend, then the reference.
+AUTO_ORDER = ("cuda", "opencl", "cpu", "numpy")
+
+
+class RopeMode(enum.IntEnum):
+    NORMAL = 0  # rotate adjacent pairs (llama, mistral)
+    NEOX = 2  # rotate the two halves of each head (qwen, gemma); the value is ggml's
+
+
+DeviceArray = Any  # the backend's native array type (numpy.ndarray, cupy.ndarray, ...)
+
+
+@dataclass
+class QuantTensor:
+    """A weight kept in its GGML encoding on the device.
+
+    ``data`` is the backend's buffer of the raw blocks (for row-major ``shape``
+    ``[rows, cols]`` each row is ``cols / block_size`` consecutive blocks);
+    ``shape`` is the logical shape in elements, numpy order.
+    """
+
+    data: Any
+    qtype: GGMLType
+    shape: tuple[int, ...]
+    name: str = ""
+
+    @property
+    def nbytes(self) -> int:
+        from realm.gguf.types import tensor_nbytes
+
+        return tensor_nbytes(self.qtype, self.shape)
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """One device a backend can run on, as `realm backends` lists it."""
+
+    device: str  # the device string that selects it, e.g. "opencl:0:1"
+    name: str
+    kind: str = "cpu"  # "cpu" or "gpu": "auto" only picks OpenCL on a GPU
+    memory_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Availability:
+    """What a backend's cheap probe found."""
+
+    available: bool
+    devices: tuple[DeviceInfo, ...] = ()
+    reason: str = ""  # why not available, and how to fix it
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What every backend implements. See the module docstring for op semantics."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    def probe(cls) -> Availability: ...
+
+    def __init__(self, device: str = "", n_threads: int | None = None) -> None: ...
+
+    def upload(self, host: np.ndarray) -> DeviceArray: ...
+    def upload_quant(
+        self, raw: np.ndarray, qtype: GGMLType, shape: tuple[int, ...], name: str = ""
+    ) -> QuantTensor: ...
+    def download(self, x: DeviceArray) -> np.ndarray: ...
+    def empty(self, shape: tuple[int, ...], dtype: Any = np.float32) -> DeviceArray: ...
+    def supports(self, op: str, qtype: GGMLType | None = None) -> bool: ...
+
+    def dequantize(self, w: QuantTensor, out: DeviceArray) -> None: ...
+    def matmul(self, x: DeviceArray, w: QuantTensor | DeviceArray, out: DeviceArray) -> None: ...
+    def get_rows(self, w: QuantTensor | DeviceArray, ids: DeviceArray, out: DeviceArray) -> None: ...
+    def rms_norm(self, x: DeviceArray, weight: DeviceArray, eps: float, out: DeviceArray) -> None: ...
+    def rope(
+        self,
+        x: DeviceArray,
+        positions: DeviceArray,
+        n_rot: int,
+        base: float,
+        mode: RopeMode,
+        out: DeviceArray,
+        freq_factors: DeviceArray | None = None,
+        freq_scale: float = 1.0,
+    ) -> None: ...
+    def attention(
+        self,
+        q: DeviceArray,
+        k_cache: DeviceArray,
+        v_cache: DeviceArray,
+        n_past: int,
+        scale: float,
+        out: DeviceArray,
+        window: int | None = None,
+        softcap: float | None = None,
+    ) -> None: ...
+    def swiglu(self, gate: DeviceArray, up: DeviceArray, out: DeviceArray) -> None: ...
+    def geglu(self, gate: DeviceArray, up: DeviceArray, out: DeviceArray) -> None: ...
+    def add(self, a: DeviceArray, b: DeviceArray, out: DeviceArray) -> None: ...
+    def scale(self, x: DeviceArray, s: float, out: DeviceArray) -> None: ...
+    def copy_rows(self, src: DeviceArray, dst: DeviceArray, start: int) -> None: ...
+    def synchronize(self) -> None: ...
+
+
+OPS = (
+    "dequantize",
+    "matmul",
+    "get_rows",
+    "rms_norm",
+    "rope",
+    "attention",
+    "swiglu",
+    "geglu",
+    "add",
+    "scale",
+    "copy_rows",
+)
+
+
+# ----------------------------------------------------------------------------- device strings
+
+_DEVICE_RE = re.compile(r"^(?P<kind>[a-z_][a-z0-9_]*)(?::(?P<rest>[0-9:]+))?$")
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A parsed device string: the backend name and the device indices after it."""
+
+    backend: str
+    indices: tuple[int, ...] = ()
+
+    def __str__(self) -> str:
+        return ":".join([self.backend, *map(str, self.indices)])
+
+
+def parse_device(device: str) -> DeviceSpec:
+    """Parse ``"cuda:1"`` into ``DeviceSpec("cuda", (1,))``.
+
+    >>> parse_device("opencl:0:1")
+    DeviceSpec(backend='opencl', indices=(0, 1))
+    """
+    if not isinstance(device, str):
+        raise BackendUnavailableError(f"device must be a string such as 'cpu' or 'cuda:0', got {device!r}")
+    m = _DEVICE_RE.match(device.strip().lower())
+    if not m:
+        raise BackendUnavailableError(
+            f"bad device string {device!r}: expected 'auto', 'numpy', 'cpu', 'cuda', 'cuda:N', "
+            "'opencl' or 'opencl:P:D'"
+        )
+    rest = m.group("rest")
+    indices = tuple(int(p) for p in rest.split(":")) if rest else ()
+    if any(p == "" for p in (rest or "x").split(":")):
+        raise BackendUnavailableError(f"bad device string {device!r}: empty index")
+    return DeviceSpec(m.group("kind"), indices)
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+@dataclass
+class BackendEntry:
+    """One registered backend: its entry point and, once probed, its availability."""
+
+    name: str
+    target: str  # "module:Class"
+    _cls: type | None = field(default=None, repr=False)
+    _availability: Availability | None = field(default=None, repr=False)
+
+    def load_class(self) -> type:
+        if self._cls is None:
+            module_name, _, attr = self.target.partition(":")
+            module = importlib.import_module(module_name)
+            self._cls = getattr(module, attr)
+        return self._cls
+
+    def availability(self) -> Availability:
+        """Probe once and remember; a plugin that crashes is reported, not raised."""
+        if self._availability is None:
+            try:
+                self._availability = self.load_class().probe()
+            except Exception as exc:  # a broken plugin must not take realm down
+                warnings.warn(f"realm backend {self.name!r} ({self.target}) failed to load: {exc!r}",
+                              stacklevel=2)
+                self._availability = Availability(False, reason=f"the plugin failed to load: {exc!r}")
+        return self._availability
+
+
+@functools.lru_cache(maxsize=1)
+def _registry() -> dict[str, BackendEntry]:
+    found: dict[str, BackendEntry] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, BackendEntry(ep.name, ep.value))
+    return found
+
+
+def registered_backends() -> dict[str, BackendEntry]:
+    """All backends registered through entry points, by name (not probed yet)."""
+    return dict(_registry())
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """One line of `realm.backends()`."""
+
+    name: str
+    available: bool
+    devices: tuple[DeviceInfo, ...]
+    reason: str
+
+
+def backends() -> list[BackendStatus]:
+    """Every registered backend with its devices, or the reason it is unavailable.
+
+    >>> [b.name for b in backends() if b.available]   # doctest: +SKIP
+    ['cpu', 'numpy', 'opencl']
+    """
+    out = []
+    for name, entry in sorted(_registry().items()):
+        a = entry.availability()
+        out.append(BackendStatus(name, a.available, a.devices, a.reason))
+    return out
+
+
+_INSTALL_HINTS = {
+    "cpu": "pip install 'realm[cpu]' (installs numba)",
+    "cuda": "pip install 'realm[cuda]' (installs cupy) and make sure an NVIDIA GPU and driver are present",
+    "opencl": "pip install 'realm[opencl]' (installs pyopencl) and install an OpenCL driver "
+    "(e.g. Debian's pocl-opencl-icd)",
+}
+
+
+def resolve_device(device: str = "auto") -> tuple[BackendEntry, DeviceSpec]:
+    """Pick the backend a device string names; raise `BackendUnavailableError` if it can't run."""
+    spec = parse_device(device)
+    registry = _registry()
+    if spec.backend == "auto":
+        if spec.indices:
+            raise BackendUnavailableError(f"device 'auto' takes no index, got {device!r}")
+        reasons = []
+        for name in AUTO_ORDER:
+            entry = registry.get(name)
+            if entry is None:
+                continue
+            a = entry.availability()
+            if a.available and (name != "opencl" or any(d.kind == "gpu" for d in a.devices)):
+                return entry, DeviceSpec(name)
+            reasons.append(f"{name}: {a.reason or 'no GPU device'}")
+        raise BackendUnavailableError("no backend is available for device 'auto': " + "; ".join(reasons))
+    entry = registry.get(spec.backend)
+    if entry is None:
+        known = ", ".join(sorted(registry)) or "none"
+        hint = _INSTALL_HINTS.get(spec.backend)
+        raise BackendUnavailableError(
+            f"no backend named {spec.backend!r} is registered (registered: {known})"
+            + (f"; to get it: {hint}" if hint else "")
+        )
+    a = entry.availability()
+    if not a.available:
+        hint = _INSTALL_HINTS.get(spec.backend, "")
+        raise BackendUnavailableError(
+            f"backend {spec.backend!r} is not available: {a.reason}" + (f"; to fix: {hint}" if hint else "")
+        )
+    return entry, spec
+
+
+def get_backend(device: str = "auto", n_threads: int | None = None) -> Backend:
+    """Instantiate the backend for a device string, e.g. ``get_backend("cuda:1")``."""
+    entry, spec = resolve_device(device)
+    cls = entry.load_class()
+    return cls(device=str(spec), n_threads=n_threads)

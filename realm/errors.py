@@ -1,0 +1,39 @@
+"""The one exception family realm raises.
+
+Every message names the file, tensor, key or parameter involved, what was
+expected, what was found and, where there is one, what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class RealmError(Exception):
+    """Base class of every error realm raises on purpose."""
+
+
+class GGUFFormatError(RealmError, ValueError):
+    """A GGUF file is malformed, truncated or hostile."""
+
+
+class UnsupportedModelError(RealmError):
+    """The file describes an architecture realm cannot build."""
+
+
+class UnsupportedQuantError(RealmError):
+    """A tensor uses a GGML type that realm (or the chosen backend) cannot run."""
+
+
+class BackendUnavailableError(RealmError):
+    """The requested backend or device is not present; the message says why and how to fix it."""
+
+
+class ContextOverflowError(RealmError, ValueError):
+    """A sequence does not fit in the model's context window."""
+
+
+class ChatTemplateError(RealmError):
+    """A model has no chat template, or its template failed to render."""
+
+
+class ModelNotFoundError(RealmError, FileNotFoundError):
+    """A model file (or the default model package) is not where it was looked for."""
