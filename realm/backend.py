@@ -240,8 +240,9 @@ class BackendEntry:
             try:
                 self._availability = self.load_class().probe()
             except Exception as exc:  # a broken plugin must not take realm down
-                warnings.warn(f"realm backend {self.name!r} ({self.target}) failed to load: {exc!r}",
-                              stacklevel=2)
+                warnings.warn(
+                    f"realm backend {self.name!r} ({self.target}) failed to load: {exc!r}", stacklevel=2
+                )
                 self._availability = Availability(False, reason=f"the plugin failed to load: {exc!r}")
         return self._availability
 

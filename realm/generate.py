@@ -1,0 +1,197 @@
+"""Sampling, stop sequences and streaming: the loop around one-token decode steps.
+
+The sampler chain follows llama.cpp's default order: repetition penalty, top-k, top-p,
+min-p, temperature, then a draw. Temperature 0 is greedy (argmax after the penalty).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from realm.errors import RealmError
+
+
+class InvalidParameterError(RealmError, ValueError):
+    """A generation or sampling parameter is out of range."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How the next token is chosen. Defaults are llama.cpp's."""
+
+    temperature: float = 0.8
+    top_k: int = 40  # 0 disables
+    top_p: float = 0.95  # 1.0 disables
+    min_p: float = 0.05  # 0.0 disables
+    repeat_penalty: float = 1.0  # 1.0 disables
+    repeat_last_n: int = 64
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        def bad(name: str, expected: str) -> InvalidParameterError:
+            return InvalidParameterError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+
+        if not _is_number(self.temperature) or not self.temperature >= 0 or math.isinf(self.temperature):
+            raise bad("temperature", "a finite number >= 0 (0 means greedy)")
+        if not _is_int(self.top_k) or self.top_k < 0:
+            raise bad("top_k", "an integer >= 0 (0 disables it)")
+        if not _is_number(self.top_p) or not 0.0 < self.top_p <= 1.0:
+            raise bad("top_p", "in (0, 1] (1 disables it)")
+        if not _is_number(self.min_p) or not 0.0 <= self.min_p <= 1.0:
+            raise bad("min_p", "in [0, 1] (0 disables it)")
+        if not _is_number(self.repeat_penalty) or not 0.0 < self.repeat_penalty < math.inf:
+            raise bad("repeat_penalty", "a finite number > 0 (1 disables it)")
+        if not _is_int(self.repeat_last_n) or self.repeat_last_n < 0:
+            raise bad("repeat_last_n", "an integer >= 0")
+        if self.seed is not None and not _is_int(self.seed):
+            raise bad("seed", "an integer or None")
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and not math.isnan(float(v))
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+class Sampler:
+    """Draws token ids from logits; the same seed gives the same draws."""
+
+    def __init__(self, params: SamplingParams) -> None:
+        self.params = params
+        self.rng = np.random.default_rng(params.seed)
+
+    def __call__(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
+        p = self.params
+        logits = np.array(logits, dtype=np.float32, copy=True)
+        if p.repeat_penalty != 1.0 and p.repeat_last_n and history:
+            recent = np.unique(np.asarray(history[-p.repeat_last_n :], dtype=np.int64))
+            vals = logits[recent]
+            logits[recent] = np.where(vals > 0, vals / p.repeat_penalty, vals * p.repeat_penalty)
+        if p.temperature == 0:
+            return int(np.argmax(logits))
+        # candidates sorted by logit, best first
+        k = logits.shape[0] if p.top_k == 0 else min(p.top_k, logits.shape[0])
+        if k < logits.shape[0]:
+            idx = np.argpartition(-logits, k - 1)[:k]
+        else:
+            idx = np.arange(logits.shape[0])
+        idx = idx[np.argsort(-logits[idx], kind="stable")]
+        cand = logits[idx].astype(np.float64)
+        if p.top_p < 1.0:
+            probs = _softmax(cand)
+            cum = np.cumsum(probs)
+            keep = int(np.searchsorted(cum, p.top_p) + 1)  # smallest prefix reaching top_p
+            idx, cand = idx[:keep], cand[:keep]
+        if p.min_p > 0.0:
+            probs = _softmax(cand)
+            keep_mask = probs >= p.min_p * probs[0]
+            idx, cand = idx[keep_mask], cand[keep_mask]
+        probs = _softmax(cand / p.temperature)
+        return int(idx[self.rng.choice(len(idx), p=probs)])
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+@dataclass
+class Completion:
+    """What `Model.generate` returns when not streaming."""
+
+    text: str
+    tokens: list[int]
+    finish_reason: str  # "stop" (end-of-generation token or stop string) or "length"
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class TextAssembler:
+    """Turns generated tokens into text pieces: never splits a UTF-8 character, honours stop strings.
+
+    Text that might be the start of a stop string is held back until it is clearly not.
+    """
+
+    def __init__(self, token_bytes: Callable[[int], bytes], stop: Iterable[str] = ()) -> None:
+        self.token_bytes = token_bytes
+        self.stop = [s for s in stop if s]
+        self.pending_bytes = b""
+        self.pending_text = ""
+        self.text = ""  # everything emitted so far
+        self.stopped = False
+
+    def push(self, token: int) -> str:
+        """Add a token; return the text that is now safe to emit (maybe empty)."""
+        self.pending_bytes += self.token_bytes(token)
+        decoded, self.pending_bytes = _split_utf8(self.pending_bytes)
+        self.pending_text += decoded
+        for s in self.stop:
+            at = self.pending_text.find(s)
+            if at >= 0:
+                self.stopped = True
+                return self._emit(self.pending_text[:at], keep="")
+        hold = max((_overlap(self.pending_text, s) for s in self.stop), default=0)
+        cut = len(self.pending_text) - hold
+        return self._emit(self.pending_text[:cut], keep=self.pending_text[cut:])
+
+    def flush(self) -> str:
+        """At the end: whatever is held back (an incomplete character becomes U+FFFD)."""
+        tail = self.pending_text + self.pending_bytes.decode("utf-8", errors="replace")
+        self.pending_bytes = b""
+        return self._emit(tail, keep="")
+
+    def _emit(self, piece: str, keep: str) -> str:
+        self.pending_text = keep
+        self.text += piece
+        return piece
+
+
+def _split_utf8(data: bytes) -> tuple[str, bytes]:
+    """Decode ``data`` except a trailing, still incomplete UTF-8 character, which is returned as bytes."""
+    i = len(data)
+    while i > 0 and len(data) - i < 3 and data[i - 1] & 0xC0 == 0x80:  # continuation bytes
+        i -= 1
+    if i > 0:
+        lead = data[i - 1]
+        need = 2 if lead & 0xE0 == 0xC0 else 3 if lead & 0xF0 == 0xE0 else 4 if lead & 0xF8 == 0xF0 else 1
+        if need > len(data) - (i - 1):
+            return data[: i - 1].decode("utf-8", errors="replace"), data[i - 1 :]
+    return data.decode("utf-8", errors="replace"), b""
+
+
+def _overlap(text: str, stop: str) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of ``stop``."""
+    for n in range(min(len(text), len(stop) - 1), 0, -1):
+        if text.endswith(stop[:n]):
+            return n
+    return 0
+
+
+def decode_loop(
+    step: Callable[[int], np.ndarray],
+    first_logits: np.ndarray,
+    sampler: Sampler,
+    history: list[int],
+    max_tokens: int,
+    end_ids: set[int],
+) -> Iterator[tuple[int, bool]]:
+    """Yield ``(token, is_end)`` pairs: sample, then feed each token back through ``step``.
+
+    An end-of-generation token is yielded with ``is_end=True`` and not fed back.
+    """
+    logits = first_logits
+    for i in range(max_tokens):
+        token = sampler(logits, history)
+        if token in end_ids:
+            yield token, True
+            return
+        history.append(token)
+        yield token, False
+        if i + 1 < max_tokens:
+            logits = step(token)

@@ -1,0 +1,261 @@
+"""The forward pass: token ids in, logits out, as a fixed sequence of backend ops on fixed buffers.
+
+The shared block reads like the paper::
+
+    h   = x + attention(norm(x))      # + a post-attention norm where the family has one
+    out = h + ffn(norm(h))            # + a post-FFN norm where the family has one
+
+and the family (`Architecture`) supplies what differs: RoPE mode, activation, sliding
+windows, embedding scale. Optional tensors (Q/K/V biases, per-head Q/K norms, post norms)
+are used when the file has them.
+
+Every intermediate has a name (``inp_embd``, ``blk.3.attn_out``, ``result_norm``...);
+`Transformer.hooks` maps names to callables that can read or replace them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from realm.backend import Backend, DeviceArray
+from realm.model.architecture import Architecture
+from realm.model.config import ModelConfig
+from realm.model.kv_cache import KVCache
+from realm.model.weights import ModelWeights
+
+# A hook gets (name, host copy of the tensor) and returns None to leave it or an array to replace it.
+Hook = Callable[[str, np.ndarray], "np.ndarray | None"]
+
+LOGITS_BUFFER_BYTES = 64 * 1024 * 1024  # bounds the rows of logits computed at once
+
+
+@dataclass
+class RunState:
+    """Activation buffers for up to ``n_batch`` tokens at once (llama2.c's RunState)."""
+
+    x: DeviceArray  # residual stream [n_batch, n_embd]
+    xn: DeviceArray  # normed input of the current sub-block [n_batch, n_embd]
+    q: DeviceArray  # [n_batch, n_head * head_dim_k]
+    k: DeviceArray  # [n_batch, n_head_kv * head_dim_k]
+    v: DeviceArray  # [n_batch, n_head_kv * head_dim_v]
+    attn: DeviceArray  # attention result before the output projection [n_batch, n_head * head_dim_v]
+    proj: DeviceArray  # output of attn_output / ffn_down [n_batch, n_embd]
+    gate: DeviceArray  # [n_batch, n_ff]
+    up: DeviceArray  # [n_batch, n_ff]
+    logits: DeviceArray  # [n_logit_rows, n_vocab]
+
+    @classmethod
+    def allocate(cls, backend: Backend, cfg: ModelConfig, n_batch: int) -> RunState:
+        n_logit_rows = max(1, min(n_batch, LOGITS_BUFFER_BYTES // (4 * cfg.n_vocab)))
+
+        def buf(*shape: int) -> DeviceArray:
+            return backend.empty(shape, np.float32)
+
+        return cls(
+            x=buf(n_batch, cfg.n_embd),
+            xn=buf(n_batch, cfg.n_embd),
+            q=buf(n_batch, cfg.n_head * cfg.head_dim_k),
+            k=buf(n_batch, cfg.n_head_kv * cfg.head_dim_k),
+            v=buf(n_batch, cfg.n_head_kv * cfg.head_dim_v),
+            attn=buf(n_batch, cfg.n_head * cfg.head_dim_v),
+            proj=buf(n_batch, cfg.n_embd),
+            gate=buf(n_batch, cfg.n_ff),
+            up=buf(n_batch, cfg.n_ff),
+            logits=buf(n_logit_rows, cfg.n_vocab),
+        )
+
+
+class Transformer:
+    """Runs a loaded model on its backend; keeps the KV cache of one sequence."""
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        arch: Architecture,
+        weights: ModelWeights,
+        backend: Backend,
+        n_ctx: int,
+        n_batch: int = 256,
+    ) -> None:
+        self.cfg, self.arch, self.w, self.backend = cfg, arch, weights, backend
+        self.n_ctx = n_ctx
+        self.n_batch = n_batch
+        self.state = RunState.allocate(backend, cfg, n_batch)
+        self.cache = KVCache(backend, cfg, n_ctx)
+        self.tokens: list[int] = []  # the sequence whose keys/values the cache holds
+        self.hooks: dict[str, Hook] = {}
+        self._embd_scale = arch.embedding_scale()
+        self._attn_scale = arch.attention_scale()
+
+    # ------------------------------------------------------------------ public steps
+
+    def reset(self) -> None:
+        """Forget the cached sequence."""
+        self.tokens = []
+        self.cache.n_filled = 0
+
+    def eval(self, ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
+        """Append ``ids`` to the cached sequence and run them.
+
+        Returns float32 logits of shape ``(len(ids), n_vocab)`` when ``all_logits``, else of
+        shape ``(1, n_vocab)`` for the last token only.
+        """
+        ids = [int(i) for i in ids]
+        if not ids:
+            raise ValueError("eval needs at least one token")
+        bad = [i for i in ids if not 0 <= i < self.cfg.n_vocab]
+        if bad:
+            raise ValueError(f"token ids {bad[:5]} are outside the vocabulary [0, {self.cfg.n_vocab})")
+        n_past = len(self.tokens)
+        self.cache.reserve(n_past + len(ids))
+        out = []
+        for start in range(0, len(ids), self.n_batch):
+            chunk = ids[start : start + self.n_batch]
+            last_chunk = start + self.n_batch >= len(ids)
+            self._run_chunk(chunk, n_past + start)
+            if all_logits:
+                out.append(self._logits(0, len(chunk)))
+            elif last_chunk:
+                out.append(self._logits(len(chunk) - 1, len(chunk)))
+        self.tokens.extend(ids)
+        self.cache.n_filled = len(self.tokens)
+        return np.concatenate(out) if len(out) > 1 else out[0]
+
+    def truncate(self, n_keep: int) -> None:
+        """Keep only the first ``n_keep`` cached positions (to reuse a shared prompt prefix)."""
+        self.tokens = self.tokens[:n_keep]
+        self.cache.n_filled = len(self.tokens)
+
+    # ------------------------------------------------------------------ the pass
+
+    def _run_chunk(self, ids: list[int], n_past: int) -> None:
+        be, s, n = self.backend, self.state, len(ids)
+        ids_dev = be.upload(np.asarray(ids, dtype=np.int32))
+        pos_dev = be.upload(np.arange(n_past, n_past + n, dtype=np.int32))
+        x = s.x[:n]
+        be.get_rows(self.w.token_embd, ids_dev, x)
+        if self._embd_scale is not None:
+            be.scale(x, self._embd_scale, x)
+        self._emit("inp_embd", x)
+        for il in range(self.cfg.n_layer):
+            self.forward_layer(il, n, n_past, pos_dev)
+
+    def forward_layer(self, il: int, n: int, n_past: int, positions: DeviceArray) -> None:
+        """One transformer block over the ``n`` rows of the residual stream."""
+        be, s, cfg, layer = self.backend, self.state, self.cfg, self.w.layers[il]
+        x, xn, proj = s.x[:n], s.xn[:n], s.proj[:n]
+
+        be.rms_norm(x, layer["attn_norm"], cfg.rms_eps, xn)
+        self._emit(f"blk.{il}.attn_norm", xn)
+        self._attention(il, n, n_past, positions)
+        if layer.get("post_attention_norm") is not None:
+            be.rms_norm(proj, layer["post_attention_norm"], cfg.rms_eps, proj)
+        self._emit(f"blk.{il}.attn_out", proj)
+        be.add(x, proj, x)
+        self._emit(f"blk.{il}.ffn_inp", x)
+
+        be.rms_norm(x, layer["ffn_norm"], cfg.rms_eps, xn)
+        self._feed_forward(il, n)
+        if layer.get("post_ffw_norm") is not None:
+            be.rms_norm(proj, layer["post_ffw_norm"], cfg.rms_eps, proj)
+        self._emit(f"blk.{il}.ffn_out", proj)
+        be.add(x, proj, x)
+        self._emit(f"blk.{il}.l_out", x)
+
+    def _attention(self, il: int, n: int, n_past: int, positions: DeviceArray) -> None:
+        be, s, cfg, layer, arch = self.backend, self.state, self.cfg, self.w.layers[il], self.arch
+        xn = s.xn[:n]
+        q2, k2, v2 = s.q[:n], s.k[:n], s.v[:n]
+        for name, out in (("attn_q", q2), ("attn_k", k2), ("attn_v", v2)):
+            be.matmul(xn, layer[name], out)
+            bias = layer.get(f"{name}.bias")
+            if bias is not None:
+                be.add(out, bias, out)
+        q = q2.reshape(n, cfg.n_head, cfg.head_dim_k)
+        k = k2.reshape(n, cfg.n_head_kv, cfg.head_dim_k)
+        v = v2.reshape(n, cfg.n_head_kv, cfg.head_dim_v)
+        if layer.get("attn_q_norm") is not None:
+            be.rms_norm(q, layer["attn_q_norm"], cfg.rms_eps, q)
+        if layer.get("attn_k_norm") is not None:
+            be.rms_norm(k, layer["attn_k_norm"], cfg.rms_eps, k)
+        base = arch.layer_rope_base(il)
+        for t in (q, k):
+            be.rope(
+                t,
+                positions,
+                cfg.rope_dim,
+                base,
+                arch.rope_mode,
+                t,
+                freq_factors=self.w.rope_freqs,
+                freq_scale=cfg.rope_freq_scale,
+            )
+        self._emit(f"blk.{il}.q", q2)
+        self._emit(f"blk.{il}.k", k2)
+        self._emit(f"blk.{il}.v", v2)
+        k_cache, v_cache = self.cache.k[il], self.cache.v[il]
+        be.copy_rows(k, k_cache, n_past)
+        be.copy_rows(v, v_cache, n_past)
+        attn = s.attn[:n]
+        be.attention(
+            q,
+            k_cache,
+            v_cache,
+            n_past,
+            self._attn_scale,
+            attn.reshape(n, cfg.n_head, cfg.head_dim_v),
+            window=arch.layer_window(il),
+            softcap=cfg.attn_softcap,
+        )
+        self._emit(f"blk.{il}.kqv_out", attn)
+        be.matmul(attn, layer["attn_output"], s.proj[:n])
+
+    def _feed_forward(self, il: int, n: int) -> None:
+        be, s, layer = self.backend, self.state, self.w.layers[il]
+        gate, up = s.gate[:n], s.up[:n]
+        be.matmul(s.xn[:n], layer["ffn_gate"], gate)
+        be.matmul(s.xn[:n], layer["ffn_up"], up)
+        if self.arch.ffn_activation == "geglu":
+            be.geglu(gate, up, gate)
+        else:
+            be.swiglu(gate, up, gate)
+        self._emit(f"blk.{il}.ffn_act", gate)
+        be.matmul(gate, layer["ffn_down"], s.proj[:n])
+
+    def _logits(self, row_start: int, row_stop: int) -> np.ndarray:
+        """Final norm and output projection for rows [row_start, row_stop) of the last chunk."""
+        be, s, cfg = self.backend, self.state, self.cfg
+        step = s.logits.shape[0]
+        out = np.empty((row_stop - row_start, cfg.n_vocab), dtype=np.float32)
+        for r0 in range(row_start, row_stop, step):
+            r1 = min(r0 + step, row_stop)
+            xn = s.xn[r0:r1]
+            be.rms_norm(s.x[r0:r1], self.w.output_norm, cfg.rms_eps, xn)
+            self._emit("result_norm", xn)
+            logits = s.logits[: r1 - r0]
+            be.matmul(xn, self.w.output, logits)
+            out[r0 - row_start : r1 - row_start] = be.download(logits)
+        if cfg.final_softcap:
+            out = cfg.final_softcap * np.tanh(out / cfg.final_softcap)
+        return out
+
+    # ------------------------------------------------------------------ research hooks
+
+    def _emit(self, name: str, tensor: DeviceArray) -> None:
+        if not self.hooks:
+            return
+        hook = self.hooks.get(name) or self.hooks.get("*")
+        if hook is None:
+            return
+        host = self.backend.download(tensor)
+        replacement = hook(name, host)
+        if replacement is not None:
+            replacement = np.ascontiguousarray(replacement, dtype=np.float32)
+            if replacement.shape != host.shape:
+                raise ValueError(
+                    f"hook for {name!r} returned shape {replacement.shape}, expected {host.shape}"
+                )
+            self.backend.copy_rows(self.backend.upload(replacement), tensor, 0)
