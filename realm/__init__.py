@@ -18,10 +18,27 @@ from realm.errors import (
 )
 from realm.generate import Completion, InvalidParameterError, SamplingParams
 from realm.gguf.types import GGMLType
-from realm.loader import load
-from realm.model.config import ModelConfig
-from realm.model.model import Model
-from realm.tokenizer import Tokenizer
+
+# The model layer, tokenizer and loader import on first use, so `import realm` (and tools that
+# only read a GGUF file or list backends) stay light.
+_LAZY = {
+    "load": ("realm.loader", "load"),
+    "Model": ("realm.model.model", "Model"),
+    "ModelConfig": ("realm.model.config", "ModelConfig"),
+    "Tokenizer": ("realm.tokenizer", "Tokenizer"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'realm' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

