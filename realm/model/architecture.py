@@ -52,8 +52,9 @@ class Architecture:
         """The sliding-window size of layer ``il``, or None for full causal attention."""
         return None
 
-    def layer_rope_base(self, il: int) -> float:
-        return self.config.rope_base
+    def layer_rope(self, il: int) -> tuple[float, float]:
+        """RoPE ``(base, freq_scale)`` of layer ``il``."""
+        return self.config.rope_base, self.config.rope_freq_scale
 
 
 _ARCHITECTURES: dict[str, type[Architecture]] = {}

@@ -181,7 +181,7 @@ class Transformer:
             be.rms_norm(q, layer["attn_q_norm"], cfg.rms_eps, q)
         if layer.get("attn_k_norm") is not None:
             be.rms_norm(k, layer["attn_k_norm"], cfg.rms_eps, k)
-        base = arch.layer_rope_base(il)
+        base, freq_scale = arch.layer_rope(il)
         for t in (q, k):
             be.rope(
                 t,
@@ -191,7 +191,7 @@ class Transformer:
                 arch.rope_mode,
                 t,
                 freq_factors=self.w.rope_freqs,
-                freq_scale=cfg.rope_freq_scale,
+                freq_scale=freq_scale,
             )
         self._emit(f"blk.{il}.q", q2)
         self._emit(f"blk.{il}.k", k2)
