@@ -1,0 +1,93 @@
+"""Scalar helpers the block decoders share: bit casts and the small float formats.
+
+numba has no float16 on the CPU and no scalar bit cast, so both are built here:
+``u32_as_f32`` is an LLVM bitcast (free), and the half-float decoders reproduce
+numpy's conversions bit for bit, NaN payloads included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+# Every kernel in this package compiles with these options; ``cache=True`` keeps
+# the machine code on disk so a fresh process does not recompile.
+JIT = {"cache": True, "nogil": True}
+JIT_FAST = {"cache": True, "nogil": True, "fastmath": True}
+JIT_PARALLEL = {"cache": True, "nogil": True, "fastmath": True, "parallel": True}
+
+
+@intrinsic
+def u32_as_f32(typingctx, bits):
+    """Reinterpret the 32 bits of an integer as a float32 (C's memcpy cast)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        (value,) = args
+        as_u32 = builder.trunc(value, ir.IntType(32)) if bits.bitwidth > 32 else (
+            builder.zext(value, ir.IntType(32)) if bits.bitwidth < 32 else value)
+        return builder.bitcast(as_u32, ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+@njit(**JIT)
+def f16_bits_to_f32(h):
+    """IEEE half (given as its 16 bits) to float32, exactly as numpy's ``astype``."""
+    h = np.uint32(h) & np.uint32(0xFFFF)
+    sign = (h & np.uint32(0x8000)) << np.uint32(16)
+    exp = h & np.uint32(0x7C00)
+    mant = h & np.uint32(0x03FF)
+    if exp == np.uint32(0x7C00):  # inf / NaN keep their payload
+        return u32_as_f32(sign | np.uint32(0x7F800000) | (mant << np.uint32(13)))
+    if exp != 0:
+        return u32_as_f32(sign | ((h & np.uint32(0x7FFF)) + np.uint32(0x1C000)) << np.uint32(13))
+    # zero and subnormals: mant * 2**-24 is exact in float32
+    value = np.float32(mant) * np.float32(5.9604644775390625e-08)
+    return -value if sign else value
+
+
+@njit(**JIT)
+def f16_at(src, o):
+    """The little-endian half float stored at ``src[o:o+2]``, as float32."""
+    return f16_bits_to_f32(np.uint32(src[o]) | (np.uint32(src[o + 1]) << np.uint32(8)))
+
+
+@njit(**JIT)
+def u16_at(src, o):
+    """The little-endian uint16 at ``src[o:o+2]``."""
+    return np.uint32(src[o]) | (np.uint32(src[o + 1]) << np.uint32(8))
+
+
+@njit(**JIT)
+def u32_at(src, o):
+    """The little-endian uint32 at ``src[o:o+4]``."""
+    return (np.uint32(src[o]) | (np.uint32(src[o + 1]) << np.uint32(8))
+            | (np.uint32(src[o + 2]) << np.uint32(16)) | (np.uint32(src[o + 3]) << np.uint32(24)))
+
+
+@njit(**JIT)
+def e8m0_half_to_f32(e):
+    """An E8M0 shared exponent, halved (ggml_e8m0_to_fp32_half)."""
+    e = np.uint32(e)
+    if e < 2:
+        return u32_as_f32(np.uint32(0x00200000) << e)
+    return u32_as_f32((e - np.uint32(1)) << np.uint32(23))
+
+
+@njit(**JIT)
+def ue4m3_half_to_f32(x):
+    """An unsigned E4M3 scale (bias 7), halved, as gguf's NVFP4 decoder computes it."""
+    x = np.int32(x)
+    if x == 0 or x == 0x7F:
+        return np.float32(0.0)
+    exp = (x >> 3) & 0xF
+    man = np.float32(x & 0x7)
+    if exp == 0:
+        raw = man * np.float32(2.0**-9)
+    else:
+        raw = (np.float32(1.0) + man / np.float32(8.0)) * np.float32(2.0 ** (exp - 7))
+    return raw * np.float32(0.5)

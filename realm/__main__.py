@@ -1,0 +1,7 @@
+"""`python -m realm` is the `realm` command."""
+
+import sys
+
+from realm.cli import main
+
+sys.exit(main())
