@@ -10,6 +10,7 @@ ratio GGUFReader / read_gguf. Models that are not installed are skipped with a n
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import pathlib
 import platform
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     models.update({path.name: path for path in args.extra})
     print(
         f"# {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
-        f"gguf {getattr(gguf, '__version__', '?')}, best of {args.repeat}"
+        f"gguf {importlib.metadata.version('gguf')}, best of {args.repeat}"
     )
     header = f"{'model':<22} {'MB':>6} " + " ".join(f"{n:>18}" for n in loaders(pathlib.Path()))
     print(header + f" {'GGUFReader/realm':>17}")

@@ -193,3 +193,97 @@ def test_check_catches(reference, mutant, check, case):
     check(reference, reference, np.random.default_rng(1), **case)  # the reference passes
     with pytest.raises(AssertionError):
         check(mutant(), reference, rng, **case)
+
+
+# ----------------------------------------------------------------------------- legitimate variants
+# Correct implementations that compute differently from the reference must pass: the
+# tolerances leave room for another summation order, float64 intermediates and ggml's
+# own way of computing rope angles.
+
+
+class Float64Everywhere(Mutant):
+    """Every float op computed in float64 and rounded once at the end."""
+
+    def matmul(self, x, w, out):
+        w64 = w if isinstance(w, np.ndarray) else np.empty(w.shape, np.float32)
+        if not isinstance(w, np.ndarray):
+            self.dequantize(w, w64)
+        out[...] = x.astype(np.float64) @ w64.astype(np.float64).T
+
+    def rms_norm(self, x, weight, eps, out):
+        x64 = x.astype(np.float64)
+        out[...] = x64 / np.sqrt((x64**2).mean(-1, keepdims=True) + eps) * weight
+
+    def swiglu(self, gate, up, out):
+        g = gate.astype(np.float64)
+        out[...] = g / (1 + np.exp(-g)) * up
+
+    def geglu(self, gate, up, out):
+        g = gate.astype(np.float64)
+        out[...] = 0.5 * g * (1 + np.tanh(0.7978845608028654 * (g + 0.044715 * g**3))) * up
+
+    def attention(self, q, k_cache, v_cache, n_past, scale, out, window=None, softcap=None):
+        tmp = np.empty(out.shape, np.float32)
+        super().attention(q.astype(np.float32), k_cache, v_cache, n_past, scale, tmp,
+                          window, softcap)
+        out[...] = tmp
+
+    def rope(self, x, positions, n_rot, base, mode, out, freq_factors=None, freq_scale=1.0):
+        half = n_rot // 2
+        inv = float(base) ** (-2.0 * np.arange(half) / n_rot)
+        if freq_factors is not None:
+            inv = inv / freq_factors.astype(np.float64)
+        theta = positions[:, None].astype(np.float64) * freq_scale * inv
+        cos, sin = np.cos(theta)[:, None, :], np.sin(theta)[:, None, :]
+        if mode == RopeMode.NORMAL:
+            a, b = slice(0, n_rot, 2), slice(1, n_rot, 2)
+        else:
+            a, b = slice(0, half), slice(half, n_rot)
+        x0, x1 = x[..., a].astype(np.float64), x[..., b].astype(np.float64)
+        rotated = (x0 * cos - x1 * sin, x0 * sin + x1 * cos)
+        out[..., n_rot:] = x[..., n_rot:]
+        out[..., a], out[..., b] = rotated
+
+
+class GgmlRopeAngles(Mutant):
+    """ggml's rope cache: theta_i = p * theta_scale**i by repeated float32 multiplication."""
+
+    def rope(self, x, positions, n_rot, base, mode, out, freq_factors=None, freq_scale=1.0):
+        half = n_rot // 2
+        theta_scale = np.float32(base) ** np.float32(-2.0 / n_rot)
+        theta = positions.astype(np.float32)
+        angles = np.empty((len(positions), half), np.float32)
+        for i in range(half):
+            ff = np.float32(1.0) if freq_factors is None else freq_factors[i]
+            angles[:, i] = np.float32(freq_scale) * (theta / ff)
+            theta = theta * theta_scale
+        cos, sin = np.cos(angles)[:, None, :], np.sin(angles)[:, None, :]
+        if mode == RopeMode.NORMAL:
+            a, b = slice(0, n_rot, 2), slice(1, n_rot, 2)
+        else:
+            a, b = slice(0, half), slice(half, n_rot)
+        x0, x1 = x[..., a].copy(), x[..., b].copy()
+        out[..., n_rot:] = x[..., n_rot:]
+        out[..., a], out[..., b] = x0 * cos - x1 * sin, x0 * sin + x1 * cos
+
+
+ROPE_FAR = dict(n=4, n_head=2, head_dim=128, n_rot=128, max_pos=8000, freq_factors=True,
+                freq_scale=1.0, in_place=False)
+VARIANTS = [
+    (Float64Everywhere, check_matmul, dict(qtype=GGMLType.Q4_K, n=5, m=33, k_blocks=12)),
+    (Float64Everywhere, check_matmul, dict(qtype=None, n=3, m=17, k_blocks=40)),
+    (Float64Everywhere, check_rms_norm, dict(shape=(16, 2048), eps=1e-6, in_place=False)),
+    (Float64Everywhere, check_gated, dict(op="swiglu", shape=(8, 512), spread=4.0,
+                                          in_place=False)),
+    (Float64Everywhere, check_gated, dict(op="geglu", shape=(8, 512), spread=4.0,
+                                          in_place=False)),
+    (Float64Everywhere, check_rope, dict(ROPE_FAR, mode=RopeMode.NEOX)),
+    (GgmlRopeAngles, check_rope, dict(ROPE_FAR, mode=RopeMode.NORMAL)),
+    (GgmlRopeAngles, check_rope, dict(ROPE_FAR, mode=RopeMode.NEOX, freq_factors=False)),
+]
+
+
+@pytest.mark.parametrize("variant,check,case", VARIANTS,
+                         ids=[f"{v[0].__name__}-{v[1].__name__}" for v in VARIANTS])
+def test_check_accepts(reference, variant, check, case):
+    check(variant(), reference, np.random.default_rng(2), **case)

@@ -87,11 +87,12 @@ class HeaderParser:
         path: str,
         grow: Callable[[int], None] | None = None,
     ) -> None:
+        assert grow is not None or len(buf) == file_size, "a partial buffer needs grow()"
         self.buf = buf
         self.avail = len(buf)
         self.file_size = file_size
         self.path = path
-        self._grow = grow
+        self._grow: Callable[[int], None] = grow or _no_grow
         self.pos = 0
 
     # -- errors and bounds -------------------------------------------------------------
@@ -110,8 +111,6 @@ class HeaderParser:
                 f"{what} needs {size} bytes, but only {self.file_size - start} are left "
                 f"in the {self.file_size}-byte file (truncated or corrupt)",
             )
-        if self._grow is None:  # pragma: no cover - buf shorter than file_size without grow
-            raise AssertionError("buffer shorter than the file and no way to grow it")
         self._grow(end)
         self.avail = len(self.buf)
         return self.avail
@@ -317,6 +316,10 @@ class HeaderParser:
                 f"{self.path}: key {ALIGNMENT_KEY!r} must be a power of two, found {alignment}"
             )
         return alignment
+
+
+def _no_grow(end: int) -> None:  # the whole file is in the buffer: _need never asks
+    raise AssertionError(f"asked to grow a whole-file buffer to {end}")
 
 
 def _version_message(version: int) -> str:

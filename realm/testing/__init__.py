@@ -6,6 +6,16 @@
 (4, 68)
 """
 
-from realm.testing.blocks import random_blocks, random_quant_tensor
+from realm.testing.blocks import random_blocks, random_quant_tensor, rescale_blocks
+from realm.testing.models import ARCHITECTURES, ArchSpec, write_model
+from realm.testing.vocab import gpt2_vocab
 
-__all__ = ["random_blocks", "random_quant_tensor"]
+__all__ = [
+    "ARCHITECTURES",
+    "ArchSpec",
+    "gpt2_vocab",
+    "random_blocks",
+    "random_quant_tensor",
+    "rescale_blocks",
+    "write_model",
+]

@@ -135,3 +135,33 @@ def random_quant_tensor(
     blocks_per_row = shape[-1] // traits.block_size
     raw = random_blocks(qtype, n_rows * blocks_per_row, rng)
     return raw.reshape(*shape[:-1], blocks_per_row * traits.type_size)
+
+
+def rescale_blocks(raw: np.ndarray, qtype: GGMLType, factor: float) -> np.ndarray:
+    """A copy of `raw` whose decoded values are `factor` times the original's.
+
+    Every supported layout decodes linearly in its float scale fields (``d`` and, where
+    there is one, ``dmin``/``m``), so scaling those fields scales the tensor (up to the
+    float16 rounding of the new scales).
+    """
+    qtype = GGMLType(qtype)
+    size = type_traits(qtype).type_size
+    blocks = np.array(raw, dtype=np.uint8, copy=True).reshape(-1, size)
+    if qtype in _F16_SCALE_OFFSETS:
+        for offset in _F16_SCALE_OFFSETS[qtype]:
+            field = blocks[:, offset : offset + 2].copy().view("<f2").astype(np.float32)
+            scaled = (field * np.float32(factor)).astype("<f2")
+            if not np.isfinite(scaled).all():
+                raise UnsupportedQuantError(
+                    f"scaling {qtype.name} blocks by {factor} overflows their float16 scales"
+                )
+            blocks[:, offset : offset + 2] = scaled.view(np.uint8).reshape(-1, 2)
+    elif qtype in (GGMLType.Q8_K, GGMLType.Q8_1):
+        n_fields = 1 if qtype == GGMLType.Q8_K else 2
+        fields = blocks[:, : 4 * n_fields].copy().view("<f4") * np.float32(factor)
+        blocks[:, : 4 * n_fields] = fields.astype("<f4").view(np.uint8)
+    else:
+        raise UnsupportedQuantError(
+            f"cannot rescale {qtype.name} blocks: their scales are not plain float fields"
+        )
+    return blocks.reshape(raw.shape)

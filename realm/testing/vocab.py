@@ -72,7 +72,7 @@ def train_merges(text: str, n_merges: int) -> list[tuple[str, str]]:
     while len(merges) < n_merges:
         pairs: Counter[tuple[str, str]] = Counter()
         for symbols, count in words.items():
-            for pair in zip(symbols, symbols[1:]):
+            for pair in zip(symbols, symbols[1:], strict=False):  # adjacent pairs
                 pairs[pair] += count
         if not pairs:
             break  # every word is a single token: nothing left to merge

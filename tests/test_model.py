@@ -1,0 +1,166 @@
+"""The model layer on small synthetic models: caching, chunking, hooks, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import realm
+from realm.errors import (
+    BackendUnavailableError,
+    ContextOverflowError,
+    GGUFFormatError,
+    UnsupportedModelError,
+)
+from realm.generate import InvalidParameterError
+from realm.gguf.types import GGMLType
+from realm.model import kv_cache
+from realm.testing import write_model
+
+
+@pytest.fixture(scope="module")
+def llama_path(tmp_path_factory):
+    return write_model(tmp_path_factory.mktemp("m") / "llama.gguf", arch="llama", qtype=GGMLType.Q8_0, seed=1)
+
+
+@pytest.fixture(scope="module")
+def model(llama_path):
+    return realm.load(llama_path, device="numpy")
+
+
+def test_all_position_logits_equal_incremental_decode(model):
+    ids = list(range(3, 40))
+    full = model.logits(ids)
+    t = model.transformer
+    t.reset()
+    steps = [t.eval([i])[-1] for i in ids]
+    np.testing.assert_allclose(np.stack(steps), full, rtol=1e-4, atol=1e-4)
+
+
+def test_prompt_chunking_does_not_change_logits(llama_path, model):
+    ids = list(range(5, 30))
+    small_batches = realm.load(llama_path, device="numpy", n_batch=4)
+    np.testing.assert_allclose(small_batches.logits(ids), model.logits(ids), rtol=1e-4, atol=1e-4)
+
+
+def test_kv_cache_grows_without_changing_results(llama_path, model, monkeypatch):
+    monkeypatch.setattr(kv_cache, "INITIAL_CAPACITY", 8)
+    m = realm.load(llama_path, device="numpy", n_batch=5)
+    assert m.transformer.cache.capacity == 8
+    ids = list(range(1, 60))
+    np.testing.assert_allclose(m.logits(ids), model.logits(ids), rtol=1e-4, atol=1e-4)
+    assert m.transformer.cache.capacity >= 59
+
+
+def test_prompt_longer_than_context_is_an_error(llama_path):
+    m = realm.load(llama_path, device="numpy", n_ctx=16)
+    with pytest.raises(ContextOverflowError, match="16"):
+        m.logits(list(range(17)))
+    with pytest.raises(ContextOverflowError):
+        m.generate(list(range(10)), max_tokens=7)
+    out = m.generate(list(range(10)), max_tokens=None, temperature=0)
+    assert out.completion_tokens + 10 <= 16
+
+
+def test_same_seed_same_text_and_stream_matches(model):
+    a = model.generate("hello world", max_tokens=12, seed=5, temperature=1.0)
+    b = model.generate("hello world", max_tokens=12, seed=5, temperature=1.0)
+    assert a.tokens == b.tokens and a.text == b.text
+    streamed = "".join(model.generate("hello world", max_tokens=12, seed=5, temperature=1.0, stream=True))
+    assert streamed == a.text
+
+
+def test_prefix_reuse_gives_the_same_greedy_output(model):
+    first = model.generate("the quick brown fox", max_tokens=6, temperature=0)
+    model.generate("the quick red", max_tokens=3, temperature=0)  # shares a prefix, then diverges
+    again = model.generate("the quick brown fox", max_tokens=6, temperature=0)
+    model.transformer.reset()
+    fresh = model.generate("the quick brown fox", max_tokens=6, temperature=0)
+    assert first.tokens == again.tokens == fresh.tokens
+
+
+def test_hooks_read_and_replace_intermediates(model):
+    ids = list(range(2, 12))
+    base = model.logits(ids)
+    seen = {}
+    model.transformer.hooks["*"] = lambda name, x: seen.setdefault(name, x.copy()) and None
+    try:
+        np.testing.assert_array_equal(model.logits(ids), base)
+    finally:
+        model.transformer.hooks.clear()
+    n_layer = model.config.n_layer
+    for name in ["inp_embd", "result_norm"] + [f"blk.{i}.{s}" for i in range(n_layer)
+                                              for s in ("attn_out", "ffn_out", "l_out", "q", "k", "v")]:
+        assert name in seen, name
+    assert seen["inp_embd"].shape == (len(ids), model.config.n_embd)
+    # zeroing the last block's FFN output changes the logits; the recorded residual explains by how much
+    last = n_layer - 1
+    model.transformer.hooks[f"blk.{last}.ffn_out"] = lambda name, x: np.zeros_like(x)
+    try:
+        changed = model.logits(ids)
+    finally:
+        model.transformer.hooks.clear()
+    assert not np.allclose(changed, base)
+
+
+def test_bad_generation_arguments(model):
+    with pytest.raises(InvalidParameterError):
+        model.generate("hi", max_tokens=0)
+    with pytest.raises(InvalidParameterError):
+        model.generate("hi", top_p=2.0)
+    with pytest.raises(InvalidParameterError):
+        model.generate([], max_tokens=3)
+    with pytest.raises(ValueError):
+        model.logits([model.n_vocab])  # out of vocabulary
+
+
+def test_unknown_device_is_refused(llama_path):
+    with pytest.raises(BackendUnavailableError):
+        realm.load(llama_path, device="quantum")
+
+
+def test_info_describes_the_model(model):
+    info = model.info()
+    assert info["architecture"] == "llama"
+    assert info["backend"] == "numpy"
+    assert info["hyperparameters"]["n_layer"] == model.config.n_layer
+    assert info["tensor_types"]["Q8_0"] > 0
+    assert info["parameters"] > 0
+
+
+def _rewrite_metadata(src, dst, **changes):
+    """Copy a GGUF file with some metadata values changed (None deletes the key)."""
+    from gguf import GGUFReader, GGUFWriter
+
+    r = GGUFReader(src)
+    arch = changes.pop("arch", None) or str(r.fields["general.architecture"].contents())
+    w = GGUFWriter(dst, arch)
+    for name, field in r.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue
+        if name in changes:
+            continue
+        w.add_key_value(name, field.contents(), field.types[0], field.types[-1] if len(field.types) > 1 else None)
+    for name, value in changes.items():
+        if value is not None:
+            w.add_key_value(name, value[0], value[1])
+    for t in r.tensors:
+        w.add_tensor(t.name, t.data, raw_shape=t.data.shape, raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return dst
+
+
+def test_unknown_architecture_names_the_supported_ones(llama_path, tmp_path):
+    bad = _rewrite_metadata(llama_path, tmp_path / "x.gguf", arch="mamba9")
+    with pytest.raises(UnsupportedModelError) as exc:
+        realm.load(bad, device="numpy")
+    assert "mamba9" in str(exc.value) and "llama" in str(exc.value)
+
+
+def test_missing_hyperparameter_names_the_key(llama_path, tmp_path):
+    bad = _rewrite_metadata(llama_path, tmp_path / "x.gguf", **{"llama.block_count": None})
+    with pytest.raises(GGUFFormatError, match="llama.block_count"):
+        realm.load(bad, device="numpy")
