@@ -10,7 +10,7 @@ from pathlib import Path
 from realm.backend import get_backend
 from realm.errors import ModelNotFoundError
 from realm.gguf.reader import read_gguf
-from realm.model.architecture import architecture_for
+from realm.model.architecture import architecture_class
 from realm.model.config import ModelConfig
 from realm.model.model import Model
 from realm.model.transformer import Transformer
@@ -49,8 +49,9 @@ def load(
         raise ValueError(f"n_batch must be a positive integer, got {n_batch!r}")
     gguf = read_gguf(path)
     try:
+        arch_class = architecture_class(gguf.metadata)
         config = ModelConfig.from_gguf(gguf.metadata)
-        arch = architecture_for(config, gguf.metadata)
+        arch = arch_class(config, gguf.metadata)
         tokenizer = Tokenizer.from_metadata(gguf.metadata)
         backend = get_backend(device, n_threads=n_threads)
         show = (

@@ -44,7 +44,7 @@ def _byte_decoder() -> dict[str, int]:
             printable.append(byte)
             chars.append(256 + extra)
             extra += 1
-    return {chr(c): b for b, c in zip(printable, chars)}
+    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
 
 
 _GPT2_BYTES = _byte_decoder()
@@ -75,21 +75,22 @@ class Tokenizer:
         self._hf: tokenizers.Tokenizer | None = None
         if vocab.kind == "bpe":
             self._hf, fragment_tok = build_hf(vocab)
-            self._encode_fragment = lambda text: fragment_tok.encode(
-                text, add_special_tokens=False
-            ).ids
+            self._encode_fragment = lambda text: fragment_tok.encode(text, add_special_tokens=False).ids
         else:
             spm = SpmEncoder(vocab.tokens, vocab.scores)
             self._encode_fragment = lambda text: spm.encode(text.replace(" ", SPACE_ESCAPE))
         attrs = vocab.attrs
+
         # llama.cpp tries special tokens longest first (ties here: lower id first).
         def by_length(mask: np.ndarray) -> list[tuple[str, int]]:
             ids = np.flatnonzero(mask).tolist()
             ids.sort(key=lambda i: -len(vocab.tokens[i]))
             return [(vocab.tokens[i], i) for i in ids]
 
-        self._split_plain = by_length(attrs & _SPLIT_ALWAYS)
-        self._split_special = by_length(attrs & (_SPLIT_ALWAYS | _SHOWN_AS_SPECIAL))
+        # A user-defined token that llama.cpp made a control token ("</s>" in gemma 3)
+        # is parsed only with special=True.
+        self._split_plain = by_length(((attrs & _SPLIT_ALWAYS) != 0) & ((attrs & _SHOWN_AS_SPECIAL) == 0))
+        self._split_special = by_length((attrs & (_SPLIT_ALWAYS | _SHOWN_AS_SPECIAL)) != 0)
         self._pieces: dict[int, bytes] = {}
 
     @classmethod
@@ -182,15 +183,23 @@ class Tokenizer:
 
     # -- ids -> text ---------------------------------------------------------------
 
+    def token_text(self, token_id: int) -> str:
+        """The vocabulary entry of ``token_id`` as stored in the file (``"<bos>"``, ``"Ġthe"``)."""
+        return self.vocab.tokens[self._checked_id(token_id)]
+
+    def _checked_id(self, token_id: int) -> int:
+        token_id = int(token_id)
+        if not 0 <= token_id < self.n_vocab:
+            raise RealmError(f"token id {token_id} is outside the vocabulary (0..{self.n_vocab - 1})")
+        return token_id
+
     def token_to_bytes(self, token_id: int, special: bool = True) -> bytes:
         """The bytes token ``token_id`` stands for (llama.cpp's ``token_to_piece``).
 
         A piece may be part of a UTF-8 character: stream by joining bytes, not strings.
         With ``special=False`` control and unknown tokens give ``b""``.
         """
-        token_id = int(token_id)
-        if not 0 <= token_id < self.n_vocab:
-            raise RealmError(f"token id {token_id} is outside the vocabulary (0..{self.n_vocab - 1})")
+        token_id = self._checked_id(token_id)
         attr = int(self.vocab.attrs[token_id])
         if not special and attr & _SHOWN_AS_SPECIAL:
             return b""
@@ -217,6 +226,10 @@ class Tokenizer:
         ``skip_special=True`` drops control tokens and a leading BOS / trailing EOS that
         the model adds; otherwise control tokens are written out as their text.
         """
+        return self.detokenize_bytes(ids, skip_special).decode("utf-8", errors="replace")
+
+    def detokenize_bytes(self, ids: Iterable[int], skip_special: bool = False) -> bytes:
+        """Like :meth:`detokenize`, but the raw bytes, possibly ending inside a character."""
         ids = [int(i) for i in ids]
         remove_space = self.vocab.add_space_prefix
         if skip_special and self.add_bos and ids and ids[0] == self.bos_id:
@@ -232,9 +245,7 @@ class Tokenizer:
             remove_space = False
             pieces.append(piece)
         data = b"".join(pieces)
-        if self.vocab.clean_spaces:
-            data = _clean_spaces(data)
-        return data.decode("utf-8", errors="replace")
+        return _clean_spaces(data) if self.vocab.clean_spaces else data
 
 
 def _gpt2_text_to_bytes(text: str) -> bytes:

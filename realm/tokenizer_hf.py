@@ -26,6 +26,7 @@ from realm.tokenizer_vocab import TokenAttr, Vocab
 
 SPACE_ESCAPE = "\u2581"  # SentencePiece's visible space, "▁"
 
+
 def build_hf(vocab: Vocab) -> tuple[Tokenizer, Tokenizer]:
     """Return ``(full, fragment)`` tokenizers for ``vocab``, sharing one BPE model.
 

@@ -51,18 +51,12 @@ _TOKEN_TYPE_ATTR = {
 # Pre-tokenizer regexes, copied from llama.cpp's llm_tokenizer_bpe (src/llama-vocab.cpp).
 # Each list is applied in order, every regex splitting the pieces the previous one left,
 # with the unmatched stretches kept as pieces of their own.
-_GPT2 = (
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
-)
+_GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
 _CONTRACTIONS = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
 _LLAMA3 = (
-    _CONTRACTIONS
-    + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    _CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-_QWEN2 = (
-    _CONTRACTIONS
-    + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+_QWEN2 = _CONTRACTIONS + r"|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 REGEX_FAMILIES: dict[str, tuple[str, ...]] = {
     "default": (r"[\p{P}\$\+<=>\^~\|]+", _GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"),
     "gpt2": (_GPT2,),
@@ -261,8 +255,7 @@ def _get(metadata: Mapping[str, Any], key: str, kind: type, source: str) -> Any:
     ok = isinstance(value, kind) and (kind is not int or not isinstance(value, bool))
     if not ok:
         raise GGUFFormatError(
-            f"{source}: key {key!r} must be a {kind.__name__}, found {type(value).__name__} "
-            f"{value!r}"
+            f"{source}: key {key!r} must be a {kind.__name__}, found {type(value).__name__} {value!r}"
         )
     return value
 
@@ -286,8 +279,7 @@ def _tokens(metadata: Mapping[str, Any], source: str) -> list[str]:
         first = seen.setdefault(text, index)
         if first != index:
             raise GGUFFormatError(
-                f"{source}: duplicate token in tokenizer.ggml.tokens: {text!r} has ids "
-                f"{first} and {index}"
+                f"{source}: duplicate token in tokenizer.ggml.tokens: {text!r} has ids {first} and {index}"
             )
     return tokens
 
@@ -300,9 +292,7 @@ def _numeric_array(metadata: Mapping[str, Any], key: str, n: int, kinds: str, so
         found = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
         raise GGUFFormatError(f"{source}: key {key!r} must be a numeric array, found {found}")
     if len(value) != n:
-        raise GGUFFormatError(
-            f"{source}: key {key!r} has {len(value)} entries, expected {n} (one per token)"
-        )
+        raise GGUFFormatError(f"{source}: key {key!r} has {len(value)} entries, expected {n} (one per token)")
     return value
 
 
@@ -313,8 +303,7 @@ def _attrs(metadata: Mapping[str, Any], n: int, source: str) -> np.ndarray:
     bad = np.flatnonzero((types < 0) | (types > 6))
     if bad.size:
         raise GGUFFormatError(
-            f"{source}: tokenizer.ggml.token_type[{int(bad[0])}] = {int(types[bad[0]])}, "
-            f"expected 0..6"
+            f"{source}: tokenizer.ggml.token_type[{int(bad[0])}] = {int(types[bad[0]])}, expected 0..6"
         )
     table = np.array([int(_TOKEN_TYPE_ATTR[t]) for t in range(7)], dtype=np.int32)
     return table[types.astype(np.int64)]
@@ -344,19 +333,14 @@ def _merges(metadata: Mapping[str, Any], source: str) -> list[tuple[str, str]]:
         cut = merge.find(" ", 1) if isinstance(merge, str) else -1
         if cut < 0:
             raise GGUFFormatError(
-                f"{source}: tokenizer.ggml.merges[{index}] = {merge!r} is not two tokens "
-                f"separated by a space"
+                f"{source}: tokenizer.ggml.merges[{index}] = {merge!r} is not two tokens separated by a space"
             )
         pairs.append((merge[:cut], merge[cut + 1 :]))
     return pairs
 
 
-def _special_ids(
-    metadata: Mapping[str, Any], kind: str, n: int, source: str
-) -> dict[str, int | None]:
-    ids: dict[str, int | None] = dict.fromkeys(
-        ("bos", "eos", "eot", "eom", "unk", *FIM_TEXTS), None
-    )
+def _special_ids(metadata: Mapping[str, Any], kind: str, n: int, source: str) -> dict[str, int | None]:
+    ids: dict[str, int | None] = dict.fromkeys(("bos", "eos", "eot", "eom", "unk", *FIM_TEXTS), None)
     for role, default in _DEFAULT_IDS[kind].items():
         ids[role] = default if default < n else None
     for role, key in _ID_KEYS:
@@ -365,8 +349,7 @@ def _special_ids(
             continue
         if not 0 <= value < n:
             raise GGUFFormatError(
-                f"{source}: tokenizer.ggml.{key} = {value} is outside the vocabulary "
-                f"(0..{n - 1})"
+                f"{source}: tokenizer.ggml.{key} = {value} is outside the vocabulary (0..{n - 1})"
             )
         ids[role] = value
     return ids

@@ -20,7 +20,7 @@ names = {ep.name: ep.value for ep in entry_points(group="realm.backends")}
 required = os.environ.get("REALM_REQUIRE_BACKENDS", "numpy").split(",")
 for name in required:
     assert name in names, f"backend {name!r} is not registered by the installed distribution: {names}"
-for name, target in names.items():
+for target in names.values():
     module = importlib.import_module(target.partition(":")[0])
     assert "site-packages" in module.__file__, f"{module.__name__} not installed: {module.__file__}"
 print(f"installed realm {dist.version}: backends {sorted(names)}")

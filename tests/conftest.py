@@ -12,10 +12,15 @@ from __future__ import annotations
 import os
 import zlib
 
-import numpy as np
-import pytest
+# One BLAS thread for the numpy reference: on a small, busy machine OpenBLAS's spinning
+# worker threads make each small matmul up to 100x slower (a SmolLM2 decode step goes from
+# ~0.3 s to ~2.5 s). Set before numpy loads OpenBLAS; an explicit setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from realm.backend import registered_backends
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from realm.backend import registered_backends  # noqa: E402
 
 REQUIRE_ENV = "REALM_REQUIRE_BACKENDS"
 REFERENCE = "numpy"

@@ -14,7 +14,9 @@ CHATML = (
 
 
 def test_renders_messages_and_generation_prompt():
-    text = render_chat(CHATML, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
+    text = render_chat(
+        CHATML, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    )
     assert text == (
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     )
@@ -23,8 +25,12 @@ def test_renders_messages_and_generation_prompt():
 
 
 def test_bos_token_is_passed_to_the_template():
-    assert render_chat("{{ bos_token }}{{ messages[0].content }}", [{"role": "user", "content": "x"}],
-                       bos_token="<bos>") == "<bos>x"
+    assert (
+        render_chat(
+            "{{ bos_token }}{{ messages[0].content }}", [{"role": "user", "content": "x"}], bos_token="<bos>"
+        )
+        == "<bos>x"
+    )
 
 
 def test_no_template_is_a_clear_error():

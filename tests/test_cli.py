@@ -14,7 +14,9 @@ from golden import model_path
 def realm_cmd(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     exe = shutil.which("realm")
     cmd = [exe, *args] if exe else [sys.executable, "-m", "realm", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
 
 
 def test_run_default_model_greedy_says_paris():
@@ -26,8 +28,17 @@ def test_run_default_model_greedy_says_paris():
 
 def test_run_with_explicit_model_and_numpy_device():
     path = model_path("smollm2")
-    r = realm_cmd("run", str(path), "The capital of France is", "--device", "numpy", "--temperature", "0",
-                  "--max-tokens", "4")
+    r = realm_cmd(
+        "run",
+        str(path),
+        "The capital of France is",
+        "--device",
+        "numpy",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "4",
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("The capital of France is Paris"), r.stdout
 
@@ -76,8 +87,8 @@ def test_default_model_missing_says_how_to_get_it(tmp_path, missing):
     shadow.mkdir()
     (shadow / f"{missing}.py").write_text("raise ImportError('hidden for this test')\n")
     code = (
-        "import sys, importlib.util; sys.path.insert(0, %r);"
-        "from realm.cli import main; sys.exit(main(['run', 'hi']))" % str(shadow)
+        f"import sys; sys.path.insert(0, {str(shadow)!r});"
+        "from realm.cli import main; sys.exit(main(['run', 'hi']))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2

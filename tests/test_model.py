@@ -83,14 +83,19 @@ def test_hooks_read_and_replace_intermediates(model):
     ids = list(range(2, 12))
     base = model.logits(ids)
     seen = {}
-    model.transformer.hooks["*"] = lambda name, x: seen.setdefault(name, x.copy()) and None
+
+    def record(name, x):
+        seen[name] = x.copy()  # returning None leaves the tensor as it is
+
+    model.transformer.hooks["*"] = record
     try:
         np.testing.assert_array_equal(model.logits(ids), base)
     finally:
         model.transformer.hooks.clear()
     n_layer = model.config.n_layer
-    for name in ["inp_embd", "result_norm"] + [f"blk.{i}.{s}" for i in range(n_layer)
-                                              for s in ("attn_out", "ffn_out", "l_out", "q", "k", "v")]:
+    for name in ["inp_embd", "result_norm"] + [
+        f"blk.{i}.{s}" for i in range(n_layer) for s in ("attn_out", "ffn_out", "l_out", "q", "k", "v")
+    ]:
         assert name in seen, name
     assert seen["inp_embd"].shape == (len(ids), model.config.n_embd)
     # zeroing the last block's FFN output changes the logits; the recorded residual explains by how much
@@ -140,7 +145,9 @@ def _rewrite_metadata(src, dst, **changes):
             continue
         if name in changes:
             continue
-        w.add_key_value(name, field.contents(), field.types[0], field.types[-1] if len(field.types) > 1 else None)
+        w.add_key_value(
+            name, field.contents(), field.types[0], field.types[-1] if len(field.types) > 1 else None
+        )
     for name, value in changes.items():
         if value is not None:
             w.add_key_value(name, value[0], value[1])

@@ -39,9 +39,11 @@ def quant(be, qtype, shape, rng):
 
 
 @pytest.mark.parametrize("qtype", GGUF_DECODED, ids=lambda t: t.name)
-def test_dequantize_matches_gguf(rng, qtype):
-    block = type_traits(qtype).block_size
-    shape = (5, 3 * block)
+@pytest.mark.parametrize("rows,blocks", [(5, 3), (1000, 2)], ids=["small", "regrouped"])
+def test_dequantize_matches_gguf(rng, qtype, rows, blocks):
+    """Bit-exact against gguf-py decoding the tensor row by row (the large case is
+    decoded in regrouped batches with a remainder, see realm.quants._decode_blocks)."""
+    shape = (rows, blocks * type_traits(qtype).block_size)
     raw = random_quant_tensor(qtype, shape, rng)
     expected = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[qtype.name])
     got = dequantize(raw, qtype, shape)

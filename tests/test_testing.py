@@ -114,6 +114,14 @@ def test_other_architectures_add_their_tensors(tmp_path, arch, extra):
         assert field(reader, "gemma3.attention.sliding_window") == 16
 
 
+def test_llama_rope_freq_factors_option(tmp_path):
+    _, tensors = read(write_model(tmp_path / "m.gguf", n_layer=1, rope_freq_factors=True))
+    factors = dequantized(tensors["rope_freqs.weight"])
+    assert factors.shape == (8,) and factors.min() >= 1.0
+    _, plain = read(write_model(tmp_path / "p.gguf", n_layer=1))
+    assert "rope_freqs.weight" not in plain
+
+
 def test_gemma3_sliding_window_option(tmp_path):
     reader, _ = read(write_model(tmp_path / "m.gguf", "gemma3", n_layer=1, sliding_window=5))
     assert field(reader, "gemma3.attention.sliding_window") == 5
@@ -137,6 +145,8 @@ def test_weights_are_scaled_to_fan_in_and_norms_near_one(tmp_path, qtype):
 def test_bad_arguments_are_explained(tmp_path):
     with pytest.raises(UnsupportedQuantError, match=r"token_embd\.weight.*64.*Q4_K.*256"):
         write_model(tmp_path / "m.gguf", qtype=GGMLType.Q4_K)
+    with pytest.raises(UnsupportedQuantError, match="Q8_K"):
+        write_model(tmp_path / "m.gguf", n_embd=256, n_ff=256, qtype=GGMLType.Q8_K)
     with pytest.raises(UnsupportedModelError, match="mamba"):
         write_model(tmp_path / "m.gguf", "mamba")
     with pytest.raises(TypeError, match="sliding_window"):

@@ -19,6 +19,7 @@ from realm_numba.scalars import (
     f16_bits_to_f32,
     u32_as_f32,
     u32_at,
+    u64_as_f64,
     ue4m3_half_to_f32,
 )
 
@@ -48,6 +49,33 @@ def decode_bf16_row(src, dst):
     for i in range(dst.shape[0]):
         bits = (np.uint32(src[2 * i]) << np.uint32(16)) | (np.uint32(src[2 * i + 1]) << np.uint32(24))
         dst[i] = u32_as_f32(bits)
+
+
+@njit(**JIT)
+def _u64_at(src, o):
+    return np.uint64(u32_at(src, o)) | (np.uint64(u32_at(src, o + 4)) << np.uint64(32))
+
+
+@njit(**JIT)
+def decode_f64_row(src, dst):
+    """A row of little-endian float64, rounded to float32."""
+    for i in range(dst.shape[0]):
+        dst[i] = np.float32(u64_as_f64(_u64_at(src, 8 * i)))
+
+
+@njit(**JIT)
+def decode_int_row(src, dst, width):
+    """A row of little-endian signed integers of ``width`` bytes, rounded to float32."""
+    for i in range(dst.shape[0]):
+        o = width * i
+        if width == 1:
+            dst[i] = np.float32(np.int8(src[o]))
+        elif width == 2:
+            dst[i] = np.float32(np.int16(np.uint32(src[o]) | (np.uint32(src[o + 1]) << np.uint32(8))))
+        elif width == 4:
+            dst[i] = np.float32(np.int32(u32_at(src, o)))
+        else:
+            dst[i] = np.float32(np.int64(_u64_at(src, o)))
 
 
 @njit(**JIT)

@@ -18,7 +18,8 @@ from realm_numba import decode_simple as sq
 from realm_numba.scalars import JIT, JIT_FAST, JIT_PARALLEL
 
 # Type ids as plain ints: numba folds module-level ints into constants.
-F32, F16, BF16 = int(GGMLType.F32), int(GGMLType.F16), int(GGMLType.BF16)
+F32, F16, BF16, F64 = (int(GGMLType[n]) for n in ("F32", "F16", "BF16", "F64"))
+I8, I16, I32, I64 = (int(GGMLType[n]) for n in ("I8", "I16", "I32", "I64"))
 Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = (int(GGMLType[n]) for n in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"))
 Q2_K, Q3_K, Q4_K, Q5_K, Q6_K = (int(GGMLType[n]) for n in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"))
 IQ2_XXS, IQ2_XS, IQ2_S = int(GGMLType.IQ2_XXS), int(GGMLType.IQ2_XS), int(GGMLType.IQ2_S)
@@ -28,9 +29,9 @@ IQ4_NL, IQ4_XS = int(GGMLType.IQ4_NL), int(GGMLType.IQ4_XS)
 TQ1_0, TQ2_0 = int(GGMLType.TQ1_0), int(GGMLType.TQ2_0)
 MXFP4, NVFP4 = int(GGMLType.MXFP4), int(GGMLType.NVFP4)
 
-# The types ``decode_row`` knows: the ones gguf.quants can dequantize.
+# The types ``decode_row`` knows: those realm.quants' reference can dequantize.
 DECODABLE = frozenset(GGMLType(t) for t in (
-    F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+    F32, F16, BF16, F64, I8, I16, I32, I64, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
     IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M, IQ4_NL, IQ4_XS,
     TQ1_0, TQ2_0, MXFP4, NVFP4,
 ))
@@ -61,6 +62,16 @@ def decode_row(code, src, dst):  # noqa: C901 - one branch per format, taken onc
         sq.decode_f16_row(src, dst)
     elif code == BF16:
         sq.decode_bf16_row(src, dst)
+    elif code == F64:
+        sq.decode_f64_row(src, dst)
+    elif code == I8:
+        sq.decode_int_row(src, dst, 1)
+    elif code == I16:
+        sq.decode_int_row(src, dst, 2)
+    elif code == I32:
+        sq.decode_int_row(src, dst, 4)
+    elif code == I64:
+        sq.decode_int_row(src, dst, 8)
     elif code == Q4_0:
         for b in range(n // 32):
             sq.decode_q4_0(src, b * 18, dst, b * 32)
@@ -158,21 +169,27 @@ def _dot(a, b):
     return acc
 
 
-ROWS_PER_TASK = 16
-
-
 @njit(**JIT_PARALLEL)
-def matmul_generic(code, x, w, out):
-    """``out = x @ decode(w).T`` decoding each weight row once into a per-thread scratch row.
-
-    The fallback for formats without a dedicated kernel: memory stays one row per thread.
-    """
+def matvec_generic(code, x, w, out, n_chunks):
+    """``out = x @ decode(w).T`` for a few tokens, any format: each thread decodes its fixed
+    range of weight rows one at a time into a scratch row and dots it with every token."""
     m = w.shape[0]
     n, k = x.shape
-    n_tasks = (m + ROWS_PER_TASK - 1) // ROWS_PER_TASK
-    for task in prange(n_tasks):
+    n_chunks = max(1, min(n_chunks, m))
+    for c in prange(n_chunks):
         row = np.empty(k, dtype=np.float32)
-        for r in range(task * ROWS_PER_TASK, min(m, (task + 1) * ROWS_PER_TASK)):
+        for r in range(c * m // n_chunks, (c + 1) * m // n_chunks):
             decode_row(code, w[r], row)
             for t in range(n):
                 out[t, r] = _dot(x[t], row)
+
+
+@njit(**JIT)
+def take_rows(w, ids, out):
+    """``out[i] = w[ids[i]]`` for a float32 table; returns the first bad position, or -1."""
+    for i in range(ids.shape[0]):
+        if ids[i] < 0 or ids[i] >= w.shape[0]:
+            return i
+    for i in range(ids.shape[0]):
+        out[i] = w[ids[i]]
+    return -1

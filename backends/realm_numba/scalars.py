@@ -34,6 +34,44 @@ def u32_as_f32(typingctx, bits):
     return types.float32(bits), codegen
 
 
+@intrinsic
+def u64_as_f64(typingctx, bits):
+    """Reinterpret the 64 bits of an integer as a float64."""
+    if not isinstance(bits, types.Integer) or bits.bitwidth != 64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(bits), codegen
+
+
+@intrinsic
+def half_to_f32(typingctx, bits):
+    """The IEEE half whose 16 bits are ``bits``, widened to float32 by the CPU (F16C).
+
+    Vectorizes to ``vcvtph2ps``; used by the matmul kernels. NaN payloads may be
+    quieted, so the exact decoders use ``f16_bits_to_f32`` instead.
+    """
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        (value,) = args
+        i16 = ir.IntType(16)
+        as_i16 = builder.trunc(value, i16) if bits.bitwidth > 16 else (
+            builder.zext(value, i16) if bits.bitwidth < 16 else value)
+        return builder.fpext(builder.bitcast(as_i16, ir.HalfType()), ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+@njit(**JIT)
+def half_at(src, o):
+    """The half float at ``src[o:o+2]`` through the CPU's conversion (fast path)."""
+    return half_to_f32(np.uint16(src[o]) | (np.uint16(src[o + 1]) << np.uint16(8)))
+
+
 @njit(**JIT)
 def f16_bits_to_f32(h):
     """IEEE half (given as its 16 bits) to float32, exactly as numpy's ``astype``."""

@@ -137,6 +137,7 @@ class NumpyBackend:
     def dequantize(self, w: QuantTensor, out: np.ndarray) -> None:
         """``out = float32(w)`` for a tensor of any rank."""
         _check_f32("out", out, tuple(w.shape))
+        _check(out.flags.c_contiguous, "dequantize out must be C-contiguous")
         n_cols = w.shape[-1]
         rows = w.data.reshape(-1, row_nbytes(w.qtype, n_cols))
         flat_out = out.reshape(-1, n_cols)
@@ -174,8 +175,9 @@ class NumpyBackend:
         _check(isinstance(ids, np.ndarray) and ids.dtype == np.int32 and ids.ndim == 1,
                f"ids must be a 1-D int32 array, got {getattr(ids, 'dtype', type(ids))} "
                f"{getattr(ids, 'shape', '')}")
-        n_rows, d = w.shape
         name = w.name if isinstance(w, QuantTensor) else "w"
+        _check(len(w.shape) == 2, f"get_rows from {name!r}: need a 2-D table, got {w.shape}")
+        n_rows, d = w.shape
         _check_f32("out", out, (len(ids), d))
         bad = (ids < 0) | (ids >= n_rows)
         _check(not bad.any(), f"get_rows from {name!r} ({n_rows} rows): id "

@@ -70,16 +70,20 @@ def supported_architectures() -> list[str]:
     return sorted(_ARCHITECTURES)
 
 
-def architecture_for(config: ModelConfig, metadata: dict[str, Any]) -> Architecture:
-    """The family object for ``config.arch``; `UnsupportedModelError` names the supported ones."""
+def architecture_class(metadata: dict[str, Any]) -> type[Architecture]:
+    """The family class that ``general.architecture`` names; `UnsupportedModelError` lists the known ones.
+
+    Checked before any ``{arch}.*`` key is read, so an unknown family is reported as such.
+    """
     _load_builtin()
-    cls = _ARCHITECTURES.get(config.arch)
+    name = metadata.get("general.architecture")
+    cls = _ARCHITECTURES.get(name) if isinstance(name, str) else None
     if cls is None:
         raise UnsupportedModelError(
-            f"architecture {config.arch!r} (general.architecture) is not supported; "
+            f"architecture {name!r} (general.architecture) is not supported; "
             f"realm runs: {', '.join(sorted(_ARCHITECTURES))}"
         )
-    return cls(config, metadata)
+    return cls
 
 
 def _load_builtin() -> None:

@@ -99,6 +99,25 @@ def dequantize(
     flat = np.ascontiguousarray(raw).reshape(-1)
     if qtype in _PLAIN_DTYPES:
         return flat.view(_PLAIN_DTYPES[qtype]).astype(np.float32).reshape(shape)
-    blocks = flat.reshape(-1, row_nbytes(qtype, n_cols))
-    out = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType[qtype.name])
-    return np.asarray(out, dtype=np.float32).reshape(shape)
+    return _decode_blocks(flat, qtype).reshape(shape)
+
+
+# gguf-py decodes 16 rows per numpy call; blocks decode independently of the rows they sit
+# in, so regrouping the bytes into "rows" of ~16K elements gives identical values with
+# far fewer, larger numpy calls (about 2x faster than the tensor's own rows).
+_ELEMENTS_PER_GROUP = 16384
+
+
+def _decode_blocks(flat: np.ndarray, qtype: GGMLType) -> np.ndarray:
+    traits = TYPE_TRAITS[qtype]
+    gtype = gguf.GGMLQuantizationType[qtype.name]
+    n_blocks = flat.size // traits.type_size
+    if n_blocks == 0:
+        return np.empty(0, np.float32)
+    per_group = min(n_blocks, max(1, _ELEMENTS_PER_GROUP // traits.block_size))
+    split = (n_blocks - n_blocks % per_group) * traits.type_size
+    parts = [flat[:split].reshape(-1, per_group * traits.type_size)]
+    if split < flat.size:  # the blocks left over after the last whole group
+        parts.append(flat[split:].reshape(1, -1))
+    decoded = [np.asarray(gguf.quants.dequantize(p, gtype), np.float32).reshape(-1) for p in parts]
+    return decoded[0] if len(decoded) == 1 else np.concatenate(decoded)

@@ -18,6 +18,7 @@ import numpy as np
 
 from realm.errors import UnsupportedModelError, UnsupportedQuantError
 from realm.gguf.types import GGMLType, type_traits
+from realm.quants import SUPPORTED_TYPES, dequantize
 from realm.testing.blocks import random_quant_tensor, rescale_blocks
 from realm.testing.vocab import CHATML_TEMPLATE, gpt2_vocab
 
@@ -75,14 +76,25 @@ class ArchSpec:
     options: dict[str, Any] = field(default_factory=dict)  # option -> default
     # Extra metadata from the options: (writer, options) -> None.
     extra_keys: Callable[[gguf.GGUFWriter, dict[str, Any]], None] = lambda w, o: None
+    # Extra model-wide F32 tensors from the options: (dims, options, rng) -> {name: values}.
+    extra_tensors: Callable[[Dims, dict[str, Any], np.random.Generator],
+                            dict[str, np.ndarray]] = lambda d, o, r: {}
 
 
 def _gemma3_keys(writer: gguf.GGUFWriter, options: dict[str, Any]) -> None:
     writer.add_sliding_window(int(options["sliding_window"]))
 
 
+def _llama_rope_freqs(dims: Dims, options: dict[str, Any], rng: np.random.Generator
+                      ) -> dict[str, np.ndarray]:
+    # Llama 3 style long-context rope: one divisor (>= 1) per rotated pair.
+    if not options["rope_freq_factors"]:
+        return {}
+    return {"rope_freqs.weight": rng.uniform(1.0, 8.0, dims.head_dim // 2).astype(np.float32)}
+
+
 ARCHITECTURES: dict[str, ArchSpec] = {
-    "llama": ArchSpec(),
+    "llama": ArchSpec(options={"rope_freq_factors": False}, extra_tensors=_llama_rope_freqs),
     "qwen2": ArchSpec(block=LLAMA_BLOCK + QKV_BIASES, rms_eps=1e-6),
     "qwen3": ArchSpec(block=LLAMA_BLOCK + QK_NORMS, rms_eps=1e-6, write_head_dims=True),
     "gemma3": ArchSpec(
@@ -108,6 +120,10 @@ def encode_weight(name: str, values: np.ndarray, qtype: GGMLType, rng: np.random
     Types gguf-py cannot quantize (K-quants, IQ types) get random valid blocks rescaled
     so the tensor has the same standard deviation as `values`.
     """
+    if qtype not in SUPPORTED_TYPES:
+        raise UnsupportedQuantError(
+            f"tensor {name!r}: realm cannot decode {qtype.name}, so it writes no model in it"
+        )
     block = type_traits(qtype).block_size
     if values.shape[-1] % block:
         raise UnsupportedQuantError(
@@ -119,11 +135,13 @@ def encode_weight(name: str, values: np.ndarray, qtype: GGMLType, rng: np.random
         return values.astype(np.float32), None
     if qtype == GGMLType.F16:
         return values.astype(np.float16), None
+    if qtype == GGMLType.F64:
+        return values.astype(np.float64), None
     gtype = gguf.GGMLQuantizationType[qtype.name]
     if qtype in _GGUF_QUANTIZABLE:
         return gguf.quants.quantize(values.astype(np.float32), gtype), gtype
     raw = random_quant_tensor(qtype, values.shape, rng)
-    actual_std = float(gguf.quants.dequantize(raw, gtype).std())
+    actual_std = float(dequantize(raw, qtype, values.shape).std())
     raw = rescale_blocks(raw, qtype, float(values.std()) / actual_std)
     return raw, gtype
 
@@ -153,8 +171,9 @@ def write_model(
     vocabulary has `n_vocab` tokens (default 512, see `realm.testing.vocab.gpt2_vocab`).
     The same arguments always give the same file.
 
-    Architectures: ``ARCHITECTURES`` (llama; qwen2 with q/k/v biases; qwen3 with q/k
-    norms; gemma3 with q/k norms, post norms and ``sliding_window=16`` by default).
+    Architectures (``ARCHITECTURES``) and their options: llama (``rope_freq_factors=True``
+    adds a ``rope_freqs.weight`` tensor); qwen2 (q/k/v biases); qwen3 (q/k norms); gemma3
+    (q/k norms, post norms, ``sliding_window=16``; real gemma3 files tie embeddings).
 
     >>> p = write_model(tmp_path / "tiny.gguf", n_layer=1)        # doctest: +SKIP
     """
@@ -213,6 +232,8 @@ def write_model(
             writer.add_tensor(name, data, raw_dtype=raw_dtype)
 
     add("token_embd.weight", "weight", (dims.n_vocab, n_embd))
+    for name, values in spec.extra_tensors(dims, options, rng).items():
+        writer.add_tensor(name, values)
     for il in range(n_layer):
         for name, kind, shape_of in spec.block:
             suffix = "" if name.endswith(".bias") else ".weight"

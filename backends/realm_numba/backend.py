@@ -1,0 +1,422 @@
+"""The numba CPU backend (device ``"cpu"``): the reference's ops as compiled, threaded kernels.
+
+Weights stay in their GGML blocks (a view of the file's memory map, never copied) and
+are multiplied straight from them; activations are C-contiguous float32 numpy arrays.
+Each op is one call into one compiled kernel with at most one parallel region, and the
+kernel for a weight is chosen once, when it is uploaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from realm.backend import OPS, Availability, DeviceInfo, QuantTensor, RopeMode, parse_device
+from realm.errors import BackendUnavailableError, RealmError, UnsupportedQuantError
+from realm.gguf.types import GGMLType, type_traits
+
+_QUANT_OPS = frozenset({"dequantize", "matmul", "get_rows"})
+
+# From this many tokens on, a matmul decodes each weight row once into a tile and runs
+# the register-blocked GEMM; below it, the fused per-block kernels read the blocks directly.
+PREFILL_MIN_TOKENS = 4
+
+# Attention below this many multiply-adds runs on the calling thread: a parallel region
+# costs a few microseconds, more than a short decode step's attention.
+ATTENTION_PARALLEL_MIN_MACS = 1 << 17
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "CPU"
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _host_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _fail(message: str) -> None:
+    raise RealmError(message)
+
+
+def _need_f32(name: str, x: Any) -> None:
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+        _fail(f"{name} must be a float32 numpy array, got "
+              f"{getattr(x, 'dtype', type(x).__name__)}")
+
+
+def _need_out(out: Any, shape: tuple[int, ...]) -> None:
+    if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != shape:
+        _fail(f"out must be a float32 array of shape {shape}, got "
+              f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}")
+    if not out.flags.c_contiguous:
+        _fail(f"out (shape {shape}) must be C-contiguous: the kernels write it as flat rows")
+
+
+@dataclass
+class CpuQuantTensor(QuantTensor):
+    """A `QuantTensor` plus what the CPU kernels need, worked out once at upload.
+
+    ``data`` is the raw blocks as a read-only ``uint8 [rows, row_bytes]`` view of the
+    caller's buffer; ``rows`` is the same memory viewed as the fast kernel wants it
+    (float32 or uint16 for the plain float types); ``matvec`` is that kernel or None.
+    """
+
+    rows: np.ndarray | None = field(default=None, repr=False)
+    matvec: Any = field(default=None, repr=False)
+    lanes: int = 0
+
+
+class NumbaBackend:
+    """CPU backend on numba: fused quantized matmuls, threaded over fixed row ranges.
+
+    >>> be = NumbaBackend(n_threads=1)
+    >>> x = be.upload(np.ones((2, 4), np.float32))
+    >>> out = be.empty((2, 4))
+    >>> be.scale(x, 3.0, out)
+    >>> be.download(out)[0].tolist()
+    [3.0, 3.0, 3.0, 3.0]
+    """
+
+    name: ClassVar[str] = "cpu"
+
+    @classmethod
+    def probe(cls) -> Availability:
+        """Available when numba is installed (found without importing it)."""
+        if importlib.util.find_spec("numba") is None:
+            return Availability(False, reason="numba is not installed")
+        info = DeviceInfo("cpu", f"{_cpu_name()} ({_usable_cpus()} threads)", kind="cpu",
+                          memory_bytes=_host_memory_bytes())
+        return Availability(True, (info,))
+
+    def __init__(self, device: str = "cpu", n_threads: int | None = None) -> None:
+        spec = parse_device(device or "cpu")
+        if spec.backend != "cpu" or spec.indices:
+            raise BackendUnavailableError(f"the numba backend has one device, 'cpu'; got {device!r}")
+        import numba
+
+        from realm_numba import kernels
+
+        limit = numba.config.NUMBA_NUM_THREADS
+        n = _usable_cpus() if n_threads is None else int(n_threads)
+        if not 1 <= n <= limit:
+            raise BackendUnavailableError(
+                f"n_threads must be between 1 and {limit} (numba's thread pool), got {n_threads}"
+            )
+        self.device = "cpu"
+        self.n_threads = n
+        self._numba = numba
+        self._k = kernels
+        self._no_freq_factors = np.ones(0, np.float32)
+        numba.set_num_threads(n)
+
+    def _threads(self) -> None:
+        # numba's thread count is per calling thread: apply ours wherever the op runs.
+        if self._numba.get_num_threads() != self.n_threads:
+            self._numba.set_num_threads(self.n_threads)
+
+    # ------------------------------------------------------------------ memory
+
+    def upload(self, host: np.ndarray) -> np.ndarray:
+        """A private C-contiguous copy; floating data becomes float32, integers keep their type."""
+        host = np.asarray(host)
+        dtype = np.float32 if np.issubdtype(host.dtype, np.floating) else host.dtype
+        return np.array(host, dtype=dtype, order="C", copy=True)
+
+    def upload_quant(
+        self, raw: np.ndarray, qtype: GGMLType, shape: tuple[int, ...], name: str = ""
+    ) -> QuantTensor:
+        """Keep the raw blocks where they are (a memory map stays a memory map: no copy)."""
+        qtype = GGMLType(qtype)
+        shape = tuple(int(d) for d in shape)
+        what = f"tensor {name!r}" if name else "tensor"
+        if qtype not in self._k.DECODABLE:
+            raise UnsupportedQuantError(f"{what} has type {qtype.name}, which the cpu backend "
+                                        "cannot decode")
+        traits = type_traits(qtype)
+        if not shape or shape[-1] % traits.block_size:
+            _fail(f"{what} ({qtype.name}) has shape {shape}: rows must be a multiple of "
+                  f"{traits.block_size}")
+        raw = np.asarray(raw)
+        n_rows = int(np.prod(shape[:-1], dtype=np.int64))
+        row_bytes = shape[-1] // traits.block_size * traits.type_size
+        if raw.dtype != np.uint8 or raw.size != n_rows * row_bytes:
+            _fail(f"{what} ({qtype.name}, shape {shape}) needs {n_rows * row_bytes} bytes of "
+                  f"uint8, got {raw.size} of {raw.dtype}")
+        if not raw.flags.c_contiguous:
+            _fail(f"{what}: raw blocks must be one contiguous buffer")
+        blocks = raw.reshape(n_rows, row_bytes).view()
+        blocks.flags.writeable = False  # one compiled variant serves file maps and test arrays
+        return self._prepare(QuantTensor(blocks, qtype, shape, name))
+
+    def _prepare(self, w: QuantTensor) -> CpuQuantTensor:
+        if isinstance(w, CpuQuantTensor):
+            return w
+        qtype = GGMLType(w.qtype)
+        blocks = np.asarray(w.data)
+        if blocks.ndim != 2:
+            traits = type_traits(qtype)
+            blocks = blocks.reshape(-1, w.shape[-1] // traits.block_size * traits.type_size)
+        matvec, lanes, view = self._k.FAST_MATVEC.get(qtype, (None, 0, None))
+        rows = blocks if view is None else blocks.view(view)
+        return CpuQuantTensor(blocks, qtype, tuple(w.shape), w.name, rows, matvec, lanes)
+
+    def download(self, x: np.ndarray) -> np.ndarray:
+        """A host copy of `x`."""
+        return np.array(x, copy=True)
+
+    def empty(self, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+        """Uninitialised device memory."""
+        return np.empty(shape, dtype=dtype)
+
+    def supports(self, op: str, qtype: GGMLType | None = None) -> bool:
+        """Every op; quantized weights of every type the reference can decode."""
+        if op not in OPS:
+            return False
+        if qtype is None:
+            return True
+        return op in _QUANT_OPS and GGMLType(qtype) in self._k.DECODABLE
+
+    def synchronize(self) -> None:
+        """Nothing to wait for: every kernel returns when its work is done."""
+
+    # ------------------------------------------------------------------ weights
+
+    def dequantize(self, w: QuantTensor, out: np.ndarray) -> None:
+        """``out = float32(w)``, bit-identical to the reference."""
+        p = self._prepare(w)
+        _need_out(out, tuple(p.shape))
+        self._threads()
+        self._k.dequantize_rows(int(p.qtype), p.data, out.reshape(p.data.shape[0], p.shape[-1]))
+
+    def matmul(self, x: np.ndarray, w: QuantTensor | np.ndarray, out: np.ndarray) -> None:
+        """``out [n, m] = x [n, k] @ w [m, k].T``, straight from the blocks of a quantized `w`."""
+        _need_f32("x", x)
+        if x.ndim != 2:
+            _fail(f"matmul x must be [n, k], got shape {x.shape}")
+        n, k = x.shape
+        if isinstance(w, QuantTensor):
+            p = self._prepare(w)
+            if len(p.shape) != 2 or p.shape[1] != k:
+                _fail(f"matmul weight {p.name!r} has shape {p.shape}, x has k={k}")
+            m = p.shape[0]
+        else:
+            _need_f32("w", w)
+            if w.ndim != 2 or w.shape[1] != k:
+                _fail(f"matmul w must be [m, {k}], got shape {w.shape}")
+            m = w.shape[0]
+        _need_out(out, (n, m))
+        if np.may_share_memory(x, out):  # the kernels read x while writing out
+            x = x.copy()
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        self._threads()
+        k_ = self._k
+        if not isinstance(w, QuantTensor):
+            if n < PREFILL_MIN_TOKENS:
+                k_.matvec_f32(x, w, out, 0)
+            else:
+                k_.gemm_f32(x, w, out, self.n_threads)
+        elif n < PREFILL_MIN_TOKENS:
+            if p.matvec is not None:
+                p.matvec(x, p.rows, out, p.lanes)
+            else:
+                k_.matvec_generic(int(p.qtype), x, p.data, out, self.n_threads)
+        elif p.qtype == GGMLType.F32:
+            k_.gemm_f32(x, p.rows, out, self.n_threads)
+        else:
+            k_.gemm_quant(int(p.qtype), x, p.data, out, self.n_threads)
+
+    def get_rows(self, w: QuantTensor | np.ndarray, ids: np.ndarray, out: np.ndarray) -> None:
+        """``out [n, d] = w[ids]``, decoding only the rows asked for."""
+        if not (isinstance(ids, np.ndarray) and ids.dtype == np.int32 and ids.ndim == 1):
+            _fail(f"ids must be a 1-D int32 array, got {getattr(ids, 'dtype', type(ids))} "
+                  f"{getattr(ids, 'shape', '')}")
+        if isinstance(w, QuantTensor):
+            p = self._prepare(w)
+            name, shape = p.name, tuple(p.shape)
+        else:
+            _need_f32("w", w)
+            name, shape = "w", w.shape
+        if len(shape) != 2:
+            _fail(f"get_rows from {name!r}: need a 2-D table, got shape {shape}")
+        _need_out(out, (len(ids), shape[1]))
+        if isinstance(w, QuantTensor):
+            bad = self._k.get_rows(int(p.qtype), p.data, ids, out)
+        else:
+            bad = self._k.take_rows(np.ascontiguousarray(w), ids, out)
+        if bad >= 0:
+            _fail(f"get_rows from {name!r} ({shape[0]} rows): id {int(ids[bad])} at position "
+                  f"{bad} is out of range")
+
+    # ------------------------------------------------------------------ activations
+
+    def rms_norm(self, x: np.ndarray, weight: np.ndarray, eps: float, out: np.ndarray) -> None:
+        """``out = x / sqrt(mean(x**2, last axis) + eps) * weight``."""
+        _need_f32("x", x)
+        _need_f32("weight", weight)
+        d = x.shape[-1]
+        if weight.shape != (d,):
+            _fail(f"rms_norm weight must have shape ({d},), got {weight.shape}")
+        _need_out(out, x.shape)
+        self._k.rms_norm(x.reshape(-1, d), weight, np.float32(eps), out.reshape(-1, d))
+
+    def rope(
+        self,
+        x: np.ndarray,
+        positions: np.ndarray,
+        n_rot: int,
+        base: float,
+        mode: RopeMode,
+        out: np.ndarray,
+        freq_factors: np.ndarray | None = None,
+        freq_scale: float = 1.0,
+    ) -> None:
+        """Rotate the first `n_rot` dims of every head; see `realm.backend` for the angles."""
+        _need_f32("x", x)
+        if x.ndim != 3:
+            _fail(f"rope x must be [n, heads, head_dim], got shape {x.shape}")
+        _need_out(out, x.shape)
+        n, _, head_dim = x.shape
+        if not (isinstance(positions, np.ndarray) and positions.dtype == np.int32
+                and positions.shape == (n,)):
+            _fail(f"rope positions must be int32 [{n}], got "
+                  f"{getattr(positions, 'dtype', type(positions))} {getattr(positions, 'shape', '')}")
+        if n_rot % 2 or not 0 < n_rot <= head_dim:
+            _fail(f"rope n_rot must be even and in 1..{head_dim}, got {n_rot}")
+        if freq_factors is None:
+            ff, has_ff = self._no_freq_factors, False
+        else:
+            _need_f32("freq_factors", freq_factors)
+            if freq_factors.shape != (n_rot // 2,):
+                _fail(f"rope freq_factors must have shape ({n_rot // 2},), got {freq_factors.shape}")
+            ff, has_ff = freq_factors, True
+        self._k.rope(x, positions, int(n_rot), np.float32(base), RopeMode(mode) == RopeMode.NEOX,
+                     ff, has_ff, np.float32(freq_scale), out)
+
+    def attention(
+        self,
+        q: np.ndarray,
+        k_cache: np.ndarray,
+        v_cache: np.ndarray,
+        n_past: int,
+        scale: float,
+        out: np.ndarray,
+        window: int | None = None,
+        softcap: float | None = None,
+    ) -> None:
+        """Causal (optionally windowed, soft-capped) softmax attention with grouped KV heads."""
+        for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
+            _need_f32(name, t)
+            if t.ndim != 3:
+                _fail(f"attention {name} must be 3-D, got shape {t.shape}")
+        n, n_head, head_dim = q.shape
+        ctx, n_kv_head, _ = k_cache.shape
+        if k_cache.shape[2] != head_dim:
+            _fail(f"k_cache head_dim {k_cache.shape[2]} != q's {head_dim}")
+        if v_cache.shape[:2] != (ctx, n_kv_head):
+            _fail(f"v_cache shape {v_cache.shape} does not match k_cache {k_cache.shape}")
+        if n_head % n_kv_head:
+            _fail(f"{n_head} query heads do not group over {n_kv_head} kv heads")
+        if n_past < 0 or n_past + n > ctx:
+            _fail(f"n_past {n_past} + n {n} exceeds the cache's {ctx} rows")
+        if window is not None and window < 1:
+            _fail(f"attention window must be >= 1, got {window}")
+        _need_out(out, (n, n_head, v_cache.shape[2]))
+        if np.may_share_memory(q, out):
+            q = q.copy()
+        args = (q, k_cache, v_cache, int(n_past), np.float32(scale), int(window or 0),
+                np.float32(softcap or 0.0), out)
+        if n * n_head * (n_past + n) * head_dim < ATTENTION_PARALLEL_MIN_MACS or self.n_threads == 1:
+            self._k.attention_serial(*args)
+        else:
+            self._threads()
+            self._k.attention_parallel(*args, self.n_threads)
+
+    def swiglu(self, gate: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
+        """``out = silu(gate) * up`` with ``silu(g) = g / (1 + exp(-g))``."""
+        self._check_pair(gate, up, out)
+        self._k.swiglu(gate.reshape(-1), up.reshape(-1), out.reshape(-1))
+
+    def geglu(self, gate: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
+        """``out = gelu_tanh(gate) * up`` (ggml's tanh approximation of GELU)."""
+        self._check_pair(gate, up, out)
+        self._k.geglu(gate.reshape(-1), up.reshape(-1), out.reshape(-1))
+
+    def add(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+        """``out = a + b``; `b` has `a`'s shape or is one row ([d] or [1, d]) added to every row."""
+        _need_f32("a", a)
+        _need_f32("b", b)
+        _need_out(out, a.shape)
+        d = a.shape[-1] if a.ndim else 1
+        if b.shape != a.shape and b.shape not in ((d,), (1, d)):
+            _fail(f"add: b must have shape {a.shape} or be one row of {d}, got {b.shape}")
+        self._k.add(a.reshape(-1, d), b.reshape(-1, d), out.reshape(-1, d))
+
+    def scale(self, x: np.ndarray, s: float, out: np.ndarray) -> None:
+        """``out = x * s``."""
+        _need_f32("x", x)
+        _need_out(out, x.shape)
+        self._k.scale(x.reshape(-1), np.float32(s), out.reshape(-1))
+
+    def copy_rows(self, src: np.ndarray, dst: np.ndarray, start: int) -> None:
+        """``dst[start:start+len(src)] = src`` (a KV-cache write)."""
+        if not (isinstance(src, np.ndarray) and isinstance(dst, np.ndarray)
+                and src.dtype == dst.dtype and src.ndim >= 1 and src.shape[1:] == dst.shape[1:]):
+            _fail(f"copy_rows: src {getattr(src, 'dtype', '?')} {getattr(src, 'shape', '?')} does "
+                  f"not fit rows of dst {getattr(dst, 'dtype', '?')} {getattr(dst, 'shape', '?')}")
+        if start < 0 or start + len(src) > len(dst):
+            _fail(f"copy_rows: rows {start}..{start + len(src)} do not fit in dst's {len(dst)} rows")
+        if not dst.flags.c_contiguous:
+            _fail("copy_rows: dst must be C-contiguous")
+        if len(src):
+            self._k.copy_rows(src.reshape(len(src), -1), dst.reshape(len(dst), -1), int(start))
+
+    @staticmethod
+    def _check_pair(gate: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
+        _need_f32("gate", gate)
+        _need_f32("up", up)
+        if up.shape != gate.shape:
+            _fail(f"up must have gate's shape {gate.shape}, got {up.shape}")
+        _need_out(out, gate.shape)
+
+    # ------------------------------------------------------------------ compilation
+
+    def warmup(self) -> dict[str, float]:
+        """Compile (or load from numba's on-disk cache) the kernels a model run uses.
+
+        Returns seconds per kernel group, so benchmarks can report compile time apart
+        from run time. Later calls return near-zero times.
+        """
+        from realm_numba.warmup import warm_all
+
+        return warm_all(self)
+
+
+def timed(fn: Any) -> float:
+    """Seconds `fn()` takes (used by `warmup`)."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0

@@ -1,0 +1,121 @@
+"""Row-wise and element-wise ops: rms_norm, rope, swiglu, geglu, add, scale, copy_rows.
+
+These touch each activation once, so they run single-threaded: at decode sizes a
+parallel region would cost more than the work. Arrays arrive as C-contiguous 2-D
+views (the backend reshapes). Every kernel reads what it needs before writing, so
+``out`` may alias an input (the model normalises, ropes and adds in place).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from realm_numba.scalars import JIT, JIT_FAST
+
+# ggml's tanh-GELU constants (ggml-cpu/vec.h), as the reference uses them.
+GELU_COEF_A = np.float32(0.044715)
+SQRT_2_OVER_PI = np.float32(0.79788456080286535587989211986876)
+
+# exp() may overflow to inf (silu of a very negative gate is then -0.0): these kernels
+# keep IEEE infinities, so they use every fast-math flag except "no infs / no NaNs".
+_JIT_IEEE_FAST = {"cache": True, "nogil": True,
+                  "fastmath": {"contract", "afn", "reassoc", "nsz", "arcp"}}
+
+
+@njit(**JIT_FAST)
+def rms_norm(x, weight, eps, out):
+    """``out[r] = x[r] / sqrt(mean(x[r]**2) + eps) * weight`` for each row of ``x [rows, d]``."""
+    rows, d = x.shape
+    for r in range(rows):
+        xr = x[r]
+        ss = np.float32(0.0)
+        for i in range(d):
+            ss += xr[i] * xr[i]
+        inv_rms = np.float32(1.0) / np.sqrt(ss / np.float32(d) + eps)
+        o = out[r]
+        for i in range(d):
+            o[i] = (xr[i] * inv_rms) * weight[i]
+
+
+@njit(**JIT)
+def rope(x, positions, n_rot, base, neox, freq_factors, has_freq_factors, freq_scale, out):
+    """Rotate the first ``n_rot`` dims of every head of ``x [n, heads, head_dim]``.
+
+    Pair ``i`` turns by ``pos * freq_scale * base**(-2i/n_rot) / freq_factors[i]``, computed
+    in float32 in the reference's order. NEOX pairs ``(i, i + n_rot/2)``, NORMAL ``(2i, 2i+1)``.
+    """
+    n, heads, head_dim = x.shape
+    half = n_rot // 2
+    cos = np.empty(half, dtype=np.float32)
+    sin = np.empty(half, dtype=np.float32)
+    inv_freq = np.empty(half, dtype=np.float32)
+    for i in range(half):
+        exponent = np.float32(2 * i) / np.float32(n_rot)
+        f = base ** -exponent
+        if has_freq_factors:
+            f = f / freq_factors[i]
+        inv_freq[i] = freq_scale * f
+    for t in range(n):
+        pos = np.float32(positions[t])
+        for i in range(half):
+            theta = pos * inv_freq[i]
+            cos[i] = math.cos(theta)
+            sin[i] = math.sin(theta)
+        for h in range(heads):
+            xh = x[t, h]
+            oh = out[t, h]
+            for i in range(half):
+                a_at = i if neox else 2 * i
+                b_at = i + half if neox else 2 * i + 1
+                a = xh[a_at]
+                b = xh[b_at]
+                oh[a_at] = a * cos[i] - b * sin[i]
+                oh[b_at] = a * sin[i] + b * cos[i]
+            for i in range(n_rot, head_dim):
+                oh[i] = xh[i]
+
+
+@njit(**_JIT_IEEE_FAST)
+def swiglu(gate, up, out):
+    """``out = gate / (1 + exp(-gate)) * up`` over flat float32 arrays."""
+    for i in range(gate.shape[0]):
+        g = gate[i]
+        out[i] = g / (np.float32(1.0) + np.exp(-g)) * up[i]
+
+
+@njit(**_JIT_IEEE_FAST)
+def geglu(gate, up, out):
+    """``out = 0.5 * g * (1 + tanh(sqrt(2/pi) * g * (1 + 0.044715 * g**2))) * up``."""
+    for i in range(gate.shape[0]):
+        g = gate[i]
+        inner = SQRT_2_OVER_PI * g * (np.float32(1.0) + GELU_COEF_A * g * g)
+        out[i] = np.float32(0.5) * g * (np.float32(1.0) + np.tanh(inner)) * up[i]
+
+
+@njit(**JIT)
+def add(a, b, out):
+    """``out = a + b`` for ``a [rows, d]`` and ``b`` either ``[rows, d]`` or ``[1, d]`` (broadcast)."""
+    rows, d = a.shape
+    broadcast = b.shape[0] == 1
+    for r in range(rows):
+        br = b[0] if broadcast else b[r]
+        for i in range(d):
+            out[r, i] = a[r, i] + br[i]
+
+
+@njit(**JIT)
+def scale(x, s, out):
+    """``out = x * s`` over flat float32 arrays (``s`` already float32: one rounding)."""
+    for i in range(x.shape[0]):
+        out[i] = x[i] * s
+
+
+@njit(**JIT)
+def copy_rows(src, dst, start):
+    """``dst[start:start + len(src)] = src`` over flat row views ``[rows, row_elems]``."""
+    for r in range(src.shape[0]):
+        for i in range(src.shape[1]):
+            dst[start + r, i] = src[r, i]

@@ -1,0 +1,40 @@
+"""Every compiled kernel of the backend in one namespace, and which kernel serves which type.
+
+Importing this module imports numba (the backend class does so only when instantiated,
+so probing the backend stays cheap). Compilation happens on first call, or is loaded
+from numba's on-disk cache.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from realm.gguf.types import GGMLType
+from realm_numba import matvec as mv
+from realm_numba.attention import attention_parallel, attention_serial
+from realm_numba.elementwise import add, copy_rows, geglu, rms_norm, rope, scale, swiglu
+from realm_numba.gemm import gemm_f32, gemm_quant
+from realm_numba.matvec import matvec_f32
+from realm_numba.rows import DECODABLE, dequantize_rows, get_rows, matvec_generic, take_rows
+
+# Types with a fused decode kernel: (kernel, lanes, dtype to view the raw rows as).
+# Every other decodable type goes through `matvec_generic` (decode a row, then dot).
+FAST_MATVEC = {
+    GGMLType.F32: (mv.matvec_f32, 0, np.float32),
+    GGMLType.F16: (mv.matvec_f16, 0, np.uint16),
+    GGMLType.BF16: (mv.matvec_bf16, 0, np.uint16),
+    GGMLType.Q4_0: (mv.matvec_q4_0, 16, None),
+    GGMLType.Q4_1: (mv.matvec_q4_1, 16, None),
+    GGMLType.Q5_0: (mv.matvec_q5_0, 16, None),
+    GGMLType.Q5_1: (mv.matvec_q5_1, 16, None),
+    GGMLType.Q8_0: (mv.matvec_q8_0, 32, None),
+    GGMLType.Q4_K: (mv.matvec_q4_k, 32, None),
+    GGMLType.Q5_K: (mv.matvec_q5_k, 32, None),
+    GGMLType.Q6_K: (mv.matvec_q6_k, 16, None),
+}
+
+__all__ = [
+    "DECODABLE", "FAST_MATVEC", "add", "attention_parallel", "attention_serial", "copy_rows",
+    "dequantize_rows", "geglu", "gemm_f32", "gemm_quant", "get_rows", "matvec_f32",
+    "matvec_generic", "rms_norm", "rope", "scale", "swiglu", "take_rows",
+]
