@@ -33,7 +33,12 @@ def tests(session: nox.Session) -> None:
     session.run(
         "pytest",
         *(session.posargs or ["tests", "-q"]),
-        env={"REALM_REQUIRE_BACKENDS": REQUIRED_BACKENDS},
+        env={
+            "REALM_REQUIRE_BACKENDS": REQUIRED_BACKENDS,
+            "REALM_REQUIRE_MODELS": "1",  # the real models were installed above: never skip them
+            # numpy's BLAS threads fight over small matrices on small machines; one is fastest here
+            "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1"),
+        },
     )
 
 
