@@ -77,7 +77,7 @@ class Tokenizer:
             self._hf, fragment_tok = build_hf(vocab)
             self._encode_fragment = lambda text: fragment_tok.encode(text, add_special_tokens=False).ids
         else:
-            spm = SpmEncoder(vocab.tokens, vocab.scores)
+            spm = SpmEncoder(vocab.tokens, vocab.scores, vocab.token_ids)
             self._encode_fragment = lambda text: spm.encode(text.replace(" ", SPACE_ESCAPE))
         attrs = vocab.attrs
 

@@ -39,7 +39,7 @@ def build_hf(vocab: Vocab) -> tuple[Tokenizer, Tokenizer]:
     >>> full.encode("<|im_start|>user").ids                   # doctest: +SKIP
     [1, 4093]
     """
-    token_ids = {text: index for index, text in enumerate(vocab.tokens)}
+    token_ids = vocab.token_ids
     if vocab.kind == "bpe":
         model = models.BPE(
             vocab=token_ids,

@@ -166,6 +166,7 @@ class Vocab:
     kind: str  # "bpe" (tokenizer.ggml.model = gpt2) or "spm" (= llama)
     pre: str | None  # tokenizer.ggml.pre as resolved ("default" when absent); None for spm
     tokens: list[str]
+    token_ids: dict[str, int]  # text -> id
     attrs: np.ndarray  # int32 TokenAttr bits per token
     scores: np.ndarray | None  # float32 per token (spm merge priorities)
     merges: list[tuple[str, str]] | None  # bpe merges in rank order
@@ -203,7 +204,7 @@ class Vocab:
                 f"{source}: tokenizer.ggml.model = {model!r} is not supported; realm reads "
                 f"{', '.join(repr(k) for k in MODEL_KINDS)}"
             )
-        tokens = _tokens(metadata, source)
+        tokens, token_ids = _tokens(metadata, source)
         n_tokens = len(tokens)
         attrs = _attrs(metadata, n_tokens, source)
         pre_name: str | None = None
@@ -239,8 +240,8 @@ class Vocab:
                     f"tokenizer.ggml.{role}_token_id"
                 )
         return cls(
-            kind=kind, pre=pre_name, tokens=tokens, attrs=attrs, scores=scores, merges=merges,
-            ids=ids, eog_ids=eog_ids, add_bos=add_bos, add_eos=add_eos,
+            kind=kind, pre=pre_name, tokens=tokens, token_ids=token_ids, attrs=attrs,
+            scores=scores, merges=merges, ids=ids, eog_ids=eog_ids, add_bos=add_bos, add_eos=add_eos,
             add_space_prefix=add_space_prefix,
             clean_spaces=pre.clean_spaces if kind == "bpe" else False,
             ignore_merges=pre.ignore_merges, regexes=REGEX_FAMILIES[pre.family],
@@ -255,14 +256,16 @@ def _get(metadata: Mapping[str, Any], key: str, kind: type, source: str) -> Any:
     ok = isinstance(value, kind) and (kind is not int or not isinstance(value, bool))
     if not ok:
         raise GGUFFormatError(
-            f"{source}: key {key!r} must be a {kind.__name__}, found {type(value).__name__} {value!r}"
+            f"{source}: key {key!r} must be of type {kind.__name__}, found {type(value).__name__} "
+            f"{value!r}"
         )
     return value
 
 
-def _tokens(metadata: Mapping[str, Any], source: str) -> list[str]:
+def _tokens(metadata: Mapping[str, Any], source: str) -> tuple[list[str], dict[str, int]]:
+    """The token list (empty entries renamed as llama.cpp does) and its text -> id map."""
     tokens = metadata.get("tokenizer.ggml.tokens")
-    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens[:1]):
+    if not isinstance(tokens, list) or not set(map(type, tokens)) <= {str}:
         raise GGUFFormatError(
             f"{source}: key 'tokenizer.ggml.tokens' must be an array of strings, found "
             f"{type(tokens).__name__}"
@@ -270,18 +273,23 @@ def _tokens(metadata: Mapping[str, Any], source: str) -> list[str]:
     if not tokens:
         raise GGUFFormatError(f"{source}: key 'tokenizer.ggml.tokens' is empty")
     tokens = list(tokens)
-    seen: dict[str, int] = {}
-    for index, text in enumerate(tokens):
-        if not text:
-            # llama.cpp renames empty tokens so that they can never match; so do we, loudly.
-            warnings.warn(f"{source}: token {index} is empty; named [EMPTY_{index}]", stacklevel=3)
-            text = tokens[index] = f"[EMPTY_{index}]"
-        first = seen.setdefault(text, index)
-        if first != index:
-            raise GGUFFormatError(
-                f"{source}: duplicate token in tokenizer.ggml.tokens: {text!r} has ids {first} and {index}"
-            )
-    return tokens
+    token_ids = {text: index for index, text in enumerate(tokens)}
+    if "" in token_ids:
+        for index, text in enumerate(tokens):
+            if not text:
+                # llama.cpp renames empty tokens so that they never match; so do we, loudly.
+                warnings.warn(f"{source}: token {index} is empty; named [EMPTY_{index}]", stacklevel=4)
+                tokens[index] = f"[EMPTY_{index}]"
+        token_ids = {text: index for index, text in enumerate(tokens)}
+    if len(token_ids) != len(tokens):
+        first: dict[str, int] = {}
+        for index, text in enumerate(tokens):
+            if first.setdefault(text, index) != index:
+                raise GGUFFormatError(
+                    f"{source}: duplicate token in tokenizer.ggml.tokens: {text!r} has ids "
+                    f"{first[text]} and {index}"
+                )
+    return tokens, token_ids
 
 
 def _numeric_array(metadata: Mapping[str, Any], key: str, n: int, kinds: str, source: str):

@@ -178,9 +178,13 @@ def test_detokenize_matches_llama_cpp(case_tokenizer, cases, case_name):
 def test_hugging_face_tokenizer_matches_llama_cpp(tokenizer, cases, name):
     """``Tokenizer.hf`` alone (its added tokens parse specials) gives llama.cpp's ids."""
     hf = tokenizer(name).hf
-    expected = cases["cases"][name]["tokens"]["01"]  # parse_special, nothing added
-    for text, ids in zip(cases["texts"], expected, strict=True):
+    case = cases["cases"][name]
+    for text, ids in zip(cases["texts"], case["tokens"]["01"], strict=True):  # parse_special
         assert hf.encode(text, add_special_tokens=False).ids == ids, text
+    d = case["detokenize"]
+    for ids, keep in zip(d["ids"], d["keep_special"], strict=True):
+        expected = bytes.fromhex(keep).decode("utf-8", errors="replace")
+        assert hf.decode(ids, skip_special_tokens=False) == expected, ids
 
 
 @pytest.mark.slow

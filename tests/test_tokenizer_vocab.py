@@ -184,7 +184,7 @@ def test_unknown_pre_tokenizer_is_refused_by_name():
         ({"tokenizer.ggml.token_type": np.array([1, 9, 1], np.int32)}, r"token_type\[1\] = 9"),
         ({"tokenizer.ggml.merges": ["ab"]}, r"merges\[0\] = 'ab'"),
         ({"tokenizer.ggml.eos_token_id": 3}, "eos_token_id = 3 is outside"),
-        ({"tokenizer.ggml.eos_token_id": True}, "must be a int"),
+        ({"tokenizer.ggml.eos_token_id": True}, "must be of type int"),
         ({"tokenizer.ggml.add_bos_token": True}, "add_bos_token is true.*bos_token_id"),
     ],
 )
@@ -208,6 +208,13 @@ def test_spm_vocabulary_without_scores_is_refused():
     meta = {"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": ["a"]}
     with pytest.raises(GGUFFormatError, match="needs tokenizer.ggml.scores"):
         Tokenizer.from_metadata(meta)
+
+
+def test_empty_tokens_are_renamed_as_llama_cpp_does():
+    with pytest.warns(UserWarning, match="token 1 is empty"):
+        tok = bpe(["a", "", "b"], [])
+    assert tok.token_text(1) == "[EMPTY_1]"
+    assert tok.tokenize("ab", add_bos=False) == [0, 2]
 
 
 def test_token_ids_outside_the_vocabulary_are_refused():

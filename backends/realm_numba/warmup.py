@@ -66,5 +66,5 @@ def warm_all(be: Any) -> dict[str, float]:
                                               be.geglu(x4, x4, be.empty(x4.shape))))
     _timed(seconds, "add, scale, copy_rows", lambda: (
         be.add(x4, x4, be.empty(x4.shape)), be.add(x4, x1, be.empty(x4.shape)),
-        be.scale(x4, 2.0, be.empty(x4.shape)), be.copy_rows(h[:1], cache, 2)))
+        be.scale(x4, 2.0, be.empty(x4.shape)), be.copy_rows(h[:1, :1], cache, 2)))
     return seconds

@@ -228,7 +228,7 @@ class _GenerationRun:
         tok = model.tokenizer
         first = model._prefill(self.ids)
         history = list(self.ids)
-        text = TextAssembler(tok.token_to_bytes, self.stop)
+        text = TextAssembler(lambda t: tok.token_to_bytes(t, special=False), self.stop)
 
         def step(token: int) -> np.ndarray:
             return model.transformer.eval([token])[-1]
