@@ -72,3 +72,20 @@ def test_greedy_generation_starts_like_llama_cpp(model_and_golden):
     assert expected["text"].startswith(out.text[: len(model.detokenize(expected["tokens"][:4]))])
     assert out.prompt_tokens == len(model.tokenize(prompt))
     assert out.completion_tokens == len(out.tokens) == 8 and out.finish_reason == "length"
+
+
+def test_chat_renders_the_template_and_stops_at_end_of_turn(model_and_golden):
+    model, _ = model_and_golden
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    if "tokenizer.chat_template" not in model.gguf.metadata:
+        with pytest.raises(realm.ChatTemplateError, match="no chat template"):
+            model.chat(messages)
+        return
+    ids = model.chat_tokens(messages)
+    text = model.detokenize(ids)
+    assert "What is the capital of France?" in text
+    assert ids[:2] != [model.tokenizer.bos_id] * 2  # BOS once, whether the template or the tokenizer adds it
+    reply = model.chat(messages, temperature=0, max_tokens=48)
+    assert reply.finish_reason == "stop"  # the template's end-of-turn token ended it
+    assert "Paris" in reply.text
+    assert "<|im_end|>" not in reply.text and "<end_of_turn>" not in reply.text
