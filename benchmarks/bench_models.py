@@ -1,0 +1,175 @@
+"""Whole-model speed: realm against llama.cpp on the same GGUF, threads and prompt tokens.
+
+Each engine runs in a child process of its own, so that load time and peak resident memory
+are its own; llama.cpp comes from llama-cpp-python when it is installed. Prints prefill and
+decode tokens/s, load time and peak RSS for each, and realm's ratios to llama.cpp.
+
+    python benchmarks/bench_models.py                          # SmolLM2-135M Q4_1, device cpu, 2 threads
+    python benchmarks/bench_models.py --model gemma3 --devices cpu,numpy --threads 2
+    python benchmarks/bench_models.py --model path/to/model.gguf --prefill 128 --decode 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import resource
+import statistics
+import sys
+import time
+from importlib.util import find_spec
+
+
+def model_path(name: str) -> str:
+    from realm.models_on_pypi import gemma3_path, smollm2_path
+
+    return str({"smollm2": smollm2_path, "gemma3": gemma3_path}.get(name, lambda: name)())
+
+
+def prompt_tokens(path: str, n: int) -> list[int]:
+    """n token ids of ordinary text (repeated as needed), the same for every engine."""
+    from realm.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_gguf(path)
+    text = (
+        "The history of computing is a story of people finding ways to make machines do arithmetic, "
+        "then logic, then language. Early mechanical calculators gave way to relays and vacuum tubes. "
+    )
+    ids = tok.tokenize(text * (1 + n // 20), add_bos=False)
+    head = [tok.bos_id] if tok.add_bos and tok.bos_id is not None else []
+    return (head + ids)[:n]
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_realm(path: str, device: str, threads: int, ids: list[int], n_decode: int, reps: int, q) -> None:
+    import realm
+
+    t0 = time.perf_counter()
+    model = realm.load(
+        path, device=device, n_threads=threads, n_ctx=len(ids) + n_decode + 8, n_batch=max(len(ids), 1)
+    )
+    load_s = time.perf_counter() - t0
+    warm = getattr(model.backend, "warmup", None)
+    t0 = time.perf_counter()
+    if warm is not None:
+        warm()
+    model.transformer.reset()
+    model.transformer.eval(ids[:8])  # compile / warm caches on the real shapes
+    model.transformer.eval([ids[8]])
+    warm_s = time.perf_counter() - t0
+    prefill, decode = [], []
+    for _ in range(reps):
+        t = model.transformer
+        t.reset()
+        t0 = time.perf_counter()
+        logits = t.eval(ids)
+        model.backend.synchronize()
+        prefill.append(len(ids) / (time.perf_counter() - t0))
+        token = int(logits[-1].argmax())
+        t0 = time.perf_counter()
+        for _ in range(n_decode):
+            token = int(t.eval([token])[-1].argmax())
+        model.backend.synchronize()
+        decode.append(n_decode / (time.perf_counter() - t0))
+    q.put(
+        dict(
+            engine=f"realm:{device}",
+            load_s=load_s,
+            warm_s=warm_s,
+            prefill=statistics.median(prefill),
+            decode=statistics.median(decode),
+            rss_mb=_peak_rss_mb(),
+        )
+    )
+
+
+def run_llama_cpp(path: str, threads: int, ids: list[int], n_decode: int, reps: int, q) -> None:
+    from llama_cpp import Llama
+
+    t0 = time.perf_counter()
+    n_ctx = len(ids) + n_decode + 8
+    # n_batch = n_ctx: llama-cpp-python keeps n_batch rows of scores and indexes them by position
+    llm = Llama(path, n_ctx=n_ctx, n_batch=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+    load_s = time.perf_counter() - t0
+    llm.eval(ids[:8])
+    prefill, decode = [], []
+    for _ in range(reps):
+        llm.reset()
+        t0 = time.perf_counter()
+        llm.eval(ids)
+        prefill.append(len(ids) / (time.perf_counter() - t0))
+        token = int(llm.scores[llm.n_tokens - 1].argmax())
+        t0 = time.perf_counter()
+        for _ in range(n_decode):
+            llm.eval([token])
+            token = int(llm.scores[llm.n_tokens - 1].argmax())
+        decode.append(n_decode / (time.perf_counter() - t0))
+    q.put(
+        dict(
+            engine="llama.cpp",
+            load_s=load_s,
+            warm_s=0.0,
+            prefill=statistics.median(prefill),
+            decode=statistics.median(decode),
+            rss_mb=_peak_rss_mb(),
+        )
+    )
+
+
+def in_child(target, *args):
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, q))
+    p.start()
+    p.join()
+    if p.exitcode != 0:
+        raise RuntimeError(f"{target.__name__}{args[:2]} failed with exit code {p.exitcode}")
+    return q.get()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2", help="smollm2, gemma3 or a .gguf path")
+    ap.add_argument("--devices", default="cpu", help="comma list of realm devices (default cpu)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prefill", type=int, default=128, help="prompt tokens (default 128)")
+    ap.add_argument("--decode", type=int, default=64, help="decoded tokens (default 64)")
+    ap.add_argument("--reps", type=int, default=3)
+    a = ap.parse_args(argv)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    path = model_path(a.model)
+    ids = prompt_tokens(path, a.prefill)
+    rows = []
+    if find_spec("llama_cpp") is not None:
+        rows.append(in_child(run_llama_cpp, path, a.threads, ids, a.decode, a.reps))
+    else:
+        print("llama-cpp-python is not installed: no llama.cpp column (pip install llama-cpp-python)")
+    for device in a.devices.split(","):
+        rows.append(in_child(run_realm, path, device, a.threads, ids, a.decode, a.reps))
+    peer = rows[0] if rows[0]["engine"] == "llama.cpp" else None
+    print(
+        f"\nmodel {os.path.basename(path)}, {a.threads} threads, prefill {len(ids)} tokens, "
+        f"decode {a.decode} tokens, median of {a.reps}"
+    )
+    head = f"{'engine':<14}{'load s':>8}{'warmup s':>10}{'prefill tok/s':>15}{'decode tok/s':>14}"
+    head += f"{'peak RSS MB':>13}"
+    if peer:
+        head += f"{'prefill x':>11}{'decode x':>10}"
+    print(head)
+    for r in rows:
+        line = (
+            f"{r['engine']:<14}{r['load_s']:>8.2f}{r['warm_s']:>10.2f}{r['prefill']:>15.1f}"
+            f"{r['decode']:>14.1f}{r['rss_mb']:>13.0f}"
+        )
+        if peer:
+            line += f"{r['prefill'] / peer['prefill']:>11.2f}{r['decode'] / peer['decode']:>10.2f}"
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
