@@ -72,7 +72,13 @@ class ModelConfig:
             raise GGUFFormatError(f"cannot tell the vocabulary size: no {arch}.vocab_size key and no tokens")
         rope_scale = 1.0
         scaling_type = metadata.get(f"{arch}.rope.scaling.type", "none")
-        if scaling_type == "linear":
+        if f"{arch}.rope.scale_linear" in metadata and scaling_type == "none":
+            # the key older converters wrote for linear scaling
+            factor = keys.float("rope.scale_linear")
+            if factor <= 0:
+                raise GGUFFormatError(f"{arch}.rope.scale_linear must be > 0, got {factor}")
+            rope_scale = 1.0 / factor
+        elif scaling_type == "linear":
             factor = keys.float("rope.scaling.factor", default=1.0)
             if factor <= 0:
                 raise GGUFFormatError(f"{arch}.rope.scaling.factor must be > 0, got {factor}")
