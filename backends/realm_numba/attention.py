@@ -12,7 +12,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from realm_numba.scalars import JIT_FAST, JIT_PARALLEL
+from realm_numba.scalars import JIT_FAST, JIT_PARALLEL, exp_f32
 
 
 @njit(**JIT_FAST)
@@ -40,7 +40,7 @@ def _attend(q, k_cache, v_cache, n_past, scale, window, softcap, out, task, scor
         best = max(best, s)
     total = np.float32(0.0)
     for j in range(pos + 1 - first):
-        p = np.exp(scores[j] - best)
+        p = exp_f32(scores[j] - best)
         scores[j] = p
         total += p
     o = out[t, h]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -30,6 +31,9 @@ PREFILL_MIN_TOKENS = 4
 # Attention below this many multiply-adds runs on the calling thread: a parallel region
 # costs a few microseconds, more than a short decode step's attention.
 ATTENTION_PARALLEL_MIN_MACS = 1 << 17
+
+# Thread id -> the numba thread count last applied on it (see NumbaBackend._threads).
+_THREADS_SET: dict[int, int] = {}
 
 
 def _cpu_name() -> str:
@@ -55,6 +59,20 @@ def _host_memory_bytes() -> int | None:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
         return None
+
+
+def _bound_openmp_spinning() -> None:
+    """Make idle OpenMP workers spin a bounded while before sleeping (unless the user chose).
+
+    A decode step is ~200 short parallel regions back to back: workers must still be
+    awake for the next one. libgomp's default (300000 spins, cut to 1000 when it thinks
+    the CPUs are oversubscribed) measured pathological here: workers fell asleep between
+    calls and every matmul then waited ~8 ms (a scheduler tick) to wake them. An explicit
+    count of 100000 (a few milliseconds) keeps them warm through a step and then lets them
+    sleep. libgomp reads this once, when numba first loads it, so it is set before that.
+    """
+    if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = "100000"
 
 
 def _fail(message: str) -> None:
@@ -115,6 +133,7 @@ class NumbaBackend:
         spec = parse_device(device or "cpu")
         if spec.backend != "cpu" or spec.indices:
             raise BackendUnavailableError(f"the numba backend has one device, 'cpu'; got {device!r}")
+        _bound_openmp_spinning()
         import numba
 
         from realm_numba import kernels
@@ -130,12 +149,15 @@ class NumbaBackend:
         self._numba = numba
         self._k = kernels
         self._no_freq_factors = np.ones(0, np.float32)
-        numba.set_num_threads(n)
+        self._threads()
 
     def _threads(self) -> None:
-        # numba's thread count is per calling thread: apply ours wherever the op runs.
-        if self._numba.get_num_threads() != self.n_threads:
+        # numba's thread count belongs to the calling thread: apply ours wherever an op runs.
+        # Asking numba each call costs ~2 us, so remember what was set on which thread.
+        tid = threading.get_ident()
+        if _THREADS_SET.get(tid) != self.n_threads:
             self._numba.set_num_threads(self.n_threads)
+            _THREADS_SET[tid] = self.n_threads
 
     # ------------------------------------------------------------------ memory
 

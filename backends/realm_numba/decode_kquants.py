@@ -33,13 +33,14 @@ def decode_q2_k(src, o, dst, do):
     dmin = f16_at(src, o + 82)
     for half in range(2):
         for s in range(4):
-            for j in range(32):
-                e = half * 128 + s * 32 + j
-                sc = np.int32(src[o + (e >> 4)])
+            for g in range(2):  # 16 values per scale
+                e0 = half * 128 + s * 32 + g * 16
+                sc = np.int32(src[o + (e0 >> 4)])
                 dl = d * np.float32(sc & 0xF)
                 ml = dmin * np.float32(sc >> 4)
-                q = (np.int32(src[o + 16 + half * 32 + j]) >> (2 * s)) & 3
-                dst[do + e] = dl * np.float32(q) - ml
+                for j in range(g * 16, g * 16 + 16):
+                    q = (np.int32(src[o + 16 + half * 32 + j]) >> (2 * s)) & 3
+                    dst[do + half * 128 + s * 32 + j] = dl * np.float32(q) - ml
 
 
 @njit(**JIT)
@@ -56,12 +57,13 @@ def decode_q3_k(src, o, dst, do):
     d = f16_at(src, o + 108)
     for half in range(2):
         for s in range(4):
-            for j in range(32):
-                e = half * 128 + s * 32 + j
-                dl = d * np.float32(q3_k_scale(src, o + 96, e >> 4))
-                low = (np.int32(src[o + 32 + half * 32 + j]) >> (2 * s)) & 3
-                high = (np.int32(src[o + j]) >> (e >> 5)) & 1
-                dst[do + e] = dl * np.float32(low - 4 * (high ^ 1))
+            for g in range(2):  # 16 values per scale
+                e0 = half * 128 + s * 32 + g * 16
+                dl = d * np.float32(q3_k_scale(src, o + 96, e0 >> 4))
+                for j in range(g * 16, g * 16 + 16):
+                    low = (np.int32(src[o + 32 + half * 32 + j]) >> (2 * s)) & 3
+                    high = (np.int32(src[o + j]) >> (half * 4 + s)) & 1
+                    dst[do + half * 128 + s * 32 + j] = dl * np.float32(low - 4 * (high ^ 1))
 
 
 @njit(**JIT)
@@ -102,12 +104,12 @@ def decode_q6_k(src, o, dst, do):
     d = f16_at(src, o + 208)
     for half in range(2):
         for s in range(4):
-            for j in range(32):
-                e = half * 128 + s * 32 + j
-                dl = d * np.float32(np.int8(src[o + 192 + (e >> 4)]))
-                low = (np.int32(src[o + half * 64 + (s & 1) * 32 + j]) >> (4 * (s >> 1))) & 0xF
-                high = (np.int32(src[o + 128 + half * 32 + j]) >> (2 * s)) & 3
-                dst[do + e] = dl * np.float32((low | (high << 4)) - 32)
+            for g in range(2):  # 16 values per scale
+                dl = d * np.float32(np.int8(src[o + 192 + half * 8 + s * 2 + g]))
+                for j in range(g * 16, g * 16 + 16):
+                    low = (np.int32(src[o + half * 64 + (s & 1) * 32 + j]) >> (4 * (s >> 1))) & 0xF
+                    high = (np.int32(src[o + 128 + half * 32 + j]) >> (2 * s)) & 3
+                    dst[do + half * 128 + s * 32 + j] = dl * np.float32((low | (high << 4)) - 32)
 
 
 @njit(**JIT)

@@ -13,16 +13,15 @@ import math
 import numpy as np
 from numba import njit
 
-from realm_numba.scalars import JIT, JIT_FAST
+from realm_numba.scalars import JIT, JIT_FAST, exp_f32
 
 # ggml's tanh-GELU constants (ggml-cpu/vec.h), as the reference uses them.
 GELU_COEF_A = np.float32(0.044715)
 SQRT_2_OVER_PI = np.float32(0.79788456080286535587989211986876)
 
-# exp() may overflow to inf (silu of a very negative gate is then -0.0): these kernels
-# keep IEEE infinities, so they use every fast-math flag except "no infs / no NaNs".
-_JIT_IEEE_FAST = {"cache": True, "nogil": True,
-                  "fastmath": {"contract", "afn", "reassoc", "nsz", "arcp"}}
+# Element-wise kernels need no reassociation (there is no reduction), and must keep the
+# order of the range reduction inside exp_f32: only contraction and signed-zero freedom.
+_JIT_ELEMENTWISE = {**JIT, "fastmath": {"contract", "nsz"}}
 
 
 @njit(**JIT_FAST)
@@ -78,21 +77,25 @@ def rope(x, positions, n_rot, base, neox, freq_factors, has_freq_factors, freq_s
                 oh[i] = xh[i]
 
 
-@njit(**_JIT_IEEE_FAST)
+@njit(**_JIT_ELEMENTWISE)
 def swiglu(gate, up, out):
     """``out = gate / (1 + exp(-gate)) * up`` over flat float32 arrays."""
     for i in range(gate.shape[0]):
         g = gate[i]
-        out[i] = g / (np.float32(1.0) + np.exp(-g)) * up[i]
+        out[i] = g / (np.float32(1.0) + exp_f32(-g)) * up[i]
 
 
-@njit(**_JIT_IEEE_FAST)
+@njit(**_JIT_ELEMENTWISE)
 def geglu(gate, up, out):
-    """``out = 0.5 * g * (1 + tanh(sqrt(2/pi) * g * (1 + 0.044715 * g**2))) * up``."""
+    """``out = 0.5 * g * (1 + tanh(z)) * up``, ``z = sqrt(2/pi) * g * (1 + 0.044715 * g**2)``.
+
+    Evaluated as ``g / (1 + exp(-2z)) * up``: the same function (``1 + tanh(z)`` is
+    ``2 / (1 + exp(-2z))``), without tanh's cancellation for very negative ``z``.
+    """
     for i in range(gate.shape[0]):
         g = gate[i]
-        inner = SQRT_2_OVER_PI * g * (np.float32(1.0) + GELU_COEF_A * g * g)
-        out[i] = np.float32(0.5) * g * (np.float32(1.0) + np.tanh(inner)) * up[i]
+        z = SQRT_2_OVER_PI * g * (np.float32(1.0) + GELU_COEF_A * g * g)
+        out[i] = g / (np.float32(1.0) + exp_f32(np.float32(-2.0) * z)) * up[i]
 
 
 @njit(**JIT)

@@ -7,15 +7,21 @@ from numba's on-disk cache.
 
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 
 from realm.gguf.types import GGMLType
-from realm_numba import matvec as mv
-from realm_numba.attention import attention_parallel, attention_serial
-from realm_numba.elementwise import add, copy_rows, geglu, rms_norm, rope, scale, swiglu
-from realm_numba.gemm import gemm_f32, gemm_quant
-from realm_numba.matvec import matvec_f32
-from realm_numba.rows import DECODABLE, dequantize_rows, get_rows, matvec_generic, take_rows
+from realm_numba.cache import drop_stale_kernels
+
+drop_stale_kernels(pathlib.Path(__file__).parent)  # before any kernel is loaded
+
+from realm_numba import matvec as mv  # noqa: E402
+from realm_numba.attention import attention_parallel, attention_serial  # noqa: E402
+from realm_numba.elementwise import add, copy_rows, geglu, rms_norm, rope, scale, swiglu  # noqa: E402
+from realm_numba.gemm import gemm_f32, gemm_quant  # noqa: E402
+from realm_numba.matvec import matvec_f32  # noqa: E402
+from realm_numba.rows import DECODABLE, dequantize_rows, get_rows, matvec_generic, take_rows  # noqa: E402
 
 # Types with a fused decode kernel: (kernel, lanes, dtype to view the raw rows as).
 # Every other decodable type goes through `matvec_generic` (decode a row, then dot).
@@ -30,7 +36,7 @@ FAST_MATVEC = {
     GGMLType.Q8_0: (mv.matvec_q8_0, 32, None),
     GGMLType.Q4_K: (mv.matvec_q4_k, 32, None),
     GGMLType.Q5_K: (mv.matvec_q5_k, 32, None),
-    GGMLType.Q6_K: (mv.matvec_q6_k, 16, None),
+    GGMLType.Q6_K: (mv.matvec_q6_k, 32, None),
 }
 
 __all__ = [

@@ -26,6 +26,15 @@ from realm_numba.scalars import JIT_FAST, JIT_PARALLEL, half_at, half_to_f32, u3
 
 U8 = np.uint8
 U32 = np.uint32
+# BIT[j] = 1 << j: testing ``qh & BIT[j]`` keeps 32-bit lanes, where numba would widen a
+# variable shift ``qh >> j`` to 64 bits.
+BIT = np.array([1 << j for j in range(32)], dtype=np.uint32)
+
+
+@njit(**JIT_FAST)
+def _high_bit(qh, j):
+    """16.0 when bit ``j`` of ``qh`` is set, else 0.0 (the fifth bit of a Q5 quant, in place)."""
+    return np.float32(16.0) if U32(qh & BIT[j]) != 0 else np.float32(0.0)
 
 
 @njit(**JIT_FAST)
@@ -143,10 +152,8 @@ def matvec_q5_0(x, w, out, lanes):
                 s = np.float32(0.0)
                 for j in range(lanes):
                     q = row[o + 6 + j]
-                    h0 = U32((qh >> U32(j)) & U32(1)) << U32(4)
-                    h1 = U32((qh >> U32(j + 16)) & U32(1)) << U32(4)
-                    s += (np.float32(U32(U32(q & 15) | h0)) * xt[b * 32 + j]
-                          + np.float32(U32(U32(q >> 4) | h1)) * xt[b * 32 + 16 + j])
+                    s += ((np.float32(U8(q & 15)) + _high_bit(qh, j)) * xt[b * 32 + j]
+                          + (np.float32(U8(q >> 4)) + _high_bit(qh, j + 16)) * xt[b * 32 + 16 + j])
                 acc += half_at(row, o) * (s - np.float32(16.0) * xs[t, b])
             out[t, r] = acc
 
@@ -168,10 +175,8 @@ def matvec_q5_1(x, w, out, lanes):
                 s = np.float32(0.0)
                 for j in range(lanes):
                     q = row[o + 8 + j]
-                    h0 = U32((qh >> U32(j)) & U32(1)) << U32(4)
-                    h1 = U32((qh >> U32(j + 16)) & U32(1)) << U32(4)
-                    s += (np.float32(U32(U32(q & 15) | h0)) * xt[b * 32 + j]
-                          + np.float32(U32(U32(q >> 4) | h1)) * xt[b * 32 + 16 + j])
+                    s += ((np.float32(U8(q & 15)) + _high_bit(qh, j)) * xt[b * 32 + j]
+                          + (np.float32(U8(q >> 4)) + _high_bit(qh, j + 16)) * xt[b * 32 + 16 + j])
                 acc += half_at(row, o) * s + half_at(row, o + 2) * xs[t, b]
             out[t, r] = acc
 
@@ -243,13 +248,15 @@ def matvec_q5_k(x, w, out, lanes):
                     base = i * 256 + 64 * c
                     s0 = np.float32(0.0)
                     s1 = np.float32(0.0)
+                    mask0 = U8(1 << (2 * c))
+                    mask1 = U8(2 << (2 * c))
                     for j in range(lanes):
                         q = row[o + 48 + 32 * c + j]
                         h = row[o + 16 + j]
-                        lo = U8(U8(q & 15) | U8(U8(U8(h >> (2 * c)) & 1) << 4))
-                        hi = U8(U8(q >> 4) | U8(U8(U8(h >> (2 * c + 1)) & 1) << 4))
-                        s0 += np.float32(lo) * xt[base + j]
-                        s1 += np.float32(hi) * xt[base + 32 + j]
+                        h0 = np.float32(16.0) if U8(h & mask0) != 0 else np.float32(0.0)
+                        h1 = np.float32(16.0) if U8(h & mask1) != 0 else np.float32(0.0)
+                        s0 += (np.float32(U8(q & 15)) + h0) * xt[base + j]
+                        s1 += (np.float32(U8(q >> 4)) + h1) * xt[base + 32 + j]
                     acc += d * (np.float32(sc0) * s0 + np.float32(sc1) * s1) - dmin * (
                         np.float32(m0) * xs[t, i * 8 + 2 * c] + np.float32(m1) * xs[t, i * 8 + 2 * c + 1])
             out[t, r] = acc
@@ -257,28 +264,59 @@ def matvec_q5_k(x, w, out, lanes):
 
 @njit(**JIT_PARALLEL)
 def matvec_q6_k(x, w, out, lanes):
-    """Q6_K: x = d * scale * (q - 32), 6-bit q from a nibble and 2 high bits, 16 values per scale."""
+    """Q6_K: x = d * scale * (q - 32), q = a nibble of ``ql`` plus 2 bits of ``qh``.
+
+    Per 128 values: byte j of ``ql[0:32]``/``ql[32:64]`` holds sub-blocks 0/1 (low
+    nibbles) and 2/3 (high nibbles); byte j of ``qh`` holds the top bits of all four.
+    Each 32-value sub-block has two scales; the loop runs over all 32 values (a 16-long
+    loop would fall into LLVM's narrow remainder path) and also sums the upper 16 apart.
+    """
     n, k = x.shape
     xs = group_sums(x, 16)
+    zero = np.float32(0.0)
     for r in prange(w.shape[0]):
         row = w[r]
         for t in range(n):
             xt = x[t]
-            acc = np.float32(0.0)
+            acc = zero
             for i in range(k // 256):
                 o = i * 210
                 d = half_at(row, o + 208)
                 for h in range(2):
-                    for s in range(4):
-                        lo_at = o + h * 64 + (s & 1) * 32
-                        lo_shift = 4 * (s >> 1)
-                        for g in range(2):
-                            base = i * 256 + h * 128 + s * 32 + g * 16
-                            acc16 = np.float32(0.0)
-                            for j in range(lanes):
-                                lo = U8(U8(row[lo_at + g * 16 + j] >> lo_shift) & 15)
-                                hi = U8(U8(row[o + 128 + h * 32 + g * 16 + j] >> (2 * s)) & 3)
-                                acc16 += np.float32(U8(lo | U8(hi << 4))) * xt[base + j]
-                            scale = np.float32(np.int8(row[o + 192 + h * 8 + s * 2 + g]))
-                            acc += d * scale * (acc16 - np.float32(32.0) * xs[t, base // 16])
+                    ql = o + h * 64
+                    qh = o + 128 + h * 32
+                    base = i * 256 + h * 128
+                    s0 = s1 = s2 = s3 = zero  # all 32 values of sub-blocks 0..3
+                    u0 = u1 = u2 = u3 = zero  # their upper 16 values
+                    for j in range(lanes):
+                        a = row[ql + j]
+                        b = row[ql + 32 + j]
+                        hb = row[qh + j]
+                        v0 = np.float32(U8(U8(a & 15) | U8(U8(hb & 3) << 4))) * xt[base + j]
+                        v1 = np.float32(U8(U8(b & 15) | U8(U8(hb & 12) << 2))) * xt[base + 32 + j]
+                        v2 = np.float32(U8(U8(a >> 4) | U8(hb & 48))) * xt[base + 64 + j]
+                        v3 = np.float32(U8(U8(b >> 4) | U8(U8(hb >> 2) & 48))) * xt[base + 96 + j]
+                        s0 += v0
+                        s1 += v1
+                        s2 += v2
+                        s3 += v3
+                        upper = j >= 16
+                        u0 += v0 if upper else zero
+                        u1 += v1 if upper else zero
+                        u2 += v2 if upper else zero
+                        u3 += v3 if upper else zero
+                    sc = o + 192 + h * 8
+                    g = base // 16
+                    acc += d * (_q6_pair(row, sc, s0, u0, xs[t], g)
+                                + _q6_pair(row, sc + 2, s1, u1, xs[t], g + 2)
+                                + _q6_pair(row, sc + 4, s2, u2, xs[t], g + 4)
+                                + _q6_pair(row, sc + 6, s3, u3, xs[t], g + 6))
             out[t, r] = acc
+
+
+@njit(**JIT_FAST)
+def _q6_pair(row, sc, total, upper, xs, g):
+    """One Q6_K sub-block's sum: two int8 scales over its lower and upper 16 values."""
+    lower = total - upper
+    return (np.float32(np.int8(row[sc])) * (lower - np.float32(32.0) * xs[g])
+            + np.float32(np.int8(row[sc + 1])) * (upper - np.float32(32.0) * xs[g + 1]))

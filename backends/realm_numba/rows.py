@@ -143,7 +143,7 @@ def decode_row(code, src, dst):  # noqa: C901 - one branch per format, taken onc
             iq.decode_iq1_m(src, b * 56, dst, b * 256)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(**JIT, parallel=True)
 def dequantize_rows(code, w, out):
     """``out[r] = decode(w[r])`` for every row (exact: no fast-math here)."""
     for r in prange(w.shape[0]):

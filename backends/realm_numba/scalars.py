@@ -12,11 +12,13 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-# Every kernel in this package compiles with these options; ``cache=True`` keeps
-# the machine code on disk so a fresh process does not recompile.
-JIT = {"cache": True, "nogil": True}
-JIT_FAST = {"cache": True, "nogil": True, "fastmath": True}
-JIT_PARALLEL = {"cache": True, "nogil": True, "fastmath": True, "parallel": True}
+# Every kernel in this package compiles with these options. ``cache=True`` keeps the
+# machine code on disk so a fresh process does not recompile; ``error_model="numpy"``
+# lets x / 0 be inf as in numpy instead of a Python exception check that blocks
+# vectorization.
+JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+JIT_FAST = {**JIT, "fastmath": True}
+JIT_PARALLEL = {**JIT_FAST, "parallel": True}
 
 
 @intrinsic
@@ -129,3 +131,31 @@ def ue4m3_half_to_f32(x):
     else:
         raw = (np.float32(1.0) + man / np.float32(8.0)) * np.float32(2.0 ** (exp - 7))
     return raw * np.float32(0.5)
+
+
+# Cephes' single-precision exp: exp(x) = 2**n * p(r), |r| <= ln(2)/2, p a degree-7
+# polynomial; about 1 ulp. Written out (rather than np.exp, a libm call per element)
+# so that loops over it vectorize. ln(2) is split in two so n * ln(2) is exact enough.
+_LOG2E = np.float32(1.44269504088896341)
+_LN2_HI = np.float32(0.693359375)
+_LN2_LO = np.float32(-2.12194440e-4)
+# Inputs are clamped here: exp(88.0) is finite and exp(-87.0) is the smallest normal,
+# which keeps every intermediate finite (the kernels may run with "no inf" fast-math).
+_EXP_MAX = np.float32(88.0)
+_EXP_MIN = np.float32(-87.0)
+
+
+@njit(**JIT)
+def exp_f32(x):
+    """``exp(x)`` in float32 for ``x`` clamped to [-87, 88]; vectorizable, ~1 ulp."""
+    x = min(max(x, _EXP_MIN), _EXP_MAX)
+    n = np.floor(x * _LOG2E + np.float32(0.5))
+    r = (x - n * _LN2_HI) - n * _LN2_LO
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * r * r + r + np.float32(1.0)
+    return p * u32_as_f32(np.uint32(np.uint32(np.int32(n) + 127) << np.uint32(23)))

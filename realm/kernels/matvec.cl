@@ -34,9 +34,15 @@ KERNEL void matvec(BUF(const uchar, w), const long row_bytes, const int k, const
             for (int j = 0; j < MV_NX; ++j) {
                 if (j < nx) {
                     GLOBAL const float* xr = x + (long)(x0 + j) * k + UNIT * u;
-                    float s = 0.0f;
-                    for (int e = 0; e < len; ++e) s = MAD(v[e], xr[e], s);
-                    acc[j] += s;
+                    /* four independent chains: a single one is bound by MAD latency */
+                    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+                    for (int e = 0; e < UNIT; e += 4) {
+                        s0 = MAD(v[e], X_AT(xr, e, len), s0);
+                        s1 = MAD(v[e + 1], X_AT(xr, e + 1, len), s1);
+                        s2 = MAD(v[e + 2], X_AT(xr, e + 2, len), s2);
+                        s3 = MAD(v[e + 3], X_AT(xr, e + 3, len), s3);
+                    }
+                    acc[j] += (s0 + s1) + (s2 + s3);
                 }
             }
         }

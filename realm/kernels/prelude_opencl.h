@@ -6,8 +6,10 @@
  *    base buffer plus an element offset (views of leading rows, x[r0:r1], have an offset and
  *    sub-buffers would need alignment); CUDA passes the offset pointer itself;
  *  - local scratch is LOCAL, private arrays are plain C arrays;
- *  - floating-point contraction is off, so a*b+c rounds twice exactly as numpy does (the
- *    dequantizers must be bit-exact); hot loops that may fuse ask for it with MAD().
+ *  - floating-point contraction is off, so a*b+c rounds twice exactly as numpy does. The
+ *    dequantizers must be bit-exact; today's formats multiply float16 scales by small integers,
+ *    which is exact in float32 either way, but exactness should not rest on that analysis for
+ *    every future format. Hot loops that may fuse ask for it with MAD(). (CUDA: --fmad=false.)
  */
 #pragma OPENCL FP_CONTRACT OFF
 

@@ -30,13 +30,13 @@ INLINE float ue4m3_half(uint x) {
 /* NVFP4: 64 elements; d[4] @0 (one UE4M3 scale per 16), qs[32] @4 (sub-block s: byte 8s + l
  * holds element 16s + l low nibble and 16s + 8 + l high). Unit j covers sub-blocks 2j, 2j+1. */
 INLINE void dq_nvfp4(GLOBAL const uchar* b, int j, float* v) {
-    for (int half = 0; half < 2; ++half) {
-        const int s = 2 * j + half;
+    for (int part = 0; part < 2; ++part) {
+        const int s = 2 * j + part;
         const float d = ue4m3_half(b[s]);
         for (int l = 0; l < 8; ++l) {
             const uint q = b[4 + 8 * s + l];
-            v[16 * half + l] = d * (float)kvalues_mxfp4[q & 0xFu];
-            v[16 * half + 8 + l] = d * (float)kvalues_mxfp4[q >> 4];
+            v[16 * part + l] = d * (float)kvalues_mxfp4[q & 0xFu];
+            v[16 * part + 8 + l] = d * (float)kvalues_mxfp4[q >> 4];
         }
     }
 }

@@ -22,16 +22,16 @@ INLINE void dq_iq1_m(GLOBAL const uchar* b, int j, float* v) {
     const uint s0 = u16_at(b + 48), s1 = u16_at(b + 50), s2 = u16_at(b + 52), s3 = u16_at(b + 54);
     const float d = f16_to_f32((s0 >> 12) | ((s1 >> 8) & 0xF0u) | ((s2 >> 4) & 0xF00u) |
                                (s3 & 0xF000u));
-    for (int half = 0; half < 2; ++half) {
-        const int i = 2 * j + half; /* which 3-bit scale */
+    for (int part = 0; part < 2; ++part) {
+        const int i = 2 * j + part; /* which 3-bit scale */
         const uint sc = (u16_at(b + 48 + 2 * (i >> 2)) >> (3 * (i & 3))) & 7u;
         const float dl = d * (float)(2u * sc + 1u);
         for (int w = 0; w < 2; ++w) {
             const uint qh = (b[32 + i] >> (4 * w)) & 0xFu;
-            const uint g = b[4 * j + 2 * half + w] | ((qh & 7u) << 8);
+            const uint g = b[4 * j + 2 * part + w] | ((qh & 7u) << 8);
             const float delta = qh & 8u ? -0.125f : 0.125f;
             for (int e = 0; e < 8; ++e)
-                v[16 * half + 8 * w + e] = dl * ((float)sext8(GRID8(iq1s_grid, g, e)) + delta);
+                v[16 * part + 8 * w + e] = dl * ((float)sext8(GRID8(iq1s_grid, g, e)) + delta);
         }
     }
 }

@@ -25,14 +25,14 @@ INLINE void dq_iq2_xxs(GLOBAL const uchar* b, int j, float* v) {
  * per 16 elements). */
 INLINE void dq_iq2_xs(GLOBAL const uchar* b, int j, float* v) {
     const float d = f16_at(b);
-    for (int half = 0; half < 2; ++half) {
-        const float db = d * (0.5f + (float)((b[66 + j] >> (4 * half)) & 0xFu)) * 0.25f;
+    for (int part = 0; part < 2; ++part) {
+        const float db = d * (0.5f + (float)((b[66 + j] >> (4 * part)) & 0xFu)) * 0.25f;
         for (int w = 0; w < 2; ++w) {
-            const uint q = u16_at(b + 2 + 2 * (4 * j + 2 * half + w));
+            const uint q = u16_at(b + 2 + 2 * (4 * j + 2 * part + w));
             const uint signs = ksigns_iq2xs[q >> 9];
             for (int e = 0; e < 8; ++e) {
                 const float val = db * (float)GRID8(iq2xs_grid, q & 511u, e);
-                v[16 * half + 8 * w + e] = (signs >> e) & 1u ? -val : val;
+                v[16 * part + 8 * w + e] = (signs >> e) & 1u ? -val : val;
             }
         }
     }
@@ -42,15 +42,15 @@ INLINE void dq_iq2_xs(GLOBAL const uchar* b, int j, float* v) {
  * qh[8] @66 (2 high index bits per 8 elements), scales[8] @74 (a nibble per 16 elements). */
 INLINE void dq_iq2_s(GLOBAL const uchar* b, int j, float* v) {
     const float d = f16_at(b);
-    for (int half = 0; half < 2; ++half) {
-        const float db = d * (0.5f + (float)((b[74 + j] >> (4 * half)) & 0xFu)) * 0.25f;
+    for (int part = 0; part < 2; ++part) {
+        const float db = d * (0.5f + (float)((b[74 + j] >> (4 * part)) & 0xFu)) * 0.25f;
         for (int w = 0; w < 2; ++w) {
-            const int word = 4 * j + 2 * half + w;
-            const uint g = b[2 + word] | (((b[66 + j] >> (2 * (2 * half + w))) & 3u) << 8);
+            const int word = 4 * j + 2 * part + w;
+            const uint g = b[2 + word] | (((b[66 + j] >> (2 * (2 * part + w))) & 3u) << 8);
             const uint signs = b[34 + word];
             for (int e = 0; e < 8; ++e) {
                 const float val = db * (float)GRID8(iq2s_grid, g, e);
-                v[16 * half + 8 * w + e] = (signs >> e) & 1u ? -val : val;
+                v[16 * part + 8 * w + e] = (signs >> e) & 1u ? -val : val;
             }
         }
     }

@@ -11,10 +11,10 @@ INLINE void dq_q2_k(GLOBAL const uchar* b, int j, float* v) {
     const float d = f16_at(b + 80), dmin = f16_at(b + 82);
     GLOBAL const uchar* qs = b + 16 + 32 * (j >> 2);
     const int shift = 2 * (j & 3);
-    for (int half = 0; half < 2; ++half) {
-        const uint sc = b[2 * j + half];
+    for (int part = 0; part < 2; ++part) {
+        const uint sc = b[2 * j + part];
         const float dl = d * (float)(sc & 0xFu), ml = dmin * (float)(sc >> 4);
-        for (int l = 16 * half; l < 16 * half + 16; ++l)
+        for (int l = 16 * part; l < 16 * part + 16; ++l)
             v[l] = dl * (float)((qs[l] >> shift) & 3u) - ml;
     }
 }
@@ -31,9 +31,9 @@ INLINE void dq_q3_k(GLOBAL const uchar* b, int j, float* v) {
     const float d = f16_at(b + 108);
     GLOBAL const uchar* qs = b + 32 + 32 * (j >> 2);
     const int shift = 2 * (j & 3);
-    for (int half = 0; half < 2; ++half) {
-        const float dl = d * (float)q3_k_scale(b + 96, 2 * j + half);
-        for (int l = 16 * half; l < 16 * half + 16; ++l) {
+    for (int part = 0; part < 2; ++part) {
+        const float dl = d * (float)q3_k_scale(b + 96, 2 * j + part);
+        for (int l = 16 * part; l < 16 * part + 16; ++l) {
             const int low = (int)((qs[l] >> shift) & 3u);
             const int high_clear = (int)(((b[l] >> j) & 1u) ^ 1u);
             v[l] = dl * (float)(low - (high_clear << 2));
@@ -85,9 +85,9 @@ INLINE void dq_q6_k(GLOBAL const uchar* b, int j, float* v) {
     GLOBAL const uchar* ql = b + 64 * h + 32 * (i & 1);
     GLOBAL const uchar* qh = b + 128 + 32 * h;
     const int ql_shift = 4 * (i >> 1);
-    for (int half = 0; half < 2; ++half) {
-        const float dl = d * (float)sext8(b[192 + 2 * j + half]);
-        for (int l = 16 * half; l < 16 * half + 16; ++l) {
+    for (int part = 0; part < 2; ++part) {
+        const float dl = d * (float)sext8(b[192 + 2 * j + part]);
+        for (int l = 16 * part; l < 16 * part + 16; ++l) {
             const uint q = ((ql[l] >> ql_shift) & 0xFu) | (((qh[l] >> (2 * i)) & 3u) << 4);
             v[l] = dl * (float)((int)q - 32);
         }

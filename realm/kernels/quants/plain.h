@@ -49,8 +49,8 @@ INLINE float ld_f64(GLOBAL const uchar* row, int i) {
     if (shift > 54) return AS_FLOAT(sign); /* rounds to zero */
     ulong kept = sig >> shift;
     const ulong rest = sig & ((1ul << shift) - 1);
-    const ulong half = 1ul << (shift - 1);
-    if (rest > half || (rest == half && (kept & 1))) kept += 1;
+    const ulong halfway = 1ul << (shift - 1);
+    if (rest > halfway || (rest == halfway && (kept & 1))) kept += 1;
     if (fexp < 1) return AS_FLOAT(sign | (uint)kept); /* subnormal, or rounded up to the
                                                          smallest normal: same encoding */
     if (kept == (1ul << 24)) { kept >>= 1; fexp += 1; }

@@ -22,3 +22,11 @@ INLINE void decode_unit(GLOBAL const uchar* row, int u, int k, float* v) {
 
 /* Elements of unit u inside a row of k (32 except for the tail of a plain-type row). */
 INLINE int unit_len(int u, int k) { return min(UNIT, k - UNIT * u); }
+
+/* Element e of an activation slice that a unit of length len multiplies. Rows of block formats
+ * are whole units, so only plain types check (and read zero past the end of the row). */
+#ifdef Q_PLAIN
+#define X_AT(xr, e, len) ((e) < (len) ? (xr)[e] : 0.0f)
+#else
+#define X_AT(xr, e, len) ((xr)[e])
+#endif

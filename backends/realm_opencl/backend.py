@@ -1,0 +1,195 @@
+"""The OpenCL backend (device ``"opencl"`` / ``"opencl:P:D"``): realm's ops as OpenCL kernels.
+
+Kernel sources live in `realm.kernels` (one C dialect shared with CUDA); this module checks
+arguments, picks kernels and launch sizes, and enqueues. Weights stay in their GGML encoding
+on the device (`upload_quant` copies the raw bytes), so device memory is about the file size.
+Ops are asynchronous on one in-order queue; `download` and `synchronize` wait.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from realm.backend import OPS, Availability, QuantTensor, parse_device
+from realm.errors import BackendUnavailableError, UnsupportedQuantError
+from realm.gguf.types import GGMLType, type_traits
+from realm.kernels import FORMATS, quant_program
+from realm.quants import row_nbytes
+from realm_opencl import devices
+from realm_opencl._cl import cla
+from realm_opencl.activations import ActivationOps
+from realm_opencl.arrays import buf, byte_buf, check, check_array, next_pow2, round_up
+from realm_opencl.runtime import PRELUDE, runtime_for
+
+# Launch geometry; each must match the #define of the same name in the kernel source.
+UNIT = 32  # elements per decoded unit (quants/unit.h)
+MV_WG, MV_NX = 64, 4  # matvec.cl: work-group size, x rows per pass
+MM_TILE, MM_SIDE = 64, 8  # matmul_tiled.cl: output tile side, work-items per side
+
+_QUANT_OPS = frozenset({"dequantize", "matmul", "get_rows"})
+_DEVICE_DTYPES = (np.dtype(np.float32), np.dtype(np.int32))
+
+
+class OpenCLBackend(ActivationOps):
+    """realm's ops as OpenCL kernels on one device (``"opencl"`` or ``"opencl:P:D"``).
+
+    >>> be = OpenCLBackend("opencl")                    # doctest: +SKIP
+    >>> be.device                                       # doctest: +SKIP
+    'opencl:0:0'
+    """
+
+    name: ClassVar[str] = "opencl"
+
+    @classmethod
+    def probe(cls) -> Availability:
+        """Every OpenCL platform's devices with their memory, or why there are none."""
+        return devices.probe()
+
+    def __init__(self, device: str = "opencl", n_threads: int | None = None) -> None:
+        spec = parse_device(device or "opencl")
+        if spec.backend != "opencl":
+            raise BackendUnavailableError(f"the OpenCL backend runs 'opencl' devices, got {device!r}")
+        p, d, cl_device = devices.select_device(spec.indices)
+        self.device = f"opencl:{p}:{d}"
+        self.n_threads = n_threads  # the OpenCL driver schedules its own threads
+        self.runtime = runtime_for(p, d, cl_device)
+        self.queue = self.runtime.queue
+        # At most this many work-items share one weight row in matvec. GPUs want a row spread
+        # over a work-group (more rows in flight); on CPUs work-groups are loops, and one or two
+        # work-items per row run about twice as fast as 32 (PoCL, 2 cores, model shapes).
+        self.matvec_max_tpr = MV_WG if devices.is_gpu(cl_device) else 2
+        self._inv_freq: dict[tuple[int, float], cla.Array] = {}
+
+    # ------------------------------------------------------------------ memory
+
+    def upload(self, host: np.ndarray) -> cla.Array:
+        """A device copy of a float32 or int32 host array."""
+        host = np.asarray(host)
+        check(host.dtype in _DEVICE_DTYPES,
+              f"the OpenCL backend keeps float32 and int32 arrays, got {host.dtype}")
+        return cla.to_device(self.queue, np.ascontiguousarray(host))
+
+    def upload_quant(self, raw: np.ndarray, qtype: GGMLType, shape: tuple[int, ...],
+                     name: str = "") -> QuantTensor:
+        """Copy a tensor's raw GGML bytes to the device as they are (no dequantized copy)."""
+        qtype = GGMLType(qtype)
+        shape = tuple(int(s) for s in shape)
+        what = f"tensor {name!r}" if name else "tensor"
+        if qtype not in FORMATS:
+            raise UnsupportedQuantError(
+                f"{what} has type {qtype.name}, which the OpenCL kernels cannot decode"
+            )
+        block = type_traits(qtype).block_size
+        check(len(shape) >= 1 and shape[-1] % block == 0,
+              f"{what} ({qtype.name}) has shape {shape}: rows must be a multiple of {block}")
+        raw = np.asarray(raw)
+        n_rows = int(np.prod(shape[:-1], dtype=np.int64))
+        expected = n_rows * row_nbytes(qtype, shape[-1])
+        check(raw.dtype == np.uint8 and raw.size == expected,
+              f"{what} ({qtype.name}, shape {shape}) needs {expected} bytes of uint8, "
+              f"got {raw.size} of {raw.dtype}")
+        data = cla.to_device(self.queue, np.ascontiguousarray(raw).reshape(-1))
+        return QuantTensor(data, qtype, shape, name)
+
+    def download(self, x: cla.Array) -> np.ndarray:
+        """A host copy of `x` (waits for the ops that write it)."""
+        check(isinstance(x, cla.Array), f"download needs a pyopencl array, got {type(x).__name__}")
+        return x.get(queue=self.queue)
+
+    def empty(self, shape: tuple[int, ...], dtype: Any = np.float32) -> cla.Array:
+        """Uninitialised device memory."""
+        check(np.dtype(dtype) in _DEVICE_DTYPES,
+              f"the OpenCL backend keeps float32 and int32 arrays, got {np.dtype(dtype)}")
+        return cla.empty(self.queue, tuple(int(s) for s in shape), dtype)
+
+    def supports(self, op: str, qtype: GGMLType | None = None) -> bool:
+        """Every op; quantized weights of every type `realm.kernels.FORMATS` decodes."""
+        if op not in OPS:
+            return False
+        if qtype is None:
+            return True
+        return op in _QUANT_OPS and GGMLType(qtype) in FORMATS
+
+    def synchronize(self) -> None:
+        """Wait for every enqueued op."""
+        self.queue.finish()
+
+    # ------------------------------------------------------------------ weights
+
+    def _quant_kernels(self, qtype: GGMLType) -> dict[str, Any]:
+        return self.runtime.kernels(f"quant:{qtype.name}", lambda: quant_program(qtype, PRELUDE))
+
+    @staticmethod
+    def _check_quant(w: QuantTensor, op: str) -> None:
+        check(isinstance(w.data, cla.Array) and w.data.dtype == np.uint8,
+              f"{op}: tensor {w.name!r} was not uploaded by the OpenCL backend "
+              f"(its data is {type(w.data).__name__})")
+
+    def _weight(self, w: QuantTensor | cla.Array, op: str) -> tuple[GGMLType, tuple, int, int, int]:
+        """(qtype, buffer args, bytes per row, rows, row length) of a 2-D weight."""
+        if isinstance(w, QuantTensor):
+            self._check_quant(w, op)
+            check(len(w.shape) == 2, f"{op}: tensor {w.name!r} must be 2-D, has shape {w.shape}")
+            rows, k = w.shape
+            return w.qtype, byte_buf(w.data), row_nbytes(w.qtype, k), rows, k
+        check_array(f"{op} weight", w)
+        check(w.ndim == 2, f"{op}: weight must be 2-D, got shape {w.shape}")
+        rows, k = w.shape
+        return GGMLType.F32, byte_buf(w), 4 * k, rows, k
+
+    def dequantize(self, w: QuantTensor, out: cla.Array) -> None:
+        """``out = float32(w)`` for a tensor of any rank, bit-exact with the reference."""
+        self._check_quant(w, "dequantize")
+        check_array("out", out, shape=tuple(w.shape))
+        k = w.shape[-1]
+        rows = int(np.prod(w.shape[:-1], dtype=np.int64))
+        if rows * k == 0:
+            return
+        n_units = -(-k // UNIT)
+        kernel = self._quant_kernels(w.qtype)["dequantize"]
+        self.runtime.launch(kernel, (round_up(n_units, UNIT), rows), (UNIT, 1), *byte_buf(w.data),
+                            np.int64(row_nbytes(w.qtype, k)), np.int32(k), np.int32(n_units),
+                            *buf(out))
+
+    def matmul(self, x: cla.Array, w: QuantTensor | cla.Array, out: cla.Array) -> None:
+        """``out [n, m] = x [n, k] @ w [m, k].T``, straight from w's blocks."""
+        check_array("x", x)
+        check(x.ndim == 2, f"matmul x must be [n, k], got shape {x.shape}")
+        n, k = x.shape
+        qtype, w_args, row_bytes, m, w_k = self._weight(w, "matmul")
+        name = w.name if isinstance(w, QuantTensor) else "w"
+        check(w_k == k, f"matmul weight {name!r} has shape {(m, w_k)}, x has k={k}")
+        check_array("out", out, shape=(n, m))
+        if n * m == 0:
+            return
+        kernels = self._quant_kernels(qtype)
+        common = (*w_args, np.int64(row_bytes), np.int32(k), np.int32(m), *buf(x), np.int32(n),
+                  *buf(out))
+        if n <= MV_NX:
+            tpr = min(self.matvec_max_tpr, next_pow2(-(-k // UNIT)))  # work-items per row
+            global_size = (round_up(m, MV_WG // tpr) * tpr, -(-n // MV_NX))
+            self.runtime.launch(kernels["matvec"], global_size, (MV_WG, 1), *common, np.int32(tpr))
+        else:
+            global_size = (-(-m // MM_TILE) * MM_SIDE, -(-n // MM_TILE) * MM_SIDE)
+            self.runtime.launch(kernels["matmul_tiled"], global_size, (MM_SIDE, MM_SIDE), *common)
+
+    def get_rows(self, w: QuantTensor | cla.Array, ids: cla.Array, out: cla.Array) -> None:
+        """``out [n, d] = w[ids]``, decoding only the rows asked for."""
+        check_array("ids", ids, dtype=np.int32)
+        check(ids.ndim == 1, f"ids must be 1-D, got shape {ids.shape}")
+        qtype, w_args, row_bytes, n_rows, d = self._weight(w, "get_rows")
+        name = w.name if isinstance(w, QuantTensor) else "w"
+        check_array("out", out, shape=(ids.shape[0], d))
+        if ids.shape[0] * d == 0:
+            return
+        host_ids = ids.get(queue=self.queue)  # a handful of ints: checked, never clamped
+        bad = (host_ids < 0) | (host_ids >= n_rows)
+        check(not bad.any(), f"get_rows from {name!r} ({n_rows} rows): id "
+              f"{int(host_ids[bad][0]) if bad.any() else 0} is out of range")
+        n_units = -(-d // UNIT)
+        kernel = self._quant_kernels(qtype)["get_rows"]
+        self.runtime.launch(kernel, (round_up(n_units, UNIT), ids.shape[0]), (UNIT, 1), *w_args,
+                            np.int64(row_bytes), np.int32(d), np.int32(n_units), *buf(ids),
+                            *buf(out))

@@ -1,0 +1,58 @@
+/* Row-wise ops: RMS norm and rotary position embedding. Both may run in place (out == x):
+ * every work-item reads the elements it writes before writing them. */
+
+#define NORM_WG 64
+
+/* out = x / sqrt(mean(x^2) + eps) * weight over rows of d; one work-group per row. */
+KERNEL void rms_norm(BUF(const float, x), BUF(const float, weight), BUF(float, out), const int d,
+                     const float eps) {
+    BIND(const float, x);
+    BIND(const float, weight);
+    BIND(float, out);
+    LOCAL float red[NORM_WG];
+    const int lid = LID(0);
+    GLOBAL const float* xr = x + (long)GROUP(0) * d;
+    GLOBAL float* o = out + (long)GROUP(0) * d;
+    float s = 0.0f;
+    for (int e = lid; e < d; e += NORM_WG) s = MAD(xr[e], xr[e], s);
+    red[lid] = s;
+    BARRIER();
+    for (int stride = NORM_WG / 2; stride > 0; stride >>= 1) {
+        if (lid < stride) red[lid] += red[lid + stride];
+        BARRIER();
+    }
+    const float inv_rms = 1.0f / sqrt(red[0] / (float)d + eps);
+    for (int e = lid; e < d; e += NORM_WG) o[e] = (xr[e] * inv_rms) * weight[e];
+}
+
+/* Rotate the first n_rot dims of each head: pair i turns by pos * (freq_scale * inv_freq[i] /
+ * freq_factors[i]). inv_freq[i] = base^(-2i/n_rot) comes from the host, computed exactly as the
+ * reference does. NEOX pairs (i, i + n_rot/2), NORMAL pairs (2i, 2i + 1). Global size
+ * (n_rot/2 + tail, heads, tokens): work-items past n_rot/2 copy dims past n_rot when out != x
+ * (tail = head_dim - n_rot; 0 in place). */
+KERNEL void rope(BUF(const float, x), BUF(const int, pos), BUF(const float, inv_freq),
+                 BUF(const float, freq_factors), BUF(float, out), const int n_head,
+                 const int head_dim, const int n_rot, const int neox, const int has_factors,
+                 const float freq_scale) {
+    BIND(const float, x);
+    BIND(const int, pos);
+    BIND(const float, inv_freq);
+    BIND(const float, freq_factors);
+    BIND(float, out);
+    const int i = GID(0), h = GID(1), tok = GID(2);
+    const int n_pairs = n_rot / 2;
+    const long row = ((long)tok * n_head + h) * head_dim;
+    if (i < n_pairs) {
+        float f = inv_freq[i];
+        if (has_factors) f = f / freq_factors[i];
+        const float theta = (float)pos[tok] * (freq_scale * f);
+        const float c = cos(theta), s = sin(theta);
+        const int i0 = neox ? i : 2 * i, i1 = neox ? i + n_pairs : 2 * i + 1;
+        const float a = x[row + i0], b = x[row + i1];
+        out[row + i0] = a * c - b * s;
+        out[row + i1] = a * s + b * c;
+    } else {
+        const int e = n_rot + (i - n_pairs);
+        if (e < head_dim) out[row + e] = x[row + e];
+    }
+}
