@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from realm.errors import ChatTemplateError
+
+if TYPE_CHECKING:
+    from realm.tokenizer import Tokenizer
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -77,3 +80,18 @@ def render_chat(
         raise
     except jinja2.TemplateError as exc:
         raise ChatTemplateError(f"the chat template of {source} failed to render: {exc}") from exc
+
+
+def chat_prompt_tokens(
+    tokenizer: Tokenizer, template: str | None, messages: Sequence[dict[str, Any]], source: str = "the model"
+) -> list[int]:
+    """Render ``messages`` and tokenize the result as llama.cpp does for chat: special tokens parsed.
+
+    BOS is added once: by the template when it writes ``bos_token`` itself, else by the tokenizer
+    where the model's metadata asks for it.
+    """
+    bos = tokenizer.token_text(tokenizer.bos_id) if tokenizer.bos_id is not None else ""
+    eos = tokenizer.token_text(tokenizer.eos_id) if tokenizer.eos_id is not None else ""
+    text = render_chat(template, messages, bos_token=bos, eos_token=eos, source=source)
+    bos_in_text = bool(bos) and text.startswith(bos)
+    return tokenizer.tokenize(text, add_bos=False if bos_in_text else None, special=True)

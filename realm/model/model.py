@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from realm.backend import Backend
-from realm.chat import render_chat
+from realm.chat import chat_prompt_tokens
 from realm.errors import ContextOverflowError
 from realm.generate import (
     Completion,
@@ -112,29 +112,25 @@ class Model:
         messages: Sequence[dict[str, Any]],
         max_tokens: int | None = 256,
         stream: bool = False,
+        chat_template: str | None = None,
         **sampling: Any,
     ) -> Completion | Iterator[str]:
         """Render ``messages`` with the model's chat template and generate the assistant's reply.
 
+        Generation ends at the template's end-of-turn token (finish_reason ``"stop"``).
+        ``chat_template`` replaces the file's template (a Jinja2 string) for files without one.
+
         >>> model.chat([{"role": "user", "content": "Hi!"}], temperature=0).text   # doctest: +SKIP
         """
-        ids = self.chat_tokens(messages)
+        ids = self.chat_tokens(messages, chat_template=chat_template)
         stop = sampling.pop("stop", None)
         params = SamplingParams(**sampling)
         return self._generate_ids(ids, params, max_tokens, stop, stream)
 
-    def chat_tokens(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+    def chat_tokens(self, messages: Sequence[dict[str, Any]], chat_template: str | None = None) -> list[int]:
         """The prompt token ids that `chat` feeds for ``messages``."""
-        tok = self.tokenizer
-        text = render_chat(
-            self.gguf.metadata.get("tokenizer.chat_template"),
-            messages,
-            bos_token=tok.token_text(tok.bos_id) if tok.bos_id is not None else "",
-            eos_token=tok.token_text(tok.eos_id) if tok.eos_id is not None else "",
-            source=str(self.path),
-        )
-        bos_in_text = tok.bos_id is not None and text.startswith(tok.token_text(tok.bos_id))
-        return tok.tokenize(text, add_bos=False if bos_in_text else None, special=True)
+        template = chat_template or self.gguf.metadata.get("tokenizer.chat_template")
+        return chat_prompt_tokens(self.tokenizer, template, messages, source=str(self.path))
 
     def _check_fits(self, n: int) -> None:
         if n > self.n_ctx:
