@@ -14,6 +14,11 @@ Two details keep LLVM's vectorizer on the per-block loop:
 
 Scales are widened with the CPU's half-float conversion (``half_at``). Sums of ``x``
 per block (for the min/offset terms) are computed once per call, not per row.
+
+Activations stay float32 (llama.cpp instead quantizes them to 8 bits and takes integer
+dot products). The results then match the reference to float32 rounding, and nothing is
+lost: numba types integer arithmetic as int64, so an int8 x int8 loop vectorizes no
+wider than this float one.
 """
 
 from __future__ import annotations
