@@ -12,7 +12,6 @@ import importlib.util
 import os
 import platform
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -435,10 +434,3 @@ class NumbaBackend:
         from realm_numba.warmup import warm_all
 
         return warm_all(self)
-
-
-def timed(fn: Any) -> float:
-    """Seconds `fn()` takes (used by `warmup`)."""
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
