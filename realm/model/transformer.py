@@ -29,7 +29,7 @@ from realm.model.weights import ModelWeights
 # A hook gets (name, host copy of the tensor) and returns None to leave it or an array to replace it.
 Hook = Callable[[str, np.ndarray], "np.ndarray | None"]
 
-LOGITS_BUFFER_BYTES = 64 * 1024 * 1024  # bounds the rows of logits computed at once
+LOGITS_BUFFER_BYTES = 16 * 1024 * 1024  # bounds the rows of logits computed at once
 
 
 @dataclass
