@@ -56,8 +56,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from realm.errors import BackendUnavailableError
-from realm.gguf.types import GGMLType
+from realm.errors import BackendArgumentError, BackendUnavailableError, UnsupportedQuantError
+from realm.gguf.types import GGMLType, type_traits
 
 ENTRY_POINT_GROUP = "realm.backends"
 
@@ -179,6 +179,43 @@ OPS = (
     "scale",
     "copy_rows",
 )
+
+
+def check_quant_upload(
+    raw: np.ndarray,
+    qtype: GGMLType,
+    shape: tuple[int, ...],
+    name: str,
+    supported: frozenset[GGMLType] | set[GGMLType],
+    backend: str,
+) -> tuple[np.ndarray, GGMLType, tuple[int, ...], int]:
+    """Check an `upload_quant` call the same way on every backend.
+
+    Returns ``(raw as a flat uint8 array (no copy), qtype, shape, bytes per row)``; raises
+    `UnsupportedQuantError` for a type the backend cannot decode and `BackendArgumentError`
+    for a shape that is not whole blocks or bytes that do not match it.
+    """
+    qtype = GGMLType(qtype)
+    shape = tuple(int(d) for d in shape)
+    what = f"tensor {name!r}" if name else "tensor"
+    if qtype not in supported:
+        raise UnsupportedQuantError(
+            f"{what} has type {qtype.name}, which the {backend} backend cannot decode"
+        )
+    traits = type_traits(qtype)
+    if not shape or shape[-1] % traits.block_size:
+        raise BackendArgumentError(
+            f"{what} ({qtype.name}) has shape {shape}: rows must be a multiple of {traits.block_size}"
+        )
+    raw = np.asarray(raw)
+    n_rows = int(np.prod(shape[:-1], dtype=np.int64))
+    row_bytes = shape[-1] // traits.block_size * traits.type_size
+    if raw.dtype != np.uint8 or raw.size != n_rows * row_bytes:
+        raise BackendArgumentError(
+            f"{what} ({qtype.name}, shape {shape}) needs {n_rows * row_bytes} bytes of uint8, "
+            f"got {raw.size} of {raw.dtype}"
+        )
+    return raw.reshape(-1), qtype, shape, row_bytes
 
 
 # ----------------------------------------------------------------------------- device strings

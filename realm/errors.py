@@ -27,6 +27,10 @@ class BackendUnavailableError(RealmError):
     """The requested backend or device is not present; the message says why and how to fix it."""
 
 
+class BackendArgumentError(RealmError, ValueError):
+    """A backend op or upload got arrays of the wrong shape, dtype or size."""
+
+
 class ContextOverflowError(RealmError, ValueError):
     """A sequence does not fit in the model's context window."""
 

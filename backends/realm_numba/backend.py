@@ -17,8 +17,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from realm.backend import OPS, Availability, DeviceInfo, QuantTensor, RopeMode, parse_device
-from realm.errors import BackendUnavailableError, RealmError, UnsupportedQuantError
+from realm.backend import (
+    OPS,
+    Availability,
+    DeviceInfo,
+    QuantTensor,
+    RopeMode,
+    check_quant_upload,
+    parse_device,
+)
+from realm.errors import BackendUnavailableError, RealmError
 from realm.gguf.types import GGMLType, type_traits
 
 _QUANT_OPS = frozenset({"dequantize", "matmul", "get_rows"})
@@ -170,25 +178,10 @@ class NumbaBackend:
         self, raw: np.ndarray, qtype: GGMLType, shape: tuple[int, ...], name: str = ""
     ) -> QuantTensor:
         """Keep the raw blocks where they are (a memory map stays a memory map: no copy)."""
-        qtype = GGMLType(qtype)
-        shape = tuple(int(d) for d in shape)
-        what = f"tensor {name!r}" if name else "tensor"
-        if qtype not in self._k.DECODABLE:
-            raise UnsupportedQuantError(f"{what} has type {qtype.name}, which the cpu backend "
-                                        "cannot decode")
-        traits = type_traits(qtype)
-        if not shape or shape[-1] % traits.block_size:
-            _fail(f"{what} ({qtype.name}) has shape {shape}: rows must be a multiple of "
-                  f"{traits.block_size}")
-        raw = np.asarray(raw)
-        n_rows = int(np.prod(shape[:-1], dtype=np.int64))
-        row_bytes = shape[-1] // traits.block_size * traits.type_size
-        if raw.dtype != np.uint8 or raw.size != n_rows * row_bytes:
-            _fail(f"{what} ({qtype.name}, shape {shape}) needs {n_rows * row_bytes} bytes of "
-                  f"uint8, got {raw.size} of {raw.dtype}")
-        if not raw.flags.c_contiguous:
-            _fail(f"{what}: raw blocks must be one contiguous buffer")
-        blocks = raw.reshape(n_rows, row_bytes).view()
+        if not np.asarray(raw).flags.c_contiguous:  # kernels read the caller's bytes in place
+            _fail(f"tensor {name!r}: raw blocks must be one contiguous buffer")
+        raw, qtype, shape, row_bytes = check_quant_upload(raw, qtype, shape, name, self._k.DECODABLE, "cpu")
+        blocks = raw.reshape(raw.size // row_bytes, row_bytes).view()
         blocks.flags.writeable = False  # one compiled variant serves file maps and test arrays
         return self._prepare(QuantTensor(blocks, qtype, shape, name))
 

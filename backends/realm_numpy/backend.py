@@ -16,9 +16,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from realm.backend import OPS, Availability, DeviceInfo, QuantTensor, RopeMode, parse_device
-from realm.errors import BackendUnavailableError, RealmError, UnsupportedQuantError
-from realm.gguf.types import GGMLType, type_traits
+from realm.backend import (
+    OPS,
+    Availability,
+    DeviceInfo,
+    QuantTensor,
+    RopeMode,
+    check_quant_upload,
+    parse_device,
+)
+from realm.errors import BackendUnavailableError, RealmError
+from realm.gguf.types import GGMLType
 from realm.quants import SUPPORTED_TYPES, dequantize, row_nbytes
 
 # Quantized weights are decoded this many rows at a time, so a 262144 x 640 embedding
@@ -67,16 +75,15 @@ class NumpyBackend:
     @classmethod
     def probe(cls) -> Availability:
         """Always available: numpy is a dependency of realm itself."""
-        info = DeviceInfo("numpy", "host CPU (numpy reference)", kind="cpu",
-                          memory_bytes=_host_memory_bytes())
+        info = DeviceInfo(
+            "numpy", "host CPU (numpy reference)", kind="cpu", memory_bytes=_host_memory_bytes()
+        )
         return Availability(True, (info,))
 
     def __init__(self, device: str = "numpy", n_threads: int | None = None) -> None:
         spec = parse_device(device or "numpy")
         if spec.backend != "numpy" or spec.indices:
-            raise BackendUnavailableError(
-                f"the numpy backend has one device, 'numpy'; got device {device!r}"
-            )
+            raise BackendUnavailableError(f"the numpy backend has one device, 'numpy'; got device {device!r}")
         # numpy's BLAS picks its own threads; the argument is kept for the common signature.
         self.n_threads = n_threads
         self.device = "numpy"
@@ -91,23 +98,8 @@ class NumpyBackend:
         self, raw: np.ndarray, qtype: GGMLType, shape: tuple[int, ...], name: str = ""
     ) -> QuantTensor:
         """Keep the raw blocks as they are (a memory map stays a memory map: no copy)."""
-        qtype = GGMLType(qtype)
-        shape = tuple(int(d) for d in shape)
-        what = f"tensor {name!r}" if name else "tensor"
-        if qtype not in SUPPORTED_TYPES:
-            raise UnsupportedQuantError(
-                f"{what} has type {qtype.name}, which the numpy backend cannot decode"
-            )
-        block = type_traits(qtype).block_size
-        _check(len(shape) >= 1 and shape[-1] % block == 0,
-               f"{what} ({qtype.name}) has shape {shape}: rows must be a multiple of {block}")
-        raw = np.asarray(raw)
-        n_rows = int(np.prod(shape[:-1], dtype=np.int64))
-        expected = n_rows * row_nbytes(qtype, shape[-1])
-        _check(raw.dtype == np.uint8 and raw.size == expected,
-               f"{what} ({qtype.name}, shape {shape}) needs {expected} bytes of uint8, "
-               f"got {raw.size} of {raw.dtype}")
-        return QuantTensor(raw.reshape(-1), qtype, shape, name)
+        raw, qtype, shape, _ = check_quant_upload(raw, qtype, shape, name, SUPPORTED_TYPES, "numpy")
+        return QuantTensor(raw, qtype, shape, name)
 
     def download(self, x: np.ndarray) -> np.ndarray:
         """A host copy of `x`."""
@@ -152,8 +144,7 @@ class NumpyBackend:
         n, k = x.shape
         if isinstance(w, QuantTensor):
             m = w.shape[0]
-            _check(tuple(w.shape) == (m, k),
-                   f"matmul weight {w.name!r} has shape {w.shape}, x has k={k}")
+            _check(tuple(w.shape) == (m, k), f"matmul weight {w.name!r} has shape {w.shape}, x has k={k}")
             _check_f32("out", out, (n, m))
             rows = self._quant_rows(w)
             result = np.empty((n, m), np.float32)  # x may alias out
@@ -165,23 +156,27 @@ class NumpyBackend:
             out[...] = result
         else:
             _check_f32("w", w)
-            _check(w.ndim == 2 and w.shape[1] == k,
-                   f"matmul w must be [m, {k}], got shape {w.shape}")
+            _check(w.ndim == 2 and w.shape[1] == k, f"matmul w must be [m, {k}], got shape {w.shape}")
             _check_f32("out", out, (n, w.shape[0]))
             out[...] = np.matmul(x, w.T)
 
     def get_rows(self, w: QuantTensor | np.ndarray, ids: np.ndarray, out: np.ndarray) -> None:
         """``out [n, d] = w[ids]``, decoding only the rows asked for."""
-        _check(isinstance(ids, np.ndarray) and ids.dtype == np.int32 and ids.ndim == 1,
-               f"ids must be a 1-D int32 array, got {getattr(ids, 'dtype', type(ids))} "
-               f"{getattr(ids, 'shape', '')}")
+        _check(
+            isinstance(ids, np.ndarray) and ids.dtype == np.int32 and ids.ndim == 1,
+            f"ids must be a 1-D int32 array, got {getattr(ids, 'dtype', type(ids))} "
+            f"{getattr(ids, 'shape', '')}",
+        )
         name = w.name if isinstance(w, QuantTensor) else "w"
         _check(len(w.shape) == 2, f"get_rows from {name!r}: need a 2-D table, got {w.shape}")
         n_rows, d = w.shape
         _check_f32("out", out, (len(ids), d))
         bad = (ids < 0) | (ids >= n_rows)
-        _check(not bad.any(), f"get_rows from {name!r} ({n_rows} rows): id "
-               f"{int(ids[bad][0]) if bad.any() else 0} is out of range")
+        _check(
+            not bad.any(),
+            f"get_rows from {name!r} ({n_rows} rows): id "
+            f"{int(ids[bad][0]) if bad.any() else 0} is out of range",
+        )
         if isinstance(w, QuantTensor):
             out[...] = dequantize(self._quant_rows(w)[ids], w.qtype, (len(ids), d), w.name)
         else:
@@ -215,10 +210,14 @@ class NumpyBackend:
         _check(x.ndim == 3, f"rope x must be [n, heads, head_dim], got shape {x.shape}")
         _check_f32("out", out, x.shape)
         n, _, head_dim = x.shape
-        _check(isinstance(positions, np.ndarray) and positions.dtype == np.int32
-               and positions.shape == (n,), f"rope positions must be int32 [{n}]")
-        _check(n_rot % 2 == 0 and 0 < n_rot <= head_dim,
-               f"rope n_rot must be even and in 1..{head_dim}, got {n_rot}")
+        _check(
+            isinstance(positions, np.ndarray) and positions.dtype == np.int32 and positions.shape == (n,),
+            f"rope positions must be int32 [{n}]",
+        )
+        _check(
+            n_rot % 2 == 0 and 0 < n_rot <= head_dim,
+            f"rope n_rot must be even and in 1..{head_dim}, got {n_rot}",
+        )
         half = n_rot // 2
         exponents = np.arange(0, n_rot, 2, dtype=np.float32) / np.float32(n_rot)  # 2i / n_rot
         inv_freq = np.float32(base) ** -exponents
@@ -258,14 +257,13 @@ class NumpyBackend:
         n, n_head, head_dim = q.shape
         ctx, n_kv_head, _ = k_cache.shape
         n_keys = n_past + n
-        _check(k_cache.shape[2] == head_dim,
-               f"k_cache head_dim {k_cache.shape[2]} != q's {head_dim}")
-        _check(v_cache.shape[:2] == (ctx, n_kv_head),
-               f"v_cache shape {v_cache.shape} does not match k_cache {k_cache.shape}")
-        _check(n_head % n_kv_head == 0,
-               f"{n_head} query heads do not group over {n_kv_head} kv heads")
-        _check(n_past >= 0 and n_keys <= ctx,
-               f"n_past {n_past} + n {n} exceeds the cache's {ctx} rows")
+        _check(k_cache.shape[2] == head_dim, f"k_cache head_dim {k_cache.shape[2]} != q's {head_dim}")
+        _check(
+            v_cache.shape[:2] == (ctx, n_kv_head),
+            f"v_cache shape {v_cache.shape} does not match k_cache {k_cache.shape}",
+        )
+        _check(n_head % n_kv_head == 0, f"{n_head} query heads do not group over {n_kv_head} kv heads")
+        _check(n_past >= 0 and n_keys <= ctx, f"n_past {n_past} + n {n} exceeds the cache's {ctx} rows")
         _check(window is None or window >= 1, f"attention window must be >= 1, got {window}")
         _check_f32("out", out, (n, n_head, v_cache.shape[2]))
 
@@ -304,8 +302,10 @@ class NumpyBackend:
         _check_f32("b", b)
         _check_f32("out", out, a.shape)
         one_row = b.shape in ((a.shape[-1],), (1, a.shape[-1]))
-        _check(b.shape == a.shape or one_row,
-               f"add: b must have shape {a.shape} or be one row of {a.shape[-1]}, got {b.shape}")
+        _check(
+            b.shape == a.shape or one_row,
+            f"add: b must have shape {a.shape} or be one row of {a.shape[-1]}, got {b.shape}",
+        )
         np.add(a, b if b.shape == a.shape else b.reshape(a.shape[-1]), out=out)
 
     def scale(self, x: np.ndarray, s: float, out: np.ndarray) -> None:
@@ -316,11 +316,14 @@ class NumpyBackend:
 
     def copy_rows(self, src: np.ndarray, dst: np.ndarray, start: int) -> None:
         """``dst[start:start+len(src)] = src`` (a KV-cache write)."""
-        _check(src.dtype == dst.dtype and src.shape[1:] == dst.shape[1:],
-               f"copy_rows: src {src.dtype} {src.shape} does not fit rows of dst "
-               f"{dst.dtype} {dst.shape}")
-        _check(start >= 0 and start + len(src) <= len(dst),
-               f"copy_rows: rows {start}..{start + len(src)} do not fit in dst's {len(dst)} rows")
+        _check(
+            src.dtype == dst.dtype and src.shape[1:] == dst.shape[1:],
+            f"copy_rows: src {src.dtype} {src.shape} does not fit rows of dst {dst.dtype} {dst.shape}",
+        )
+        _check(
+            start >= 0 and start + len(src) <= len(dst),
+            f"copy_rows: rows {start}..{start + len(src)} do not fit in dst's {len(dst)} rows",
+        )
         dst[start : start + len(src)] = src
 
     @staticmethod

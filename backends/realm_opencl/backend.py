@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from realm.backend import OPS, Availability, QuantTensor, parse_device
-from realm.errors import BackendUnavailableError, UnsupportedQuantError
-from realm.gguf.types import GGMLType, type_traits
+from realm.backend import OPS, Availability, QuantTensor, check_quant_upload, parse_device
+from realm.errors import BackendUnavailableError
+from realm.gguf.types import GGMLType
 from realm.kernels import FORMATS, quant_program
 from realm.quants import row_nbytes
 from realm_opencl import devices
@@ -74,22 +74,7 @@ class OpenCLBackend(ActivationOps):
     def upload_quant(self, raw: np.ndarray, qtype: GGMLType, shape: tuple[int, ...],
                      name: str = "") -> QuantTensor:
         """Copy a tensor's raw GGML bytes to the device as they are (no dequantized copy)."""
-        qtype = GGMLType(qtype)
-        shape = tuple(int(s) for s in shape)
-        what = f"tensor {name!r}" if name else "tensor"
-        if qtype not in FORMATS:
-            raise UnsupportedQuantError(
-                f"{what} has type {qtype.name}, which the OpenCL kernels cannot decode"
-            )
-        block = type_traits(qtype).block_size
-        check(len(shape) >= 1 and shape[-1] % block == 0,
-              f"{what} ({qtype.name}) has shape {shape}: rows must be a multiple of {block}")
-        raw = np.asarray(raw)
-        n_rows = int(np.prod(shape[:-1], dtype=np.int64))
-        expected = n_rows * row_nbytes(qtype, shape[-1])
-        check(raw.dtype == np.uint8 and raw.size == expected,
-              f"{what} ({qtype.name}, shape {shape}) needs {expected} bytes of uint8, "
-              f"got {raw.size} of {raw.dtype}")
+        raw, qtype, shape, _ = check_quant_upload(raw, qtype, shape, name, FORMATS, "OpenCL")
         data = cla.to_device(self.queue, np.ascontiguousarray(raw).reshape(-1))
         return QuantTensor(data, qtype, shape, name)
 
