@@ -56,9 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _default_model_path() -> str:
+    from realm.errors import ModelNotFoundError
     from realm.models_on_pypi import smollm2_path
 
-    return str(smollm2_path())
+    try:
+        return str(smollm2_path())
+    except ModelNotFoundError as exc:
+        raise ModelNotFoundError(
+            f"no model given and the default model is missing: {exc}; or pass a .gguf path: "
+            "realm run MODEL.gguf PROMPT"
+        ) from exc
 
 
 def cmd_run(a: argparse.Namespace) -> int:

