@@ -326,7 +326,6 @@ def backends() -> list[BackendStatus]:
 
 _INSTALL_HINTS = {
     "cpu": "pip install 'realm[cpu]' (installs numba)",
-    "cuda": "pip install 'realm[cuda]' (installs cupy) and make sure an NVIDIA GPU and driver are present",
     "opencl": "pip install 'realm[opencl]' (installs pyopencl) and install an OpenCL driver "
     "(e.g. Debian's pocl-opencl-icd)",
 }
