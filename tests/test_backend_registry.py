@@ -66,9 +66,9 @@ def fake_registry(monkeypatch):
 
 
 def test_unavailable_backend_says_why_and_how_to_fix(fake_registry):
-    fake_registry("cuda", "nowhere:Fake", _Absent)
+    fake_registry("opencl", "nowhere:Fake", _Absent)
     with pytest.raises(BackendUnavailableError) as exc:
-        realm.get_backend("cuda:0")
+        realm.get_backend("opencl:0:0")
     assert "no fake device was found" in str(exc.value)
     assert "pip install" in str(exc.value)
 
