@@ -171,3 +171,14 @@ def test_missing_hyperparameter_names_the_key(llama_path, tmp_path):
     bad = _rewrite_metadata(llama_path, tmp_path / "x.gguf", **{"llama.block_count": None})
     with pytest.raises(GGUFFormatError, match="llama.block_count"):
         realm.load(bad, device="numpy")
+
+
+def test_perplexity_is_exp_mean_nll_of_the_logits(model):
+    ids = list(range(7, 27))
+    logits = model.logits(ids).astype(np.float64)
+    m = logits.max(axis=-1, keepdims=True)
+    p = np.exp(logits - m) / np.exp(logits - m).sum(axis=-1, keepdims=True)
+    expected = np.exp(-np.mean([np.log(p[i, ids[i + 1]]) for i in range(len(ids) - 1)]))
+    assert model.perplexity(ids) == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError):
+        model.perplexity([3])

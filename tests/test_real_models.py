@@ -89,3 +89,14 @@ def test_chat_renders_the_template_and_stops_at_end_of_turn(model_and_golden):
     assert reply.finish_reason == "stop"  # the template's end-of-turn token ended it
     assert "Paris" in reply.text
     assert "<|im_end|>" not in reply.text and "<end_of_turn>" not in reply.text
+
+
+def test_perplexity_of_llama_cpp_greedy_text_is_low(model_and_golden):
+    model, golden = model_and_golden
+    prompt = "The capital of France is"
+    greedy_ids = golden.prompts[0].tolist() + golden.greedy[prompt]["tokens"]
+    # the model's own greedy continuation is far more likely than the same tokens shuffled
+    ppl = model.perplexity(greedy_ids)
+    shuffled = greedy_ids[:1] + list(np.random.default_rng(0).permutation(greedy_ids[1:]))
+    assert 1.0 < ppl < 10.0
+    assert model.perplexity(shuffled) > 10 * ppl

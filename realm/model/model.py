@@ -80,6 +80,21 @@ class Model:
         self.transformer.reset()
         return self.transformer.eval(ids, all_logits=True)
 
+    def perplexity(self, text_or_ids: str | Sequence[int]) -> float:
+        """exp of the mean negative log-likelihood of each token given the ones before it.
+
+        Text is tokenized as `tokenize` does (BOS where the model adds one); the first token is
+        context only. The whole sequence must fit in the context.
+        """
+        ids = self.tokenize(text_or_ids) if isinstance(text_or_ids, str) else [int(i) for i in text_or_ids]
+        if len(ids) < 2:
+            raise ValueError("perplexity needs at least two tokens")
+        logits = self.logits(ids)[:-1].astype(np.float64)
+        m = logits.max(axis=-1, keepdims=True)
+        log_probs = logits - m - np.log(np.exp(logits - m).sum(axis=-1, keepdims=True))
+        nll = -log_probs[np.arange(len(ids) - 1), ids[1:]]
+        return float(np.exp(nll.mean()))
+
     # ------------------------------------------------------------------ generation
 
     def generate(
