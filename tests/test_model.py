@@ -182,3 +182,11 @@ def test_perplexity_is_exp_mean_nll_of_the_logits(model):
     assert model.perplexity(ids) == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ValueError):
         model.perplexity([3])
+
+
+def test_stream_reports_finish_reason_and_tokens(model):
+    stream = model.generate("hello", max_tokens=5, temperature=0, stream=True)
+    text = "".join(stream)
+    full = model.generate("hello", max_tokens=5, temperature=0)
+    assert text == full.text and stream.tokens == full.tokens
+    assert stream.finish_reason == full.finish_reason == "length"

@@ -110,11 +110,12 @@ class Model:
         seed: int | None = None,
         stop: Sequence[str] | str | None = None,
         stream: bool = False,
-    ) -> Completion | Iterator[str]:
+    ) -> Completion | GenerationStream:
         """Continue ``prompt`` (text, or token ids used as they are).
 
         Returns a `Completion` (text, tokens, finish_reason, token counts), or with
-        ``stream=True`` an iterator of text pieces that never splits a UTF-8 character.
+        ``stream=True`` a `GenerationStream`: an iterator of text pieces that never splits a
+        UTF-8 character, with ``finish_reason`` and ``tokens`` once it is exhausted.
         ``max_tokens=None`` generates until an end token or the end of the context.
         Temperature 0 is greedy; the same seed gives the same output.
         """
@@ -129,7 +130,7 @@ class Model:
         stream: bool = False,
         chat_template: str | None = None,
         **sampling: Any,
-    ) -> Completion | Iterator[str]:
+    ) -> Completion | GenerationStream:
         """Render ``messages`` with the model's chat template and generate the assistant's reply.
 
         Generation ends at the template's end-of-turn token (finish_reason ``"stop"``).
@@ -161,7 +162,7 @@ class Model:
         max_tokens: int | None,
         stop: Sequence[str] | str | None,
         stream: bool,
-    ) -> Completion | Iterator[str]:
+    ) -> Completion | GenerationStream:
         if not ids:
             raise InvalidParameterError("the prompt is empty: give at least one token")
         if max_tokens is not None and (
@@ -180,10 +181,10 @@ class Model:
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         if not all(isinstance(s, str) for s in stops):
             raise InvalidParameterError(f"stop must be a string or a list of strings, got {stop!r}")
-        run = _GenerationRun(self, ids, params, max_tokens, stops)
+        run = GenerationStream(self, ids, params, max_tokens, stops)
         if stream:
-            return run.pieces()
-        text = "".join(run.pieces())
+            return run
+        text = "".join(run)
         return Completion(text, run.tokens, run.finish_reason, len(ids), len(run.tokens))
 
     def _prefill(self, ids: list[int]) -> np.ndarray:
@@ -224,8 +225,12 @@ class Model:
         return f"Model({self.path.name!r}, arch={self.config.arch!r}, device={self.backend.name!r})"
 
 
-class _GenerationRun:
-    """One generate() call: prefill, decode loop, text assembly, finish reason."""
+class GenerationStream:
+    """One generate() call, iterated for its text pieces (what ``stream=True`` returns).
+
+    After the iteration ends, ``tokens`` holds the generated ids and ``finish_reason`` says
+    why it ended: ``"stop"`` (an end-of-generation token or a stop string) or ``"length"``.
+    """
 
     def __init__(
         self, model: Model, ids: list[int], params: SamplingParams, max_tokens: int, stop: list[str]
@@ -233,8 +238,15 @@ class _GenerationRun:
         self.model, self.ids, self.params, self.max_tokens, self.stop = model, ids, params, max_tokens, stop
         self.tokens: list[int] = []
         self.finish_reason = "length"
+        self._started = False
 
-    def pieces(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[str]:
+        if self._started:
+            raise RuntimeError("a GenerationStream can be iterated once; call generate() again")
+        self._started = True
+        return self._pieces()
+
+    def _pieces(self) -> Iterator[str]:
         model = self.model
         tok = model.tokenizer
         first = model._prefill(self.ids)
