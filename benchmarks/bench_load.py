@@ -15,13 +15,13 @@ import importlib.util
 import pathlib
 import platform
 import sys
-import time
 from collections.abc import Callable
 
 import gguf
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+from benchmarks.timing import best_of  # noqa: E402
 from realm.errors import ModelNotFoundError  # noqa: E402
 from realm.gguf import read_gguf  # noqa: E402
 from realm.models_on_pypi import gemma3_path, smollm2_path  # noqa: E402
@@ -41,16 +41,6 @@ MODELS: dict[str, Callable[[], pathlib.Path | None]] = {
     "SmolLM2-135M Q4_1": _installed(smollm2_path),
     "gemma-3-270m Q4_K_M": _installed(gemma3_path),
 }
-
-
-def best_of(repeat: int, load: Callable[[], object]) -> float:
-    """The fastest of ``repeat`` timed calls of ``load``, in seconds."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        load()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def loaders(path: pathlib.Path) -> dict[str, Callable[[], object]]:

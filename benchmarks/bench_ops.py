@@ -24,20 +24,11 @@ from collections.abc import Callable
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "backends"))
 
+from benchmarks.timing import best_of  # noqa: E402
+
 N_EMBD, N_FF, N_HEAD, N_KV_HEAD, HEAD_DIM, N_CTX = 576, 1536, 9, 3, 64, 512
 PREFILL = 128
 DEFAULT_TYPES = "F32,F16,Q4_0,Q4_1,Q5_0,Q8_0,Q4_K,Q5_K,Q6_K,Q2_K,IQ4_NL"
-
-
-def best_of(repeat: int, fn: Callable[[], object]) -> float:
-    """The fastest of ``repeat`` calls of ``fn`` after one untimed call, in seconds."""
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def activation_cases(n: int, emb, rng) -> list:
@@ -76,6 +67,7 @@ def activation_cases(n: int, emb, rng) -> list:
         def make(be):
             g, u, out = be.upload(ff), be.upload(ff), be.empty(ff.shape)
             return lambda: getattr(be, op)(g, u, out)
+
         return make
 
     def add(be):
@@ -107,8 +99,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="cpu backend threads")
     parser.add_argument("--repeat", type=int, default=20, help="timed calls per case")
-    parser.add_argument("--cold", action="store_true",
-                        help="compile into an empty numba cache (measures full compile time)")
+    parser.add_argument(
+        "--cold", action="store_true", help="compile into an empty numba cache (measures full compile time)"
+    )
     parser.add_argument("--types", default=DEFAULT_TYPES, help="matmul weight types")
     args = parser.parse_args()
     if args.cold:  # must be set before numba is imported
@@ -127,18 +120,22 @@ def main() -> None:
     start = time.perf_counter()
     groups = cpu.warmup()
     compile_s = time.perf_counter() - start
-    print(f"# {platform.processor() or platform.machine()}, {cpu.n_threads} cpu-backend threads, "
-          f"numpy {np.__version__}")
-    print(f"# warmup ({'cold cache: compile' if args.cold else 'compile or cache load'}): "
-          f"{compile_s:.2f} s; slowest groups: "
-          + ", ".join(f"{k} {v:.2f}s" for k, v in sorted(groups.items(), key=lambda kv: -kv[1])[:4]))
+    print(
+        f"# {platform.processor() or platform.machine()}, {cpu.n_threads} cpu-backend threads, "
+        f"numpy {np.__version__}"
+    )
+    print(
+        f"# warmup ({'cold cache: compile' if args.cold else 'compile or cache load'}): "
+        f"{compile_s:.2f} s; slowest groups: "
+        + ", ".join(f"{k} {v:.2f}s" for k, v in sorted(groups.items(), key=lambda kv: -kv[1])[:4])
+    )
 
     rng = np.random.default_rng(0)
     rows: list[tuple[str, str, str, float, float]] = []
 
     def case(op: str, what: str, shape: str, make: Callable[[object], Callable[[], object]]):
-        t_cpu = best_of(args.repeat, make(cpu))
-        t_ref = best_of(max(2, args.repeat // 5), make(ref))
+        t_cpu = best_of(args.repeat, make(cpu), warm=True)
+        t_ref = best_of(max(2, args.repeat // 5), make(ref), warm=True)
         rows.append((op, what, shape, t_cpu, t_ref))
 
     for name in [t.strip() for t in args.types.split(",") if t.strip()]:
@@ -160,11 +157,11 @@ def main() -> None:
         for op, what, shape, make in activation_cases(n, emb, rng):
             case(op, what, shape, make)
 
-    print(f"{'op':<10} {'type':<12} {'shape':<28} {'cpu (us)':>10} {'numpy (us)':>11} "
-          f"{'numpy/cpu':>9}")
+    print(f"{'op':<10} {'type':<12} {'shape':<28} {'cpu (us)':>10} {'numpy (us)':>11} {'numpy/cpu':>9}")
     for op, what, shape, t_cpu, t_ref in rows:
-        print(f"{op:<10} {what:<12} {shape:<28} {t_cpu * 1e6:>10.1f} {t_ref * 1e6:>11.1f} "
-              f"{t_ref / t_cpu:>9.1f}")
+        print(
+            f"{op:<10} {what:<12} {shape:<28} {t_cpu * 1e6:>10.1f} {t_ref * 1e6:>11.1f} {t_ref / t_cpu:>9.1f}"
+        )
 
 
 if __name__ == "__main__":

