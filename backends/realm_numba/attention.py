@@ -1,6 +1,6 @@
 """Causal softmax attention over a KV cache: grouped-query, sliding window, soft-capping.
 
-One task is one (query token, query head) pair; threads take fixed, contiguous ranges
+One task is one (query token, query head) pair; threads take fixed, interleaved sets
 of tasks and one scores scratch each. Only cache rows ``<= query position`` are ever
 read, so rows past ``n_past + n`` may hold anything.
 """
@@ -66,9 +66,12 @@ def attention_serial(q, k_cache, v_cache, n_past, scale, window, softcap, out):
 
 @njit(**JIT_PARALLEL)
 def attention_parallel(q, k_cache, v_cache, n_past, scale, window, softcap, out, n_chunks):
-    """Tasks split into ``n_chunks`` fixed contiguous ranges, one per thread."""
+    """Tasks dealt out to ``n_chunks`` threads in turn: thread ``c`` takes tasks ``c``,
+    ``c + n_chunks``, ... A causal task's cost grows with its token's position, so
+    contiguous ranges would leave the thread holding the first tokens idle for most of
+    a prefill; dealing in turn gives every thread early and late tokens alike."""
     n_tasks = q.shape[0] * q.shape[1]
     for c in prange(n_chunks):
         scores = np.empty(n_past + q.shape[0], dtype=np.float32)
-        for task in range(c * n_tasks // n_chunks, (c + 1) * n_tasks // n_chunks):
+        for task in range(c, n_tasks, n_chunks):
             _attend(q, k_cache, v_cache, n_past, scale, window, softcap, out, task, scores)

@@ -4,6 +4,12 @@ These touch each activation once, so they run single-threaded: at decode sizes a
 parallel region would cost more than the work. Arrays arrive as C-contiguous 2-D
 views (the backend reshapes). Every kernel reads what it needs before writing, so
 ``out`` may alias an input (the model normalises, ropes and adds in place).
+
+In-place calls are the common case, and LLVM's vectorizer guards each loop with a
+run-time overlap check that an aliased ``out`` fails, sending it down the scalar loop
+(14x slower for geglu). So when ``out`` is an input, results go to a small scratch
+first and are then copied to ``out``: the scratch never overlaps an input, and the copy
+is a plain vector move. A separate ``out`` is written directly.
 """
 
 from __future__ import annotations
@@ -19,15 +25,25 @@ from realm_numba.scalars import JIT, JIT_FAST, exp_f32
 GELU_COEF_A = np.float32(0.044715)
 SQRT_2_OVER_PI = np.float32(0.79788456080286535587989211986876)
 
+CHUNK = 1024  # flat elements per scratch round: 4 KiB, stays in L1
+
 # Element-wise kernels need no reassociation (there is no reduction), and must keep the
 # order of the range reduction inside exp_f32: only contraction and signed-zero freedom.
 _JIT_ELEMENTWISE = {**JIT, "fastmath": {"contract", "nsz"}}
+
+
+@njit(**JIT)
+def _same(a, b):
+    """Whether two arrays start at the same address (an in-place call)."""
+    return a.ctypes.data == b.ctypes.data
 
 
 @njit(**JIT_FAST)
 def rms_norm(x, weight, eps, out):
     """``out[r] = x[r] / sqrt(mean(x[r]**2) + eps) * weight`` for each row of ``x [rows, d]``."""
     rows, d = x.shape
+    tmp = np.empty(d, dtype=np.float32)
+    in_place = _same(out, x)
     for r in range(rows):
         xr = x[r]
         ss = np.float32(0.0)
@@ -35,8 +51,12 @@ def rms_norm(x, weight, eps, out):
             ss += xr[i] * xr[i]
         inv_rms = np.float32(1.0) / np.sqrt(ss / np.float32(d) + eps)
         o = out[r]
+        dst = tmp if in_place else o
         for i in range(d):
-            o[i] = (xr[i] * inv_rms) * weight[i]
+            dst[i] = (xr[i] * inv_rms) * weight[i]
+        if in_place:
+            for i in range(d):
+                o[i] = tmp[i]
 
 
 @njit(**JIT)
@@ -80,9 +100,20 @@ def rope(x, positions, n_rot, base, neox, freq_factors, has_freq_factors, freq_s
 @njit(**_JIT_ELEMENTWISE)
 def swiglu(gate, up, out):
     """``out = gate / (1 + exp(-gate)) * up`` over flat float32 arrays."""
-    for i in range(gate.shape[0]):
-        g = gate[i]
-        out[i] = g / (np.float32(1.0) + exp_f32(-g)) * up[i]
+    tmp = np.empty(CHUNK, dtype=np.float32)
+    in_place = _same(out, gate) or _same(out, up)
+    for start in range(0, gate.shape[0], CHUNK):
+        size = min(CHUNK, gate.shape[0] - start)
+        gs = gate[start:start + size]  # views: plain indices keep the loop vectorizable
+        us = up[start:start + size]
+        os = out[start:start + size]
+        dst = tmp if in_place else os
+        for i in range(size):
+            g = gs[i]
+            dst[i] = g / (np.float32(1.0) + exp_f32(-g)) * us[i]
+        if in_place:
+            for i in range(size):
+                os[i] = tmp[i]
 
 
 @njit(**_JIT_ELEMENTWISE)
@@ -92,10 +123,21 @@ def geglu(gate, up, out):
     Evaluated as ``g / (1 + exp(-2z)) * up``: the same function (``1 + tanh(z)`` is
     ``2 / (1 + exp(-2z))``), without tanh's cancellation for very negative ``z``.
     """
-    for i in range(gate.shape[0]):
-        g = gate[i]
-        z = SQRT_2_OVER_PI * g * (np.float32(1.0) + GELU_COEF_A * g * g)
-        out[i] = g / (np.float32(1.0) + exp_f32(np.float32(-2.0) * z)) * up[i]
+    tmp = np.empty(CHUNK, dtype=np.float32)
+    in_place = _same(out, gate) or _same(out, up)
+    for start in range(0, gate.shape[0], CHUNK):
+        size = min(CHUNK, gate.shape[0] - start)
+        gs = gate[start:start + size]  # views: plain indices keep the loop vectorizable
+        us = up[start:start + size]
+        os = out[start:start + size]
+        dst = tmp if in_place else os
+        for i in range(size):
+            g = gs[i]
+            z = SQRT_2_OVER_PI * g * (np.float32(1.0) + GELU_COEF_A * g * g)
+            dst[i] = g / (np.float32(1.0) + exp_f32(np.float32(-2.0) * z)) * us[i]
+        if in_place:
+            for i in range(size):
+                os[i] = tmp[i]
 
 
 @njit(**JIT)
@@ -103,10 +145,18 @@ def add(a, b, out):
     """``out = a + b`` for ``a [rows, d]`` and ``b`` either ``[rows, d]`` or ``[1, d]`` (broadcast)."""
     rows, d = a.shape
     broadcast = b.shape[0] == 1
+    tmp = np.empty(d, dtype=np.float32)
+    in_place = _same(out, a) or _same(out, b)
     for r in range(rows):
+        ar = a[r]
         br = b[0] if broadcast else b[r]
+        o = out[r]
+        dst = tmp if in_place else o
         for i in range(d):
-            out[r, i] = a[r, i] + br[i]
+            dst[i] = ar[i] + br[i]
+        if in_place:
+            for i in range(d):
+                o[i] = tmp[i]
 
 
 @njit(**JIT)

@@ -37,9 +37,14 @@ BIT = np.array([1 << j for j in range(32)], dtype=np.uint32)
 
 
 @njit(**JIT_FAST)
-def _high_bit(qh, j):
-    """16.0 when bit ``j`` of ``qh`` is set, else 0.0 (the fifth bit of a Q5 quant, in place)."""
-    return np.float32(16.0) if U32(qh & BIT[j]) != 0 else np.float32(0.0)
+def _five_bit(nibble, qh, j):
+    """A Q5 quant as a float: its low ``nibble`` plus 16 when bit ``j`` of ``qh`` is set.
+
+    The bits are joined as 32-bit integers and converted once: cheaper than converting
+    the nibble and adding a selected 16.0 (one int-to-float per value instead of two ops).
+    """
+    high = U32(16) if U32(qh & BIT[j]) != 0 else U32(0)
+    return np.float32(np.int32(U32(nibble) | high))
 
 
 @njit(**JIT_FAST)
@@ -157,8 +162,8 @@ def matvec_q5_0(x, w, out, lanes):
                 s = np.float32(0.0)
                 for j in range(lanes):
                     q = row[o + 6 + j]
-                    s += ((np.float32(U8(q & 15)) + _high_bit(qh, j)) * xt[b * 32 + j]
-                          + (np.float32(U8(q >> 4)) + _high_bit(qh, j + 16)) * xt[b * 32 + 16 + j])
+                    s += (_five_bit(U8(q & 15), qh, j) * xt[b * 32 + j]
+                          + _five_bit(U8(q >> 4), qh, j + 16) * xt[b * 32 + 16 + j])
                 acc += half_at(row, o) * (s - np.float32(16.0) * xs[t, b])
             out[t, r] = acc
 
@@ -180,8 +185,8 @@ def matvec_q5_1(x, w, out, lanes):
                 s = np.float32(0.0)
                 for j in range(lanes):
                     q = row[o + 8 + j]
-                    s += ((np.float32(U8(q & 15)) + _high_bit(qh, j)) * xt[b * 32 + j]
-                          + (np.float32(U8(q >> 4)) + _high_bit(qh, j + 16)) * xt[b * 32 + 16 + j])
+                    s += (_five_bit(U8(q & 15), qh, j) * xt[b * 32 + j]
+                          + _five_bit(U8(q >> 4), qh, j + 16) * xt[b * 32 + 16 + j])
                 acc += half_at(row, o) * s + half_at(row, o + 2) * xs[t, b]
             out[t, r] = acc
 
@@ -273,8 +278,11 @@ def matvec_q6_k(x, w, out, lanes):
 
     Per 128 values: byte j of ``ql[0:32]``/``ql[32:64]`` holds sub-blocks 0/1 (low
     nibbles) and 2/3 (high nibbles); byte j of ``qh`` holds the top bits of all four.
-    Each 32-value sub-block has two scales; the loop runs over all 32 values (a 16-long
-    loop would fall into LLVM's narrow remainder path) and also sums the upper 16 apart.
+    Each 32-value sub-block has two int8 scales, one per 16 values. The loop runs over
+    all 32 values (a 16-long loop would fall into LLVM's narrow remainder path) and
+    multiplies each product by its scale, picked by ``j >= 16``: one select and one
+    multiply per value, cheaper than summing the upper 16 values apart. The ``- 32``
+    offsets come out of the loop as ``32 * sum(scale * sum(x))`` per 16 values.
     """
     n, k = x.shape
     xs = group_sums(x, 16)
@@ -291,37 +299,34 @@ def matvec_q6_k(x, w, out, lanes):
                     ql = o + h * 64
                     qh = o + 128 + h * 32
                     base = i * 256 + h * 128
-                    s0 = s1 = s2 = s3 = zero  # all 32 values of sub-blocks 0..3
-                    u0 = u1 = u2 = u3 = zero  # their upper 16 values
+                    sc = o + 192 + h * 8
+                    lo0, hi0 = _i8f(row[sc]), _i8f(row[sc + 1])  # sub-block 0: values < 16, >= 16
+                    lo1, hi1 = _i8f(row[sc + 2]), _i8f(row[sc + 3])
+                    lo2, hi2 = _i8f(row[sc + 4]), _i8f(row[sc + 5])
+                    lo3, hi3 = _i8f(row[sc + 6]), _i8f(row[sc + 7])
+                    s = zero
                     for j in range(lanes):
                         a = row[ql + j]
                         b = row[ql + 32 + j]
                         hb = row[qh + j]
-                        v0 = np.float32(U8(U8(a & 15) | U8(U8(hb & 3) << 4))) * xt[base + j]
-                        v1 = np.float32(U8(U8(b & 15) | U8(U8(hb & 12) << 2))) * xt[base + 32 + j]
-                        v2 = np.float32(U8(U8(a >> 4) | U8(hb & 48))) * xt[base + 64 + j]
-                        v3 = np.float32(U8(U8(b >> 4) | U8(U8(hb >> 2) & 48))) * xt[base + 96 + j]
-                        s0 += v0
-                        s1 += v1
-                        s2 += v2
-                        s3 += v3
                         upper = j >= 16
-                        u0 += v0 if upper else zero
-                        u1 += v1 if upper else zero
-                        u2 += v2 if upper else zero
-                        u3 += v3 if upper else zero
-                    sc = o + 192 + h * 8
+                        s += (np.float32(U8(U8(a & 15) | U8(U8(hb & 3) << 4))) * xt[base + j]
+                              * (hi0 if upper else lo0)
+                              + np.float32(U8(U8(b & 15) | U8(U8(hb & 12) << 2))) * xt[base + 32 + j]
+                              * (hi1 if upper else lo1)
+                              + np.float32(U8(U8(a >> 4) | U8(hb & 48))) * xt[base + 64 + j]
+                              * (hi2 if upper else lo2)
+                              + np.float32(U8(U8(b >> 4) | U8(U8(hb >> 2) & 48))) * xt[base + 96 + j]
+                              * (hi3 if upper else lo3))
                     g = base // 16
-                    acc += d * (_q6_pair(row, sc, s0, u0, xs[t], g)
-                                + _q6_pair(row, sc + 2, s1, u1, xs[t], g + 2)
-                                + _q6_pair(row, sc + 4, s2, u2, xs[t], g + 4)
-                                + _q6_pair(row, sc + 6, s3, u3, xs[t], g + 6))
+                    xg = xs[t]
+                    offset = (lo0 * xg[g] + hi0 * xg[g + 1] + lo1 * xg[g + 2] + hi1 * xg[g + 3]
+                              + lo2 * xg[g + 4] + hi2 * xg[g + 5] + lo3 * xg[g + 6] + hi3 * xg[g + 7])
+                    acc += d * (s - np.float32(32.0) * offset)
             out[t, r] = acc
 
 
 @njit(**JIT_FAST)
-def _q6_pair(row, sc, total, upper, xs, g):
-    """One Q6_K sub-block's sum: two int8 scales over its lower and upper 16 values."""
-    lower = total - upper
-    return (np.float32(np.int8(row[sc])) * (lower - np.float32(32.0) * xs[g])
-            + np.float32(np.int8(row[sc + 1])) * (upper - np.float32(32.0) * xs[g + 1]))
+def _i8f(byte):
+    """A byte read as int8, as a float32 (a Q6_K scale)."""
+    return np.float32(np.int8(byte))
