@@ -11,12 +11,13 @@ from realm.errors import (
     ChatTemplateError,
     ContextOverflowError,
     GGUFFormatError,
+    InvalidParameterError,
     ModelNotFoundError,
     RealmError,
     UnsupportedModelError,
     UnsupportedQuantError,
 )
-from realm.generate import Completion, InvalidParameterError, SamplingParams
+from realm.generate import Completion, SamplingParams
 from realm.gguf.types import GGMLType
 
 # The model layer, tokenizer and loader import on first use, so `import realm` (and tools that

@@ -31,6 +31,10 @@ class BackendArgumentError(RealmError, ValueError):
     """A backend op or upload got arrays of the wrong shape, dtype or size."""
 
 
+class InvalidParameterError(RealmError, ValueError):
+    """A generation, sampling or loading parameter is out of range."""
+
+
 class ContextOverflowError(RealmError, ValueError):
     """A sequence does not fit in the model's context window."""
 

@@ -12,11 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from realm.errors import RealmError
+from realm.errors import InvalidParameterError
 
-
-class InvalidParameterError(RealmError, ValueError):
-    """A generation or sampling parameter is out of range."""
+__all__ = ["Completion", "InvalidParameterError", "Sampler", "SamplingParams", "TextAssembler", "decode_loop"]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from realm.backend import get_backend
-from realm.errors import ModelNotFoundError
+from realm.errors import InvalidParameterError, ModelNotFoundError
 from realm.gguf.reader import read_gguf
 from realm.model.architecture import architecture_class
 from realm.model.config import ModelConfig
@@ -44,9 +44,9 @@ def load(
     if not path.is_file():
         raise ModelNotFoundError(f"no model file at {path}")
     if n_ctx is not None and (isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1):
-        raise ValueError(f"n_ctx must be a positive integer or None, got {n_ctx!r}")
+        raise InvalidParameterError(f"n_ctx must be a positive integer or None, got {n_ctx!r}")
     if isinstance(n_batch, bool) or not isinstance(n_batch, int) or n_batch < 1:
-        raise ValueError(f"n_batch must be a positive integer, got {n_batch!r}")
+        raise InvalidParameterError(f"n_batch must be a positive integer, got {n_batch!r}")
     gguf = read_gguf(path)
     try:
         arch_class = architecture_class(gguf.metadata)

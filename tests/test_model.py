@@ -190,3 +190,9 @@ def test_stream_reports_finish_reason_and_tokens(model):
     full = model.generate("hello", max_tokens=5, temperature=0)
     assert text == full.text and stream.tokens == full.tokens
     assert stream.finish_reason == full.finish_reason == "length"
+
+
+@pytest.mark.parametrize("kw", [dict(n_ctx=0), dict(n_ctx=-5), dict(n_batch=0), dict(n_ctx=2.5)])
+def test_bad_load_parameters(llama_path, kw):
+    with pytest.raises(InvalidParameterError, match=next(iter(kw))):
+        realm.load(llama_path, device="numpy", **kw)
