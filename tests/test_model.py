@@ -196,3 +196,22 @@ def test_stream_reports_finish_reason_and_tokens(model):
 def test_bad_load_parameters(llama_path, kw):
     with pytest.raises(InvalidParameterError, match=next(iter(kw))):
         realm.load(llama_path, device="numpy", **kw)
+
+
+def test_layer_by_layer_pass_equals_eval_and_exposes_the_residual(model):
+    ids = list(range(4, 16))
+    expected = model.logits(ids)
+    t = model.transformer
+    t.reset()
+    t.embed(ids)
+    norms = []
+    for il in range(model.config.n_layer):
+        t.forward_layer(il)
+        norms.append(np.linalg.norm(t.residual(), axis=-1))
+    np.testing.assert_array_equal(t.finish(), expected)
+    assert t.tokens == ids and len(norms) == model.config.n_layer
+    assert norms[0].shape == (len(ids),) and not np.allclose(norms[0], norms[-1])
+    with pytest.raises(RuntimeError, match="embed"):
+        t.forward_layer(0)
+    with pytest.raises(ValueError, match="n_batch"):
+        t.embed([1] * (t.n_batch + 1))

@@ -33,6 +33,15 @@ LOGITS_BUFFER_BYTES = 16 * 1024 * 1024  # bounds the rows of logits computed at 
 
 
 @dataclass
+class _Pass:
+    """The tokens of the pass in progress and where they sit in the sequence."""
+
+    ids: list[int]
+    n_past: int
+    positions: DeviceArray
+
+
+@dataclass
 class RunState:
     """Activation buffers for up to ``n_batch`` tokens at once (llama2.c's RunState)."""
 
@@ -87,15 +96,17 @@ class Transformer:
         self.cache = KVCache(backend, cfg, n_ctx)
         self.tokens: list[int] = []  # the sequence whose keys/values the cache holds
         self.hooks: dict[str, Hook] = {}
+        self._pass: _Pass | None = None
         self._embd_scale = arch.embedding_scale()
         self._attn_scale = arch.attention_scale()
 
     # ------------------------------------------------------------------ public steps
 
     def reset(self) -> None:
-        """Forget the cached sequence."""
+        """Forget the cached sequence (and any pass in progress)."""
         self.tokens = []
         self.cache.n_filled = 0
+        self._pass = None
 
     def eval(self, ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
         """Append ``ids`` to the cached sequence and run them.
@@ -103,25 +114,19 @@ class Transformer:
         Returns float32 logits of shape ``(len(ids), n_vocab)`` when ``all_logits``, else of
         shape ``(1, n_vocab)`` for the last token only.
         """
-        ids = [int(i) for i in ids]
-        if not ids:
-            raise ValueError("eval needs at least one token")
-        bad = [i for i in ids if not 0 <= i < self.cfg.n_vocab]
-        if bad:
-            raise ValueError(f"token ids {bad[:5]} are outside the vocabulary [0, {self.cfg.n_vocab})")
-        n_past = len(self.tokens)
-        self.cache.reserve(n_past + len(ids))
+        ids = self._checked_ids(ids)
+        self.cache.reserve(len(self.tokens) + len(ids))
         out = []
         for start in range(0, len(ids), self.n_batch):
             chunk = ids[start : start + self.n_batch]
+            self.embed(chunk)
+            for il in range(self.cfg.n_layer):
+                self.forward_layer(il)
             last_chunk = start + self.n_batch >= len(ids)
-            self._run_chunk(chunk, n_past + start)
-            if all_logits:
-                out.append(self._logits(0, len(chunk)))
-            elif last_chunk:
-                out.append(self._logits(len(chunk) - 1, len(chunk)))
-        self.tokens.extend(ids)
-        self.cache.n_filled = len(self.tokens)
+            if all_logits or last_chunk:
+                out.append(self.finish(all_logits=all_logits))
+            else:
+                self._commit()
         return np.concatenate(out) if len(out) > 1 else out[0]
 
     def truncate(self, n_keep: int) -> None:
@@ -129,28 +134,74 @@ class Transformer:
         self.tokens = self.tokens[:n_keep]
         self.cache.n_filled = len(self.tokens)
 
-    # ------------------------------------------------------------------ the pass
+    # ------------------------------------------------------------------ one pass, step by step
 
-    def _run_chunk(self, ids: list[int], n_past: int) -> None:
-        be, s, n = self.backend, self.state, len(ids)
-        ids_dev = be.upload(np.asarray(ids, dtype=np.int32))
-        pos_dev = be.upload(np.arange(n_past, n_past + n, dtype=np.int32))
-        x = s.x[:n]
-        be.get_rows(self.w.token_embd, ids_dev, x)
+    def embed(self, ids: Sequence[int]) -> None:
+        """Start a pass over up to ``n_batch`` tokens that follow the cached sequence.
+
+        Writes their embeddings into the residual stream; then call `forward_layer` for each
+        layer in order and `finish` for the logits. `residual` reads the stream in between.
+
+        >>> t = model.transformer                                 # doctest: +SKIP
+        >>> t.embed(model.tokenize("Hello"))                      # doctest: +SKIP
+        >>> for il in range(model.config.n_layer):                # doctest: +SKIP
+        ...     t.forward_layer(il)
+        ...     print(il, np.linalg.norm(t.residual(), axis=-1))
+        >>> logits = t.finish()                                   # doctest: +SKIP
+        """
+        ids = self._checked_ids(ids)
+        if len(ids) > self.n_batch:
+            raise ValueError(f"embed takes at most n_batch={self.n_batch} tokens, got {len(ids)}")
+        n_past = len(self.tokens)
+        self.cache.reserve(n_past + len(ids))
+        be, x = self.backend, self.state.x[: len(ids)]
+        positions = be.upload(np.arange(n_past, n_past + len(ids), dtype=np.int32))
+        be.get_rows(self.w.token_embd, be.upload(np.asarray(ids, dtype=np.int32)), x)
         if self._embd_scale is not None:
             be.scale(x, self._embd_scale, x)
+        self._pass = _Pass(ids, n_past, positions)
         self._emit("inp_embd", x)
-        for il in range(self.cfg.n_layer):
-            self.forward_layer(il, n, n_past, pos_dev)
 
-    def forward_layer(self, il: int, n: int, n_past: int, positions: DeviceArray) -> None:
-        """One transformer block over the ``n`` rows of the residual stream."""
+    def residual(self) -> np.ndarray:
+        """A host copy of the residual stream of the current pass, ``(n_tokens, n_embd)``."""
+        return self.backend.download(self.state.x[: len(self._current().ids)])
+
+    def finish(self, all_logits: bool = True) -> np.ndarray:
+        """End the pass: logits for every token of it (or the last one), and the tokens join the cache."""
+        n = len(self._current().ids)
+        logits = self._logits(0 if all_logits else n - 1, n)
+        self._commit()
+        return logits
+
+    def _commit(self) -> None:
+        self.tokens.extend(self._current().ids)
+        self.cache.n_filled = len(self.tokens)
+        self._pass = None
+
+    def _current(self) -> _Pass:
+        if self._pass is None:
+            raise RuntimeError("no pass in progress: call embed(ids) first")
+        return self._pass
+
+    def _checked_ids(self, ids: Sequence[int]) -> list[int]:
+        ids = [int(i) for i in ids]
+        if not ids:
+            raise ValueError("at least one token id is needed")
+        bad = [i for i in ids if not 0 <= i < self.cfg.n_vocab]
+        if bad:
+            raise ValueError(f"token ids {bad[:5]} are outside the vocabulary [0, {self.cfg.n_vocab})")
+        return ids
+
+    def forward_layer(self, il: int) -> None:
+        """Run block ``il`` of the current pass over the residual stream."""
+        p = self._current()
+        n, n_past = len(p.ids), p.n_past
         be, s, cfg, layer = self.backend, self.state, self.cfg, self.w.layers[il]
         x, xn, proj = s.x[:n], s.xn[:n], s.proj[:n]
 
         be.rms_norm(x, layer["attn_norm"], cfg.rms_eps, xn)
         self._emit(f"blk.{il}.attn_norm", xn)
-        self._attention(il, n, n_past, positions)
+        self._attention(il, n, n_past, p.positions)
         if layer.get("post_attention_norm") is not None:
             be.rms_norm(proj, layer["post_attention_norm"], cfg.rms_eps, proj)
         self._emit(f"blk.{il}.attn_out", proj)
