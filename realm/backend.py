@@ -57,7 +57,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from realm.errors import BackendArgumentError, BackendUnavailableError, UnsupportedQuantError
-from realm.gguf.types import GGMLType, type_traits
+from realm.gguf.types import GGMLType, tensor_nbytes, type_traits
 
 ENTRY_POINT_GROUP = "realm.backends"
 
@@ -89,8 +89,6 @@ class QuantTensor:
 
     @property
     def nbytes(self) -> int:
-        from realm.gguf.types import tensor_nbytes
-
         return tensor_nbytes(self.qtype, self.shape)
 
 
@@ -325,8 +323,8 @@ def backends() -> list[BackendStatus]:
 
 
 _INSTALL_HINTS = {
-    "cpu": "pip install 'realm[cpu]' (installs numba)",
-    "opencl": "pip install 'realm[opencl]' (installs pyopencl) and install an OpenCL driver "
+    "cpu": "pip install numba (the 'cpu' extra of realm)",
+    "opencl": "pip install pyopencl (the 'opencl' extra of realm) and install an OpenCL driver "
     "(e.g. Debian's pocl-opencl-icd)",
 }
 

@@ -24,7 +24,7 @@ def _import_pyopencl() -> Any:
         import pyopencl
     except ImportError as exc:
         raise BackendUnavailableError(
-            f"pyopencl is not installed ({exc}); pip install 'realm[opencl]'"
+            f"pyopencl is not installed ({exc}); pip install pyopencl (the 'opencl' extra of realm)"
         ) from exc
     return pyopencl
 

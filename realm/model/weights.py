@@ -106,31 +106,31 @@ class WeightLoader:
         host = reference_dequantize(self.gguf.tensor_data(name), info.qtype, info.shape, name=name)
         return self.backend.upload(np.ascontiguousarray(host, dtype=np.float32))
 
-    def matrix(self, name: str, expected: tuple[int, ...] | None, op: str = "matmul") -> QuantTensor:
+    def matrix(
+        self, name: str, expected: tuple[int, ...] | None, ops: tuple[str, ...] = ("matmul",)
+    ) -> QuantTensor:
         info = self._info(name)
         if expected is not None:
             self._check_shape(name, info.shape, expected)
-        if not self.backend.supports(op, info.qtype):
-            raise UnsupportedQuantError(
-                f"{self.gguf.path}: tensor {name!r} is {info.qtype.name}, which backend "
-                f"{self.backend.name!r} cannot run for {op}"
-            )
+        for op in ops:
+            if not self.backend.supports(op, info.qtype):
+                raise UnsupportedQuantError(
+                    f"{self.gguf.path}: tensor {name!r} is {info.qtype.name}, which backend "
+                    f"{self.backend.name!r} cannot run for {op}"
+                )
         self.used.add(name)
         return self.backend.upload_quant(self.gguf.tensor_data(name), info.qtype, info.shape, name=name)
 
     def load(self, progress: Callable[[int], None] | None = None) -> ModelWeights:
         cfg, arch = self.cfg, self.arch
         shapes = expected_shapes(cfg)
-        token_embd = self.matrix("token_embd.weight", (cfg.n_vocab, cfg.n_embd), op="get_rows")
-        if "output.weight" in self.gguf.tensors:
-            output = self.matrix("output.weight", (cfg.n_vocab, cfg.n_embd))
-        else:  # tied embeddings: the output projection reuses token_embd
-            if not self.backend.supports("matmul", token_embd.qtype):
-                raise UnsupportedQuantError(
-                    f"token_embd.weight is {token_embd.qtype.name}, which backend "
-                    f"{self.backend.name!r} cannot run for matmul"
-                )
-            output = token_embd
+        tied = "output.weight" not in self.gguf.tensors  # the output projection reuses token_embd
+        token_embd = self.matrix(
+            "token_embd.weight",
+            (cfg.n_vocab, cfg.n_embd),
+            ops=("get_rows", "matmul") if tied else ("get_rows",),
+        )
+        output = token_embd if tied else self.matrix("output.weight", (cfg.n_vocab, cfg.n_embd))
         output_norm = self.vector("output_norm.weight", (cfg.n_embd,))
         rope_freqs = None
         if "rope_freqs.weight" in self.gguf.tensors:
