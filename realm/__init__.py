@@ -8,11 +8,14 @@
 from realm.backend import Backend, QuantTensor, RopeMode, backends, get_backend, parse_device
 from realm.errors import (
     BackendUnavailableError,
+    CallOrderError,
     ChatTemplateError,
     ContextOverflowError,
     GGUFFormatError,
     InvalidParameterError,
+    ModelBusyError,
     ModelNotFoundError,
+    NumericalError,
     RealmError,
     UnsupportedModelError,
     UnsupportedQuantError,
@@ -46,6 +49,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Backend",
     "BackendUnavailableError",
+    "CallOrderError",
     "ChatTemplateError",
     "Completion",
     "ContextOverflowError",
@@ -54,7 +58,9 @@ __all__ = [
     "InvalidParameterError",
     "Model",
     "ModelConfig",
+    "ModelBusyError",
     "ModelNotFoundError",
+    "NumericalError",
     "QuantTensor",
     "RealmError",
     "RopeMode",

@@ -45,3 +45,15 @@ class ChatTemplateError(RealmError):
 
 class ModelNotFoundError(RealmError, FileNotFoundError):
     """A model file (or the default model package) is not where it was looked for."""
+
+
+class NumericalError(RealmError, ArithmeticError):
+    """A forward pass or the sampler met NaN or infinite values where numbers were needed."""
+
+
+class ModelBusyError(RealmError, RuntimeError):
+    """A model is in use by a generation stream of the same thread, which must finish first."""
+
+
+class CallOrderError(RealmError, RuntimeError):
+    """A call came out of order: a research step before its pass began, a stream iterated twice."""

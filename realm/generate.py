@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from realm.errors import InvalidParameterError
+from realm.arguments import is_int, is_number
+from realm.errors import InvalidParameterError, NumericalError
 
 __all__ = ["Completion", "InvalidParameterError", "Sampler", "SamplingParams", "TextAssembler", "decode_loop"]
 
@@ -31,30 +32,23 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> InvalidParameterError:
-            return InvalidParameterError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            return InvalidParameterError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
 
-        if not _is_number(self.temperature) or not self.temperature >= 0 or math.isinf(self.temperature):
+        if not is_number(self.temperature) or not 0 <= self.temperature < math.inf:
             raise bad("temperature", "a finite number >= 0 (0 means greedy)")
-        if not _is_int(self.top_k) or self.top_k < 0:
+        if not is_int(self.top_k) or self.top_k < 0:
             raise bad("top_k", "an integer >= 0 (0 disables it)")
-        if not _is_number(self.top_p) or not 0.0 < self.top_p <= 1.0:
+        if not is_number(self.top_p) or not 0.0 < self.top_p <= 1.0:
             raise bad("top_p", "in (0, 1] (1 disables it)")
-        if not _is_number(self.min_p) or not 0.0 <= self.min_p <= 1.0:
+        if not is_number(self.min_p) or not 0.0 <= self.min_p <= 1.0:
             raise bad("min_p", "in [0, 1] (0 disables it)")
-        if not _is_number(self.repeat_penalty) or not 0.0 < self.repeat_penalty < math.inf:
+        if not is_number(self.repeat_penalty) or not 0.0 < self.repeat_penalty < math.inf:
             raise bad("repeat_penalty", "a finite number > 0 (1 disables it)")
-        if not _is_int(self.repeat_last_n) or self.repeat_last_n < 0:
+        if not is_int(self.repeat_last_n) or self.repeat_last_n < 0:
             raise bad("repeat_last_n", "an integer >= 0")
-        if self.seed is not None and not _is_int(self.seed):
-            raise bad("seed", "an integer or None")
-
-
-def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and not math.isnan(float(v))
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+        if self.seed is not None and (not is_int(self.seed) or self.seed < 0):
+            raise bad("seed", "an integer >= 0 or None (None draws a fresh seed)")
 
 
 class Sampler:
@@ -67,6 +61,12 @@ class Sampler:
     def __call__(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
         p = self.params
         logits = np.array(logits, dtype=np.float32, copy=True)
+        # -inf masks a token out; NaN or +inf, or nothing left to draw from, has no meaning
+        if np.isnan(logits).any() or np.isposinf(logits).any() or not np.isfinite(logits).any():
+            raise NumericalError(
+                "cannot sample from logits that are NaN, +inf or all -inf; the model or a hook "
+                "produced them (check the file's weights, or the logits you passed)"
+            )
         if p.repeat_penalty != 1.0 and p.repeat_last_n and history:
             recent = np.unique(np.asarray(history[-p.repeat_last_n :], dtype=np.int64))
             vals = logits[recent]

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from realm.arguments import check_int
 from realm.backend import get_backend
 from realm.errors import InvalidParameterError, ModelNotFoundError
 from realm.gguf.reader import read_gguf
@@ -20,37 +21,54 @@ from realm.tokenizer import Tokenizer
 # Files at least this large show a progress bar while their weights go to the device.
 PROGRESS_MIN_BYTES = 256 * 1024 * 1024
 
+DEFAULT_N_BATCH = 256
+# Far more than a pass needs to keep a CPU or GPU busy; the activation buffers are sized by
+# n_batch up front, so an absurd value must fail here and not as a huge allocation.
+MAX_N_BATCH = 4096
+
 
 def load(
     path: str | os.PathLike[str],
     device: str = "auto",
     n_ctx: int | None = None,
     n_threads: int | None = None,
-    n_batch: int = 256,
+    n_batch: int = DEFAULT_N_BATCH,
     progress: bool | None = None,
 ) -> Model:
     """Load a GGUF model onto a backend.
 
     ``device``: ``"auto"`` (first available of cuda, opencl on a GPU, cpu, numpy), ``"cpu"``,
     ``"cuda"``, ``"cuda:N"``, ``"opencl"``, ``"opencl:P:D"`` or ``"numpy"``.
-    ``n_ctx``: context length; defaults to the model's trained length (the KV cache grows as
-    it is used, so a large default costs nothing up front).
+    ``n_ctx``: context length, at most the model's trained length, which is the default (the
+    KV cache grows as it is used, so a large default costs nothing up front).
+    ``n_threads``: CPU threads for the ``cpu`` backend (default: see docs/resources.md).
+    ``n_batch``: the most prompt tokens one pass runs (1..4096); activations take
+    about ``n_batch * (4 * n_embd + 2 * n_ff) * 4`` bytes.
     ``progress``: show a progress bar; ``None`` shows one for large files on a terminal.
 
     >>> model = realm.load("SmolLM2-135M-Instruct.Q4_1.gguf", device="cpu")   # doctest: +SKIP
     """
     t0 = time.perf_counter()
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidParameterError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    if not isinstance(device, str):
+        raise InvalidParameterError(f"device must be a str such as 'cpu' or 'opencl', got {device!r}")
     path = Path(path)
     if not path.is_file():
         raise ModelNotFoundError(f"no model file at {path}")
-    if n_ctx is not None and (isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or n_ctx < 1):
-        raise InvalidParameterError(f"n_ctx must be a positive integer or None, got {n_ctx!r}")
-    if isinstance(n_batch, bool) or not isinstance(n_batch, int) or n_batch < 1:
-        raise InvalidParameterError(f"n_batch must be a positive integer, got {n_batch!r}")
+    n_ctx = check_int("n_ctx", n_ctx, minimum=1, allow_none=True)
+    n_threads = check_int("n_threads", n_threads, minimum=1, allow_none=True)
+    n_batch = check_int("n_batch", n_batch, minimum=1, maximum=MAX_N_BATCH)
     gguf = read_gguf(path)
     try:
         arch_class = architecture_class(gguf.metadata)
-        config = ModelConfig.from_gguf(gguf.metadata)
+        config = ModelConfig.from_gguf(gguf.metadata, source=path)
+        if n_ctx is not None and n_ctx > config.n_ctx_train:
+            raise InvalidParameterError(
+                f"n_ctx={n_ctx} is past the {config.n_ctx_train} positions {path.name} was trained on "
+                f"({config.arch}.context_length); positions past them give unreliable output. "
+                f"Pass n_ctx <= {config.n_ctx_train}, or None for the trained length"
+            )
         arch = arch_class(config, gguf.metadata)
         tokenizer = Tokenizer.from_metadata(gguf.metadata)
         backend = get_backend(device, n_threads=n_threads)

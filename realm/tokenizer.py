@@ -19,13 +19,14 @@ Detokenizing follows ``llama_detokenize``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tokenizers
 
-from realm.errors import RealmError
+from realm.arguments import check_bool, check_text, check_token_ids, is_int
+from realm.errors import InvalidParameterError, RealmError
 from realm.tokenizer_hf import SPACE_ESCAPE, build_hf
 from realm.tokenizer_spm import SpmEncoder
 from realm.tokenizer_vocab import TokenAttr, Vocab
@@ -136,6 +137,10 @@ class Tokenizer:
         add_eos=False``. ``special=True`` turns control-token texts such as
         ``<|im_start|>`` into their ids; otherwise they are tokenized as plain text.
         """
+        check_text("text", text)
+        add_bos = check_bool("add_bos", add_bos, allow_none=True)
+        add_eos = check_bool("add_eos", add_eos, allow_none=True)
+        special = check_bool("special", special)
         bos = self.add_bos if add_bos is None else add_bos
         eos = self.add_eos if add_eos is None else add_eos
         ids: list[int] = []
@@ -188,10 +193,11 @@ class Tokenizer:
         return self.vocab.tokens[self._checked_id(token_id)]
 
     def _checked_id(self, token_id: int) -> int:
-        token_id = int(token_id)
-        if not 0 <= token_id < self.n_vocab:
-            raise RealmError(f"token id {token_id} is outside the vocabulary (0..{self.n_vocab - 1})")
-        return token_id
+        if not is_int(token_id) or not 0 <= token_id < self.n_vocab:
+            raise InvalidParameterError(
+                f"token id {token_id!r} is not an integer in the vocabulary [0, {self.n_vocab})"
+            )
+        return int(token_id)
 
     def token_to_bytes(self, token_id: int, special: bool = True) -> bytes:
         """The bytes token ``token_id`` stands for (llama.cpp's ``token_to_piece``).
@@ -230,7 +236,9 @@ class Tokenizer:
 
     def detokenize_bytes(self, ids: Iterable[int], skip_special: bool = False) -> bytes:
         """Like :meth:`detokenize`, but the raw bytes, possibly ending inside a character."""
-        ids = [int(i) for i in ids]
+        if isinstance(ids, Iterable) and not isinstance(ids, (Sequence, np.ndarray, str, bytes)):
+            ids = list(ids)  # a generator of ids
+        ids = check_token_ids("ids", ids, self.n_vocab, allow_empty=True)
         remove_space = self.vocab.add_space_prefix
         if skip_special and self.add_bos and ids and ids[0] == self.bos_id:
             remove_space = False

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from realm.arguments import check_bool, check_int, check_stop, check_text, check_token_ids
 from realm.backend import Backend
 from realm.chat import chat_prompt_tokens
-from realm.errors import ContextOverflowError
+from realm.errors import CallOrderError, ContextOverflowError, ModelBusyError
 from realm.generate import (
     Completion,
     InvalidParameterError,
@@ -51,6 +54,7 @@ class Model:
         self.tokenizer = tokenizer
         self.transformer = transformer
         self.load_seconds = load_seconds
+        self._use = _SequenceLock()
 
     # ------------------------------------------------------------------ tokens
 
@@ -73,12 +77,11 @@ class Model:
 
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """Logits at every position of a fresh sequence: float32, shape ``(len(ids), n_vocab)``."""
-        ids = list(ids)
-        if not ids:
-            raise ValueError("logits() needs at least one token id")
+        ids = check_token_ids("ids", ids, self.n_vocab)
         self._check_fits(len(ids))
-        self.transformer.reset()
-        return self.transformer.eval(ids, all_logits=True)
+        with self._use.call():
+            self.transformer.reset()
+            return self.transformer.eval(ids, all_logits=True)
 
     def perplexity(self, text_or_ids: str | Sequence[int]) -> float:
         """exp of the mean negative log-likelihood of each token given the ones before it.
@@ -86,9 +89,9 @@ class Model:
         Text is tokenized as `tokenize` does (BOS where the model adds one); the first token is
         context only. The whole sequence must fit in the context.
         """
-        ids = self.tokenize(text_or_ids) if isinstance(text_or_ids, str) else [int(i) for i in text_or_ids]
+        ids = self._prompt_ids("text_or_ids", text_or_ids)
         if len(ids) < 2:
-            raise ValueError("perplexity needs at least two tokens")
+            raise InvalidParameterError(f"text_or_ids must give at least two tokens, got {len(ids)}")
         logits = self.logits(ids)[:-1].astype(np.float64)
         m = logits.max(axis=-1, keepdims=True)
         log_probs = logits - m - np.log(np.exp(logits - m).sum(axis=-1, keepdims=True))
@@ -120,33 +123,45 @@ class Model:
         Temperature 0 is greedy; the same seed gives the same output.
         """
         params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed)
-        ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
-        return self._generate_ids(ids, params, max_tokens, stop, stream)
+        return self._generate_ids(self._prompt_ids("prompt", prompt), params, max_tokens, stop, stream)
 
     def chat(
         self,
         messages: Sequence[dict[str, Any]],
         max_tokens: int | None = 256,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        repeat_last_n: int = 64,
+        seed: int | None = None,
+        stop: Sequence[str] | str | None = None,
         stream: bool = False,
         chat_template: str | None = None,
-        **sampling: Any,
     ) -> Completion | GenerationStream:
         """Render ``messages`` with the model's chat template and generate the assistant's reply.
 
         Generation ends at the template's end-of-turn token (finish_reason ``"stop"``).
         ``chat_template`` replaces the file's template (a Jinja2 string) for files without one.
+        The other parameters are `generate`'s.
 
         >>> model.chat([{"role": "user", "content": "Hi!"}], temperature=0).text   # doctest: +SKIP
         """
+        params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed)
         ids = self.chat_tokens(messages, chat_template=chat_template)
-        stop = sampling.pop("stop", None)
-        params = SamplingParams(**sampling)
         return self._generate_ids(ids, params, max_tokens, stop, stream)
 
     def chat_tokens(self, messages: Sequence[dict[str, Any]], chat_template: str | None = None) -> list[int]:
         """The prompt token ids that `chat` feeds for ``messages``."""
         template = chat_template or self.gguf.metadata.get("tokenizer.chat_template")
         return chat_prompt_tokens(self.tokenizer, template, messages, source=str(self.path))
+
+    def _prompt_ids(self, name: str, prompt: Any) -> list[int]:
+        """Token ids of a text prompt (tokenized) or of token ids (checked against the vocabulary)."""
+        if isinstance(prompt, str):
+            return self.tokenize(check_text(name, prompt))
+        return check_token_ids(name, prompt, self.n_vocab)
 
     def _check_fits(self, n: int) -> None:
         if n > self.n_ctx:
@@ -165,10 +180,9 @@ class Model:
     ) -> Completion | GenerationStream:
         if not ids:
             raise InvalidParameterError("the prompt is empty: give at least one token")
-        if max_tokens is not None and (
-            isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
-        ):
-            raise InvalidParameterError(f"max_tokens must be an integer >= 1 or None, got {max_tokens!r}")
+        max_tokens = check_int("max_tokens", max_tokens, minimum=1, allow_none=True)
+        stops = check_stop(stop)
+        stream = check_bool("stream", stream)
         self._check_fits(len(ids))
         if max_tokens is None:
             max_tokens = self.n_ctx - len(ids)
@@ -178,9 +192,6 @@ class Model:
                 f"{self.n_ctx} tokens; lower max_tokens, pass max_tokens=None to stop at the end of the "
                 "context, or load with a larger n_ctx"
             )
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        if not all(isinstance(s, str) for s in stops):
-            raise InvalidParameterError(f"stop must be a string or a list of strings, got {stop!r}")
         run = GenerationStream(self, ids, params, max_tokens, stops)
         if stream:
             return run
@@ -213,7 +224,8 @@ class Model:
         return info
 
     def close(self) -> None:
-        self.gguf.close()
+        with self._use.call():
+            self.gguf.close()
 
     def __enter__(self) -> Model:
         return self
@@ -225,11 +237,50 @@ class Model:
         return f"Model({self.path.name!r}, arch={self.config.arch!r}, device={self.backend.name!r})"
 
 
+class _SequenceLock:
+    """Serializes use of a model's one sequence (its KV cache) between callers.
+
+    Calls from other threads wait their turn. A generation stream holds the lock from its
+    first piece until it is exhausted or closed, so a second call from the thread that is
+    still iterating it cannot wait (it would wait for itself): it raises `ModelBusyError`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stream_thread: int | None = None  # the thread iterating the stream that holds the lock
+
+    def _refuse_own_stream(self) -> None:
+        if self._stream_thread == threading.get_ident():
+            raise ModelBusyError(
+                "this model is in use by a generation stream that this thread has not finished; "
+                "exhaust it or call its close() before starting another call (one model runs one "
+                "sequence at a time; other threads wait their turn)"
+            )
+
+    @contextmanager
+    def call(self) -> Iterator[None]:
+        self._refuse_own_stream()
+        with self._lock:
+            yield
+
+    def acquire_for_stream(self) -> None:
+        self._refuse_own_stream()
+        self._lock.acquire()
+        self._stream_thread = threading.get_ident()
+
+    def release_stream(self) -> None:
+        self._stream_thread = None
+        self._lock.release()
+
+
 class GenerationStream:
     """One generate() call, iterated for its text pieces (what ``stream=True`` returns).
 
     After the iteration ends, ``tokens`` holds the generated ids and ``finish_reason`` says
     why it ended: ``"stop"`` (an end-of-generation token or a stop string) or ``"length"``.
+    From its first piece until it ends the stream has the model to itself: other threads'
+    calls wait, and the iterating thread gets `ModelBusyError` if it starts another call
+    first. ``close()`` (or a ``with`` block) ends a stream early.
     """
 
     def __init__(
@@ -238,15 +289,34 @@ class GenerationStream:
         self.model, self.ids, self.params, self.max_tokens, self.stop = model, ids, params, max_tokens, stop
         self.tokens: list[int] = []
         self.finish_reason = "length"
-        self._started = False
+        self._pieces_iter: Iterator[str] | None = None
 
     def __iter__(self) -> Iterator[str]:
-        if self._started:
-            raise RuntimeError("a GenerationStream can be iterated once; call generate() again")
-        self._started = True
-        return self._pieces()
+        if self._pieces_iter is not None:
+            raise CallOrderError("a GenerationStream can be iterated once; call generate() again")
+        self._pieces_iter = self._pieces()
+        return self._pieces_iter
+
+    def close(self) -> None:
+        """Stop generating and give the model back to other callers."""
+        if self._pieces_iter is not None:
+            self._pieces_iter.close()  # type: ignore[attr-defined]
+
+    def __enter__(self) -> GenerationStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _pieces(self) -> Iterator[str]:
+        use = self.model._use
+        use.acquire_for_stream()
+        try:
+            yield from self._generate()
+        finally:
+            use.release_stream()
+
+    def _generate(self) -> Iterator[str]:
         model = self.model
         tok = model.tokenizer
         first = model._prefill(self.ids)

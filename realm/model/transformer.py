@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from realm.arguments import check_token_ids
 from realm.backend import Backend, DeviceArray
+from realm.errors import CallOrderError, InvalidParameterError, NumericalError
 from realm.model.architecture import Architecture
 from realm.model.config import ModelConfig
 from realm.model.kv_cache import KVCache
@@ -97,6 +99,7 @@ class Transformer:
         self.tokens: list[int] = []  # the sequence whose keys/values the cache holds
         self.hooks: dict[str, Hook] = {}
         self._pass: _Pass | None = None
+        self._watch: Hook | None = None  # sees every intermediate while a NaN is being traced
         self._embd_scale = arch.embedding_scale()
         self._attn_scale = arch.attention_scale()
 
@@ -151,7 +154,7 @@ class Transformer:
         """
         ids = self._checked_ids(ids)
         if len(ids) > self.n_batch:
-            raise ValueError(f"embed takes at most n_batch={self.n_batch} tokens, got {len(ids)}")
+            raise InvalidParameterError(f"embed takes at most n_batch={self.n_batch} tokens, got {len(ids)}")
         n_past = len(self.tokens)
         self.cache.reserve(n_past + len(ids))
         be, x = self.backend, self.state.x[: len(ids)]
@@ -180,17 +183,11 @@ class Transformer:
 
     def _current(self) -> _Pass:
         if self._pass is None:
-            raise RuntimeError("no pass in progress: call embed(ids) first")
+            raise CallOrderError("no pass in progress: call embed(ids) first")
         return self._pass
 
     def _checked_ids(self, ids: Sequence[int]) -> list[int]:
-        ids = [int(i) for i in ids]
-        if not ids:
-            raise ValueError("at least one token id is needed")
-        bad = [i for i in ids if not 0 <= i < self.cfg.n_vocab]
-        if bad:
-            raise ValueError(f"token ids {bad[:5]} are outside the vocabulary [0, {self.cfg.n_vocab})")
-        return ids
+        return check_token_ids("ids", ids, self.cfg.n_vocab)
 
     def forward_layer(self, il: int) -> None:
         """Run block ``il`` of the current pass over the residual stream."""
@@ -289,24 +286,59 @@ class Transformer:
             logits = s.logits[: r1 - r0]
             be.matmul(xn, self.w.output, logits)
             out[r0 - row_start : r1 - row_start] = be.download(logits)
+        if not np.isfinite(out).all():
+            raise self._nonfinite_error()
         if cfg.final_softcap:
             out = cfg.final_softcap * np.tanh(out / cfg.final_softcap)
         return out
 
+    def _nonfinite_error(self) -> NumericalError:
+        """The error for non-finite logits, naming the first intermediate that went non-finite.
+
+        Finding it costs one more run of the pass with every intermediate copied to the host,
+        paid only on this failure path. The chunk's keys and values are rewritten as they were.
+        """
+        p = self._current()
+        seen: list[str] = []
+
+        def watch(name: str, host: np.ndarray) -> None:
+            if not seen and not np.isfinite(host).all():
+                seen.append(name)
+
+        self._watch = watch
+        try:
+            self.embed(p.ids)
+            for il in range(self.cfg.n_layer):
+                self.forward_layer(il)
+                if seen:
+                    break
+        finally:
+            self._watch = None
+        where = f"first at {seen[0]!r}" if seen else "in the output projection"
+        hooks = " or a research hook returned them" if self.hooks else ""
+        return NumericalError(
+            f"the forward pass produced NaN or infinite values ({where}) for the {len(p.ids)} tokens "
+            f"at positions {p.n_past}..{p.n_past + len(p.ids) - 1}: the model's weights are corrupt{hooks}; "
+            "realm does not sample from such logits"
+        )
+
     # ------------------------------------------------------------------ research hooks
 
     def _emit(self, name: str, tensor: DeviceArray) -> None:
-        if not self.hooks:
+        if not self.hooks and self._watch is None:
             return
         hook = self.hooks.get(name) or self.hooks.get("*")
-        if hook is None:
+        if hook is None and self._watch is None:
             return
         host = self.backend.download(tensor)
-        replacement = hook(name, host)
+        replacement = hook(name, host) if hook is not None else None
         if replacement is not None:
             replacement = np.ascontiguousarray(replacement, dtype=np.float32)
             if replacement.shape != host.shape:
-                raise ValueError(
+                raise InvalidParameterError(
                     f"hook for {name!r} returned shape {replacement.shape}, expected {host.shape}"
                 )
             self.backend.copy_rows(self.backend.upload(replacement), tensor, 0)
+            host = replacement
+        if self._watch is not None:
+            self._watch(name, host)

@@ -162,6 +162,7 @@ def write_model(
     seed: int = 0,
     tie_embeddings: bool = False,
     rope_base: float = 10000.0,
+    metadata: dict[str, Any] | None = None,
     **arch_options: Any,
 ) -> Path:
     """Write a random-weight `arch` model with a byte-level BPE vocabulary to `path`.
@@ -174,6 +175,8 @@ def write_model(
     Architectures (``ARCHITECTURES``) and their options: llama (``rope_freq_factors=True``
     adds a ``rope_freqs.weight`` tensor); qwen2 (q/k/v biases); qwen3 (q/k norms); gemma3
     (q/k norms, post norms, ``sliding_window=16``; real gemma3 files tie embeddings).
+    ``metadata`` sets keys after the usual ones are written, replacing them (a value of None
+    removes the key): how tests build files with broken or hostile hyperparameters.
 
     >>> p = write_model(tmp_path / "tiny.gguf", n_layer=1)        # doctest: +SKIP
     """
@@ -242,8 +245,25 @@ def write_model(
     if not tie_embeddings:
         add("output.weight", "weight", (dims.n_vocab, n_embd))
 
+    for key, value in (metadata or {}).items():
+        _override_key(writer, key, value)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def _override_key(writer: gguf.GGUFWriter, key: str, value: Any) -> None:
+    kv = writer.kv_data[0]
+    if value is None:
+        kv.pop(key, None)
+        return
+    if isinstance(value, np.ndarray):  # a numeric array: the element type follows the dtype
+        sub = gguf.GGUFValueType.FLOAT32 if value.dtype.kind == "f" else gguf.GGUFValueType.INT32
+        kv[key] = gguf.GGUFValue(value=value.tolist(), type=gguf.GGUFValueType.ARRAY, sub_type=sub)
+        return
+    vtype = gguf.GGUFValueType.get_type(value)
+    if vtype == gguf.GGUFValueType.INT32 and not -(1 << 31) <= value < 1 << 31:
+        vtype = gguf.GGUFValueType.INT64
+    kv[key] = gguf.GGUFValue(value=value, type=vtype)
