@@ -1,0 +1,131 @@
+"""One `Model` shared by threads and by interleaved streams: each caller gets what it gets alone.
+
+A model holds one sequence (one KV cache) until the batching engine gives every request its
+own. Calls from other threads wait their turn; a second call from the thread that is still
+iterating a stream raises `ModelBusyError`. Before, both silently corrupted each other's
+text and left corrupted keys and values in the prefix cache for later calls.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+import numpy as np
+import pytest
+
+import realm
+from realm.errors import CallOrderError, ModelBusyError
+from realm.gguf.types import GGMLType
+from realm.testing import write_model
+
+PROMPTS = [[5, 6, 7, 8], [9, 10, 11], [5, 6, 7, 12, 13], [20, 21]]
+N_TOKENS = 12
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = write_model(tmp_path_factory.mktemp("share") / "m.gguf", n_layer=2, qtype=GGMLType.Q8_0, seed=9)
+    return realm.load(path, device="numpy")
+
+
+@pytest.fixture(scope="module")
+def alone(model):
+    """Each prompt's greedy tokens and logits, run one at a time."""
+    tokens = [model.generate(p, max_tokens=N_TOKENS, temperature=0).tokens for p in PROMPTS]
+    logits = [model.logits(p) for p in PROMPTS]
+    return tokens, logits
+
+
+def test_threads_sharing_a_model_each_get_their_own_text(model, alone):
+    expected_tokens, expected_logits = alone
+    results: dict[tuple[int, int], object] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def worker(w: int) -> None:
+        try:
+            start.wait()
+            for rep in range(3):
+                i = (w + rep) % len(PROMPTS)
+                if w % 2:
+                    stream = model.generate(PROMPTS[i], max_tokens=N_TOKENS, temperature=0, stream=True)
+                    "".join(stream)
+                    results[w, rep] = ("tokens", i, stream.tokens)
+                else:
+                    results[w, rep] = ("logits", i, model.logits(PROMPTS[i]))
+        except BaseException as exc:  # reported below, with the thread that raised it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    assert len(results) == 12
+    for kind, i, value in results.values():
+        if kind == "tokens":
+            assert value == expected_tokens[i]
+        else:
+            np.testing.assert_array_equal(value, expected_logits[i])
+    # nothing corrupted is left in the prefix cache for later callers
+    assert model.generate(PROMPTS[0], max_tokens=N_TOKENS, temperature=0).tokens == expected_tokens[0]
+
+
+def test_interleaved_streams_in_one_thread_raise_instead_of_mixing(model, alone):
+    expected_tokens, expected_logits = alone
+    first = model.generate(PROMPTS[0], max_tokens=N_TOKENS, temperature=0, stream=True)
+    second = model.generate(PROMPTS[1], max_tokens=N_TOKENS, temperature=0, stream=True)
+    pieces = iter(first)
+    next(pieces)
+    with pytest.raises(ModelBusyError, match="close"):
+        next(iter(second))
+    with pytest.raises(ModelBusyError):
+        model.logits(PROMPTS[1])
+    with pytest.raises(ModelBusyError):
+        model.generate(PROMPTS[1], max_tokens=2)
+    for _ in pieces:  # the first stream is unharmed by the refused calls
+        pass
+    assert first.tokens == expected_tokens[0]
+    # once it is done, the model is free again
+    np.testing.assert_array_equal(model.logits(PROMPTS[1]), expected_logits[1])
+
+
+def test_closing_or_dropping_a_stream_frees_the_model(model, alone):
+    expected_tokens, _ = alone
+    with model.generate(PROMPTS[2], max_tokens=N_TOKENS, temperature=0, stream=True) as stream:
+        next(iter(stream))
+    assert model.generate(PROMPTS[1], max_tokens=N_TOKENS, temperature=0).tokens == expected_tokens[1]
+
+    stream = model.generate(PROMPTS[3], max_tokens=N_TOKENS, temperature=0, stream=True)
+    for _ in stream:
+        break
+    del stream, _
+    gc.collect()
+    assert model.generate(PROMPTS[3], max_tokens=N_TOKENS, temperature=0).tokens == expected_tokens[3]
+
+
+def test_a_stream_is_iterated_once(model):
+    stream = model.generate(PROMPTS[0], max_tokens=2, temperature=0, stream=True)
+    list(stream)
+    with pytest.raises(CallOrderError, match="once"):
+        iter(stream)
+
+
+def test_another_thread_waits_for_an_open_stream(model, alone):
+    expected_tokens, expected_logits = alone
+    stream = model.generate(PROMPTS[0], max_tokens=N_TOKENS, temperature=0, stream=True)
+    pieces = iter(stream)
+    next(pieces)
+    got: list[np.ndarray] = []
+    other = threading.Thread(target=lambda: got.append(model.logits(PROMPTS[2])))
+    other.start()
+    other.join(timeout=0.5)
+    assert other.is_alive() and not got  # waiting, not interleaving
+    for _ in pieces:
+        pass
+    other.join(timeout=60)
+    assert not other.is_alive()
+    np.testing.assert_array_equal(got[0], expected_logits[2])
+    assert stream.tokens == expected_tokens[0]
