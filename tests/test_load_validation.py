@@ -42,6 +42,7 @@ def _write(tmp_path, name="m.gguf", **kwargs):
         ("llama.context_length", 0),
         ("llama.block_count", 1 << 40),
         ("llama.embedding_length", "64"),
+        ("llama.rope.scaling.type", np.array([0, 0], np.int32)),
     ],
 )
 def test_a_hyperparameter_out_of_range_is_refused_naming_file_key_and_range(tmp_path, key, value):

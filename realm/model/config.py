@@ -122,6 +122,8 @@ def _vocab_size(keys: _ArchKeys, tokens: Any) -> int:
 def _rope_freq_scale(keys: _ArchKeys, metadata: dict[str, Any]) -> float:
     arch = keys.arch
     scaling_type = metadata.get(f"{arch}.rope.scaling.type", "none")
+    if not isinstance(scaling_type, str):
+        raise keys.error("rope.scaling.type", scaling_type, "a string such as 'none' or 'linear'")
     if f"{arch}.rope.scale_linear" in metadata and scaling_type == "none":
         return 1.0 / keys.float("rope.scale_linear")  # the key older converters wrote
     if scaling_type == "linear":
