@@ -1,32 +1,27 @@
-"""Rendering a GGUF's ``tokenizer.chat_template`` (a Jinja2 template) in a sandbox."""
+"""Rendering a GGUF's ``tokenizer.chat_template`` (a Jinja2 template) in a bounded sandbox.
+
+The template comes from the model file, so it is untrusted input: it renders in jinja2's
+immutable sandbox extended with bounds on time, size and recursion (`realm.chat_sandbox`,
+`realm.chat_limits`), and every way it can fail is a `ChatTemplateError` naming the file.
+"""
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-from realm.errors import ChatTemplateError
+from realm.chat_limits import MAX_OUTPUT_CHARS, TIME_LIMIT_S, TIME_PER_MESSAGE_S, Render, rendering
+from realm.chat_sandbox import compiled, join_bounded
+from realm.errors import ChatTemplateError, InvalidParameterError
 
 if TYPE_CHECKING:
     from realm.tokenizer import Tokenizer
 
 ROLES = ("system", "user", "assistant", "tool")
 
-
-def _raise_exception(message: str) -> None:
-    raise ChatTemplateError(f"the chat template refused the messages: {message}")
-
-
-def _environment() -> ImmutableSandboxedEnvironment:
-    # the same settings Hugging Face's apply_chat_template uses, so templates render as their authors saw
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
-    )
-    env.globals["raise_exception"] = _raise_exception
-    return env
+_FIX = "fix the template or pass a working one as chat_template="
+_LONGER = "shorten the conversation, or pass a larger max_output_chars if it really is this long"
 
 
 def check_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -47,6 +42,34 @@ def check_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _check_template(template: Any, source: str) -> str:
+    """The template text; a `ChatTemplateError` when there is none or it is not text."""
+    if template is not None and not isinstance(template, str):
+        # GGUF metadata can hold any type under the key; numpy arrays have no plain truth value
+        if hasattr(template, "dtype") and hasattr(template, "size"):
+            found = f"an array of {template.size} {template.dtype} values"
+        else:
+            found = f"a value of type {type(template).__name__} ({reprlib.repr(template)})"
+        raise ChatTemplateError(
+            f"the chat template of {source} (GGUF key tokenizer.chat_template) is {found}; expected "
+            "a string holding a Jinja2 template. Pass one as chat_template= or use a file whose "
+            "metadata is intact"
+        )
+    if not template:
+        raise ChatTemplateError(
+            f"{source} has no chat template (tokenizer.chat_template); use generate() with a prompt "
+            "you format yourself"
+        )
+    return template
+
+
+def _check_limits(time_limit: Any, max_output_chars: Any) -> None:
+    if isinstance(time_limit, bool) or not isinstance(time_limit, (int, float)) or not time_limit > 0:
+        raise InvalidParameterError(f"time_limit must be a number of seconds > 0, got {time_limit!r}")
+    if isinstance(max_output_chars, bool) or not isinstance(max_output_chars, int) or max_output_chars < 1:
+        raise InvalidParameterError(f"max_output_chars must be an integer >= 1, got {max_output_chars!r}")
+
+
 def render_chat(
     template: str | None,
     messages: Sequence[dict[str, Any]],
@@ -55,31 +78,42 @@ def render_chat(
     eos_token: str = "",
     add_generation_prompt: bool = True,
     source: str = "the model",
+    time_limit: float = TIME_LIMIT_S,
+    max_output_chars: int = MAX_OUTPUT_CHARS,
 ) -> str:
     """Render ``messages`` with ``template``; `ChatTemplateError` when there is none or it fails.
+
+    Compiling and rendering stop with a `ChatTemplateError` after ``time_limit`` seconds plus
+    `TIME_PER_MESSAGE_S` per message, when the prompt would exceed ``max_output_chars``
+    characters, and at the other bounds of `realm.chat_limits` (nesting of calls, size of the
+    values the template builds).
 
     >>> render_chat("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}",
     ...             [{"role": "user", "content": "hi"}])
     '<user>hi'
     """
-    if not template:
-        raise ChatTemplateError(
-            f"{source} has no chat template (tokenizer.chat_template); use generate() with a prompt "
-            "you format yourself"
-        )
+    text = _check_template(template, source)
     msgs = check_messages(messages)
-    try:
-        compiled = _environment().from_string(template)
-        return compiled.render(
-            messages=msgs,
-            add_generation_prompt=add_generation_prompt,
-            bos_token=bos_token,
-            eos_token=eos_token,
-        )
-    except ChatTemplateError:
-        raise
-    except jinja2.TemplateError as exc:
-        raise ChatTemplateError(f"the chat template of {source} failed to render: {exc}") from exc
+    _check_limits(time_limit, max_output_chars)
+    allowed_s = time_limit + TIME_PER_MESSAGE_S * len(msgs)
+    with rendering(Render(source, allowed_s, max_output_chars)) as r:
+        try:
+            chunks = compiled(text).generate(
+                messages=msgs,
+                add_generation_prompt=add_generation_prompt,
+                bos_token=bos_token,
+                eos_token=eos_token,
+            )
+            try:
+                return join_bounded(r, chunks, "a prompt", _LONGER)
+            finally:
+                chunks.close()
+        except ChatTemplateError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of untrusted template code is the template's
+            raise ChatTemplateError(
+                f"the chat template of {source} failed to render: {type(exc).__name__}: {exc}; {_FIX}"
+            ) from exc
 
 
 def chat_prompt_tokens(
