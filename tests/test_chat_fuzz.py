@@ -11,14 +11,13 @@ from __future__ import annotations
 import time
 import tracemalloc
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from realm.chat import render_chat
 from realm.chat_limits import TIME_PER_MESSAGE_S
 from realm.errors import ChatTemplateError
-
-hypothesis = pytest.importorskip("hypothesis")
-st = hypothesis.strategies
 
 TIME_LIMIT = 0.3
 MAX_OUTPUT = 100_000
