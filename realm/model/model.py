@@ -34,7 +34,7 @@ class Model:
 
     >>> model = realm.load("SmolLM2-135M-Instruct.Q4_1.gguf", device="cpu")   # doctest: +SKIP
     >>> model.generate("The capital of France is", max_tokens=8, temperature=0).text  # doctest: +SKIP
-    ' Paris. It is the largest city in'
+    ' Paris.\\n\\nThe answer is:'
     """
 
     def __init__(
@@ -154,7 +154,9 @@ class Model:
 
     def chat_tokens(self, messages: Sequence[dict[str, Any]], chat_template: str | None = None) -> list[int]:
         """The prompt token ids that `chat` feeds for ``messages``."""
-        template = chat_template or self.gguf.metadata.get("tokenizer.chat_template")
+        template = chat_template
+        if template is None:
+            template = self.gguf.metadata.get("tokenizer.chat_template")
         return chat_prompt_tokens(self.tokenizer, template, messages, source=str(self.path))
 
     def _prompt_ids(self, name: str, prompt: Any) -> list[int]:
