@@ -2,9 +2,9 @@
 
 The parser works on any buffer (an mmap of the whole file, or a bytearray that it
 asks to grow while it reads) and checks every length and count against the file size
-before it reads or allocates for it, so a hostile file fails fast with a
-``GGUFFormatError`` naming the offset (and key or tensor) instead of an IndexError,
-a MemoryError or a long loop.
+and against realm's limits (``realm.gguf.limits``) before it reads or allocates for it,
+so a hostile file fails fast with a ``GGUFFormatError`` naming the offset (and key or
+tensor) instead of an IndexError, a MemoryError, a long loop or a huge allocation.
 
 Layout (ggml/docs/gguf.md)::
 
@@ -24,6 +24,18 @@ from typing import Any
 import numpy as np
 
 from realm.errors import GGUFFormatError
+from realm.gguf.limits import (
+    MAX_ARRAY_NESTING,
+    MAX_ARRAY_STRING_BYTES,
+    MAX_ARRAY_STRINGS,
+    MAX_KEY_BYTES,
+    MAX_METADATA_KEYS,
+    MAX_NESTED_ARRAYS,
+    MAX_STRING_VALUE_BYTES,
+    MAX_TENSOR_NAME_BYTES,
+    MAX_TENSORS,
+    limit_message,
+)
 from realm.gguf.values import (
     ARRAY_DTYPES,
     MIN_VALUE_SIZE,
@@ -38,9 +50,6 @@ HEADER_SIZE = 4 + 4 + 8 + 8
 DEFAULT_ALIGNMENT = 32
 ALIGNMENT_KEY = "general.alignment"
 MAX_DIMS = 4  # GGML_MAX_DIMS
-# Real files nest arrays at most one level deep; the cap keeps a hostile file from
-# exhausting the Python stack with millions of 12-byte nested array headers.
-MAX_ARRAY_NESTING = 8
 
 # The fewest bytes a metadata entry (empty key, type, one-byte value) and a tensor
 # record (empty name, n_dims = 0, type, offset) can take.
@@ -52,7 +61,7 @@ _U64 = struct.Struct("<Q")
 _COUNTS = struct.Struct("<QQ")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: up to MAX_TENSORS of them
 class RawTensorInfo:
     """One tensor record as stored: ``dims`` in GGUF order (ne[0], innermost, first)."""
 
@@ -94,6 +103,8 @@ class HeaderParser:
         self.path = path
         self._grow: Callable[[int], None] = grow or _no_grow
         self.pos = 0
+        self.nested_arrays = 0  # arrays inside arrays so far, against MAX_NESTED_ARRAYS
+        self.array_strings = 0  # strings in string arrays so far, against MAX_ARRAY_STRINGS
 
     # -- errors and bounds -------------------------------------------------------------
 
@@ -114,6 +125,11 @@ class HeaderParser:
         self._grow(end)
         self.avail = len(self.buf)
         return self.avail
+
+    def _check_limit(self, found: int, limit: int, name: str, what: str, at: int, unit: str = "") -> None:
+        """Fail at offset ``at`` when ``found`` is over ``limit`` (``realm.gguf.limits.<name>``)."""
+        if found > limit:
+            raise self.error(at, limit_message(what, found, unit, name, limit))
 
     def _check_count(self, count: int, min_size: int, what: str, at: int) -> None:
         left = self.file_size - self.pos
@@ -138,8 +154,11 @@ class HeaderParser:
         self.pos = pos + 8
         return _U64.unpack_from(self.buf, pos)[0]
 
-    def string(self, what: str) -> str:
+    def string(self, what: str, max_bytes: int, limit_name: str) -> str:
+        """A length-prefixed UTF-8 string of at most ``max_bytes`` (the limit ``limit_name``)."""
+        length_at = self.pos
         length = self.u64(f"length of {what}")
+        self._check_limit(length, max_bytes, limit_name, f"the length of {what}", length_at, "bytes")
         start = self.pos
         self._need(start, length, what)
         self.pos = start + length
@@ -169,8 +188,11 @@ class HeaderParser:
         self._need(8, 16, "the tensor and metadata counts")
         tensor_count, kv_count = _COUNTS.unpack_from(self.buf, 8)
         self.pos = HEADER_SIZE
-        self._check_count(kv_count, MIN_KV_SIZE, "the metadata entry count (kv_count)", 16)
-        self._check_count(tensor_count, MIN_TENSOR_INFO_SIZE, "the tensor count (tensor_count)", 8)
+        kv_what, tensor_what = "the metadata entry count (kv_count)", "the tensor count (tensor_count)"
+        self._check_limit(kv_count, MAX_METADATA_KEYS, "MAX_METADATA_KEYS", kv_what, 16)
+        self._check_limit(tensor_count, MAX_TENSORS, "MAX_TENSORS", tensor_what, 8)
+        self._check_count(kv_count, MIN_KV_SIZE, kv_what, 16)
+        self._check_count(tensor_count, MIN_TENSOR_INFO_SIZE, tensor_what, 8)
         return version, tensor_count, kv_count
 
     def _metadata(self, kv_count: int) -> tuple[dict[str, Any], dict[str, int]]:
@@ -178,7 +200,7 @@ class HeaderParser:
         value_types: dict[str, int] = {}
         for index in range(kv_count):
             entry_offset = self.pos
-            key = self.string(f"the key of metadata entry {index}")
+            key = self.string(f"the key of metadata entry {index}", MAX_KEY_BYTES, "MAX_KEY_BYTES")
             if key in metadata:
                 raise self.error(entry_offset, f"duplicate metadata key {key!r}")
             type_offset = self.pos
@@ -206,13 +228,15 @@ class HeaderParser:
                 return bool(value)
             return value
         if type_id == GGUFValueType.STRING:
-            return self.string(f"the string value of key {key!r}")
+            return self.string(
+                f"the string value of key {key!r}", MAX_STRING_VALUE_BYTES, "MAX_STRING_VALUE_BYTES"
+            )
         return self._array(key, depth)
 
     def _array(self, key: str, depth: int) -> Any:
         at = self.pos
-        if depth >= MAX_ARRAY_NESTING:
-            raise self.error(at, f"key {key!r}: arrays nested more than {MAX_ARRAY_NESTING} deep")
+        what = f"key {key!r}: the array nesting depth"
+        self._check_limit(depth + 1, MAX_ARRAY_NESTING, "MAX_ARRAY_NESTING", what, at)
         elem_type = self.u32(f"the array element type of key {key!r}")
         if elem_type not in MIN_VALUE_SIZE:
             raise self.error(
@@ -226,7 +250,23 @@ class HeaderParser:
         if dtype is not None:
             return self._numeric_array(dtype, count, key)
         if elem_type == GGUFValueType.STRING:
+            self.array_strings += count
+            what = (
+                f"key {key!r}: the count of strings in string arrays (the {count} of this array "
+                f"and {self.array_strings - count} before it)"
+            )
+            self._check_limit(self.array_strings, MAX_ARRAY_STRINGS, "MAX_ARRAY_STRINGS", what, at)
             return self._string_array(count, key)
+        # Checked before any sub-array is built: each costs ~100 bytes for a 12-byte record.
+        self.nested_arrays += count
+        self._check_limit(
+            self.nested_arrays,
+            MAX_NESTED_ARRAYS,
+            "MAX_NESTED_ARRAYS",
+            f"key {key!r}: the count of arrays inside arrays (the {count} of this array "
+            f"and {self.nested_arrays - count} before it)",
+            at,
+        )
         return [self._array(key, depth + 1) for _ in range(count)]
 
     def _numeric_array(self, dtype: np.dtype, count: int, key: str) -> np.ndarray:
@@ -252,27 +292,34 @@ class HeaderParser:
 
     def _string_array(self, count: int, key: str) -> list[str]:
         # The hot loop of a tokenizer vocabulary (262144 strings for gemma 3): locals only,
-        # one bounds check per read, the error path kept out of the loop.
+        # two compares per string, everything else on the rare path. A ``list`` of ``str``
+        # because that is what callers check for; each costs at most ~8x its bytes on disk.
         buf = self.buf
-        avail = self.avail
         unpack = _U64.unpack_from
+        max_bytes = MAX_ARRAY_STRING_BYTES
         out: list[str] = []
         append = out.append
-        pos = self.pos
+        pos = start = self.pos
         index = 0
+        if count:
+            self._need(pos, 8, f"key {key!r}: the length of string 0")
+        avail = self.avail
         try:
             for index in range(count):
-                if pos + 8 > avail:
-                    avail = self._need(pos, 8, f"key {key!r}: the length of string {index}")
-                length = unpack(buf, pos)[0]
-                pos += 8
-                end = pos + length
-                if end > avail:
-                    avail = self._need(pos, length, f"key {key!r}: string {index}")
-                append(buf[pos:end].decode("utf-8"))
+                length = unpack(buf, pos)[0]  # readable: checked for this string's length field
+                start = pos + 8
+                end = start + length
+                if length > max_bytes:
+                    what = f"key {key!r}: the length of string {index}"
+                    self._check_limit(length, max_bytes, "MAX_ARRAY_STRING_BYTES", what, pos, "bytes")
+                if end + 8 > avail:  # this string, or the next one's length, is not yet readable
+                    avail = self._need(start, length, f"key {key!r}: string {index}")
+                    if index + 1 < count:
+                        avail = self._need(end, 8, f"key {key!r}: the length of string {index + 1}")
+                append(buf[start:end].decode("utf-8"))
                 pos = end
         except UnicodeDecodeError as exc:
-            raise self.error(pos + exc.start, f"key {key!r}: string {index} is not valid UTF-8") from None
+            raise self.error(start + exc.start, f"key {key!r}: string {index} is not valid UTF-8") from None
         self.pos = pos
         return out
 
@@ -282,7 +329,7 @@ class HeaderParser:
         seen: set[str] = set()
         for index in range(tensor_count):
             record_offset = self.pos
-            name = self.string(f"the name of tensor {index}")
+            name = self.string(f"the name of tensor {index}", MAX_TENSOR_NAME_BYTES, "MAX_TENSOR_NAME_BYTES")
             if name in seen:
                 raise self.error(record_offset, f"duplicate tensor name {name!r}")
             seen.add(name)
