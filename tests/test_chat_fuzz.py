@@ -4,6 +4,8 @@ Each template is assembled from a small grammar of loops, recursion, repetition,
 container building and amplifying filters and methods, with sizes from tiny to huge. Rendering
 must either succeed or raise `ChatTemplateError`, within the time limit (plus the longest step
 that cannot be interrupted, small at the output bound used here) and with little memory.
+
+The examples are the same each run unless $REALM_FUZZ_SEED is set (see tests/fuzzing.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from hypothesis import strategies as st
 from realm.chat import render_chat
 from realm.chat_limits import TIME_PER_MESSAGE_S
 from realm.errors import ChatTemplateError
+from tests.fuzzing import FUZZ_SETTINGS
 
 TIME_LIMIT = 0.3
 MAX_OUTPUT = 100_000
@@ -114,13 +117,7 @@ STATEMENTS = st.recursive(
 
 # Python warns when it compiles the code of a template such as {{ (1)[::-1] }}
 @pytest.mark.filterwarnings("ignore::SyntaxWarning")
-@hypothesis.settings(
-    max_examples=120,
-    deadline=None,  # the test bounds the time itself, with slack for a stalled machine
-    derandomize=True,  # the same examples each run: a failure is a regression and reproduces
-    database=None,
-    suppress_health_check=[hypothesis.HealthCheck.too_slow, hypothesis.HealthCheck.data_too_large],
-)
+@FUZZ_SETTINGS
 @hypothesis.given(body=STATEMENTS)
 def test_random_templates_render_or_fail_cleanly_within_bounds(body):
     template = "{% set ns = namespace(x='ab') %}{% set loop_var = 1 %}" + body
