@@ -22,6 +22,8 @@ from realm.chat_limits import TIME_PER_MESSAGE_S
 from realm.errors import ChatTemplateError
 from tests.fuzzing import FUZZ_SETTINGS
 
+pytestmark = pytest.mark.fuzz
+
 TIME_LIMIT = 0.3
 MAX_OUTPUT = 100_000
 SLACK_S = 1.5
