@@ -1,10 +1,13 @@
 """What the conformance suite does not reach on the numba "cpu" backend: its device and
-thread arguments, zero-copy uploads, the kernel paths chosen by batch size (fused 2-3
-token decode, tiled prefill with leftover rows and tokens), thread-count independence,
-aliasing, and warmup."""
+thread arguments, the default thread count under contention, zero-copy uploads, the
+kernel paths chosen by batch size (fused 2-3 token decode, tiled prefill with leftover
+rows and tokens), thread-count independence, aliasing, warmup and the first-compile
+message."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import subprocess
 import sys
 
@@ -13,13 +16,16 @@ import pytest
 from conformance import MATMUL_RTOL, assert_exact, assert_within
 
 from realm.backend import QuantTensor
-from realm.errors import BackendUnavailableError, RealmError, UnsupportedQuantError
+from realm.errors import BackendUnavailableError, InvalidParameterError, RealmError, UnsupportedQuantError
 from realm.gguf.types import GGMLType, type_traits
 from realm.testing import random_quant_tensor
 
 pytest.importorskip("numba")
 from realm_numba import CpuQuantTensor, NumbaBackend  # noqa: E402
+from realm_numba import threads as th  # noqa: E402
+from realm_numba.compile_notice import MESSAGE, CompileNotice  # noqa: E402
 from realm_numba.kernels import FAST_MATVEC  # noqa: E402
+from realm_numba.warmup import warm_steps  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +66,108 @@ def test_other_devices_are_refused(device):
         NumbaBackend(device=device)
 
 
-@pytest.mark.parametrize("n_threads", [0, -1, 100000])
+def test_probe_says_how_to_install_numba(monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "numba" else find_spec(name, *a))
+    availability = NumbaBackend.probe()
+    assert not availability.available
+    assert availability.reason == ('numba is not installed; install it with '
+                                   '`pip install "realm[cpu]"` (or `pip install numba`)')
+
+
+@pytest.mark.parametrize("n_threads", [0, -1, 100000, True, False, 2.0, "2"])
 def test_bad_thread_counts_are_refused(n_threads):
-    with pytest.raises(BackendUnavailableError, match="n_threads"):
+    with pytest.raises(InvalidParameterError, match="n_threads"):
         NumbaBackend(n_threads=n_threads)
+
+
+@pytest.mark.parametrize("n_threads", [np.int64(1), np.int32(2)])
+def test_numpy_integer_thread_counts_are_accepted(n_threads):
+    be = NumbaBackend(n_threads=n_threads)
+    assert be.n_threads == int(n_threads) and type(be.n_threads) is int
+    assert be.threads_now == int(n_threads)
+
+
+def test_default_threads_follow_the_cpus_others_leave_free():
+    class Share:  # free CPUs as measured, in order
+        works = True
+
+        def __init__(self, values):
+            self.values = list(values)
+
+        def free_cpus(self):
+            return self.values.pop(0)
+
+    adaptive = th.AdaptiveThreads(2, Share([1.96, 1.33, 1.0, None, 1.9]), interval=0.0)
+    # quiet; a busy process beside two threads (it gets 2/3 of a core); the same beside one;
+    # no reading (keep); quiet again
+    assert [adaptive.current() for _ in range(5)] == [2, 1, 1, 1, 2]
+
+
+@pytest.mark.parametrize(("free", "limit", "expected"), [
+    (2.0, 2, 2), (1.8, 2, 2), (1.7, 2, 1), (0.2, 2, 1), (7.9, 8, 8), (6.5, 8, 6), (8.0, 4, 4)])
+def test_a_cpu_counts_as_free_when_others_use_little_of_it(free, limit, expected):
+    assert th.threads_for(free, limit) == expected
+
+
+def test_cpu_share_reads_busy_ticks_of_this_process_cpus(tmp_path):
+    cpus = th.affinity_cpus()
+    stat = tmp_path / "stat"
+
+    def write(user, nice, idle):
+        lines = [f"cpu  {user * len(cpus)} {nice * len(cpus)} 0 {idle * len(cpus)} 0 0 0 0 0 0"]
+        lines += [f"cpu{c} {user} {nice} 0 {idle} 0 0 0 0 0 0" for c in cpus]
+        lines += [f"cpu{max(cpus) + 1} 999999 0 0 0 0 0 0 0 0 0", "intr 1 2 3"]  # not ours
+        stat.write_text("\n".join(lines) + "\n")
+
+    write(1_000, 0, 1_000)
+    share = th.CpuShare(str(stat))
+    assert share.works
+    # Others kept every one of our CPUs half busy (this process's own time is ~0 here).
+    write(101_000, 0, 101_000)
+    assert share.free_cpus() == pytest.approx(len(cpus) / 2, abs=0.01)
+    # Niced processes count too: nice does not rank processes across scheduling groups.
+    write(101_000, 100_000, 101_000)
+    assert share.free_cpus() == pytest.approx(0.0, abs=0.01)
+    assert th.CpuShare("/nonexistent/stat").works is False
+    live = th.CpuShare()
+    if live.works:
+        free = live.free_cpus()
+        assert free is None or 0.0 <= free <= len(live.cpus)
+
+
+def test_cgroup_quota_caps_the_default(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    cgroup = tmp_path / "cgroup"
+    cgroup.write_text("0::/a/b\n")
+    (tmp_path / "a" / "b" / "cpu.max").write_text("max 100000\n")
+    assert th.cgroup_cpu_limit(str(tmp_path), str(cgroup)) is None
+    (tmp_path / "a" / "cpu.max").write_text("150000 100000\n")
+    assert th.cgroup_cpu_limit(str(tmp_path), str(cgroup)) == 1
+    (tmp_path / "cpu.max").write_text("400000 100000\n")
+    (tmp_path / "a" / "cpu.max").write_text("max 100000\n")
+    assert th.cgroup_cpu_limit(str(tmp_path), str(cgroup)) == 4
+    assert th.cgroup_cpu_limit(str(tmp_path), str(tmp_path / "missing")) is None
+
+
+def test_cgroup_v1_quota_caps_the_default(tmp_path):
+    v1 = tmp_path / "cpu" / "docker"
+    v1.mkdir(parents=True)
+    cgroup = tmp_path / "cgroup"
+    cgroup.write_text("4:memory:/docker\n3:cpu,cpuacct:/docker\n0::/\n")
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert th.cgroup_cpu_limit(str(tmp_path), str(cgroup)) is None
+    (v1 / "cpu.cfs_quota_us").write_text("200000\n")
+    assert th.cgroup_cpu_limit(str(tmp_path), str(cgroup)) == 2
+
+
+def test_default_backend_adapts_and_explicit_does_not():
+    default = NumbaBackend()
+    assert default.n_threads == th.default_threads(default._numba.config.NUMBA_NUM_THREADS)
+    assert 1 <= default.threads_now <= default.n_threads
+    assert NumbaBackend(n_threads=1)._adaptive is None
 
 
 def test_upload_quant_keeps_the_callers_bytes(cpu, rng):
@@ -152,10 +256,45 @@ def test_non_contiguous_out_is_refused(cpu):
 
 
 def test_warmup_reports_each_group_and_leaves_the_backend_usable(cpu, rng):
-    seconds = cpu.warmup()
-    assert {"matmul prefill", "attention", "rms_norm", "dequantize"} <= set(seconds)
+    seconds = cpu.warmup(progress=False)
+    assert {"matmul prefill (quantized)", "attention", "rms_norm", "dequantize"} <= set(seconds)
     assert all(isinstance(v, float) and v >= 0 for v in seconds.values())
     x = np.full((1, 4), 2.0, np.float32)
     out = np.empty_like(x)
     cpu.scale(x, 1.5, out)
     assert out.tolist() == [[3.0, 3.0, 3.0, 3.0]]
+
+
+def test_warmup_for_a_model_compiles_only_its_types(cpu):
+    groups = [group for group, _ in warm_steps(cpu, {GGMLType.Q4_1, GGMLType.Q8_0, GGMLType.F32})]
+    assert {"matmul decode Q4_1", "matmul decode Q8_0", "matmul prefill (quantized)"} <= set(groups)
+    assert "get_rows" in groups
+    assert "matmul decode Q6_K" not in groups and "matmul decode (other types)" not in groups
+    assert "dequantize" not in groups
+    assert "matmul decode (other types)" in [g for g, _ in warm_steps(cpu, {GGMLType.IQ2_XS})]
+    assert cpu.warmup({GGMLType.Q4_1}, progress=False)["matmul decode Q4_1"] >= 0
+
+
+def test_compile_notice_speaks_once_and_only_for_realm_kernels(capsys):
+    notice = CompileNotice()
+    notice.kernel_compiling("my_project.kernels")
+    assert notice.compiled == 0 and capsys.readouterr().err == ""
+    notice.kernel_compiling("realm_numba.matvec")
+    notice.kernel_compiling("realm_numba.rows")
+    assert notice.compiled == 2 and capsys.readouterr().err == MESSAGE + "\n"
+
+
+def test_compile_message_only_when_the_cache_is_cold(tmp_path):
+    """A fresh NUMBA_CACHE_DIR: the first process compiles one kernel and says so on stderr;
+    the second loads it from the cache and says nothing."""
+    code = ("import numpy as np; from realm_numba import NumbaBackend; "
+            "be = NumbaBackend(n_threads=1); out = np.empty((1, 3), np.float32); "
+            "be.matmul(np.ones((1, 8), np.float32), np.ones((3, 8), np.float32), out); "
+            "assert out.tolist() == [[8.0, 8.0, 8.0]], out")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           timeout=300) for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+    assert runs[0].stderr.count(MESSAGE) == 1, runs[0].stderr
+    assert MESSAGE not in runs[1].stderr, runs[1].stderr

@@ -9,9 +9,12 @@ kernel for a weight is chosen once, when it is uploaded.
 from __future__ import annotations
 
 import importlib.util
+import numbers
 import os
 import platform
 import threading
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -26,8 +29,9 @@ from realm.backend import (
     check_quant_upload,
     parse_device,
 )
-from realm.errors import BackendUnavailableError, RealmError
+from realm.errors import BackendUnavailableError, InvalidParameterError, RealmError
 from realm.gguf.types import GGMLType, type_traits
+from realm_numba.threads import affinity_cpus, default_threads, shared_adaptive
 
 _QUANT_OPS = frozenset({"dequantize", "matmul", "get_rows"})
 
@@ -54,13 +58,6 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine() or "CPU"
 
 
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def _host_memory_bytes() -> int | None:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -80,6 +77,20 @@ def _bound_openmp_spinning() -> None:
     """
     if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
         os.environ["GOMP_SPINCOUNT"] = "100000"
+
+
+def _check_thread_count(n_threads: Any, pool: int) -> int:
+    # bool is an int subclass, and True threads is a mistake rather than a request for 1.
+    if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
+        raise InvalidParameterError(
+            f"n_threads must be a whole number of threads or None, got {n_threads!r} "
+            f"({type(n_threads).__name__})")
+    n = int(n_threads)
+    if not 1 <= n <= pool:
+        raise InvalidParameterError(
+            f"n_threads must be between 1 and {pool} (numba's thread pool, NUMBA_NUM_THREADS), "
+            f"got {n}")
+    return n
 
 
 def _fail(message: str) -> None:
@@ -131,12 +142,15 @@ class NumbaBackend:
     def probe(cls) -> Availability:
         """Available when numba is installed (found without importing it)."""
         if importlib.util.find_spec("numba") is None:
-            return Availability(False, reason="numba is not installed")
-        info = DeviceInfo("cpu", f"{_cpu_name()} ({_usable_cpus()} threads)", kind="cpu",
+            return Availability(False, reason='numba is not installed; install it with '
+                                '`pip install "realm[cpu]"` (or `pip install numba`)')
+        info = DeviceInfo("cpu", f"{_cpu_name()} ({len(affinity_cpus())} threads)", kind="cpu",
                           memory_bytes=_host_memory_bytes())
         return Availability(True, (info,))
 
     def __init__(self, device: str = "cpu", n_threads: int | None = None) -> None:
+        """``n_threads``: a fixed thread count (1 to numba's pool size), or None for the
+        CPUs this process may use, fewer while other processes keep some of them busy."""
         spec = parse_device(device or "cpu")
         if spec.backend != "cpu" or spec.indices:
             raise BackendUnavailableError(f"the numba backend has one device, 'cpu'; got {device!r}")
@@ -144,27 +158,46 @@ class NumbaBackend:
         import numba
 
         from realm_numba import kernels
+        from realm_numba.compile_notice import install_compile_notice
 
-        limit = numba.config.NUMBA_NUM_THREADS
-        n = _usable_cpus() if n_threads is None else int(n_threads)
-        if not 1 <= n <= limit:
-            raise BackendUnavailableError(
-                f"n_threads must be between 1 and {limit} (numba's thread pool), got {n_threads}"
-            )
+        install_compile_notice()
+        pool = numba.config.NUMBA_NUM_THREADS
+        if n_threads is None:
+            self.n_threads = default_threads(pool)
+            # The default follows the CPUs other processes leave free (see threads.py);
+            # one monitor per process, read before each parallel kernel.
+            self._adaptive = shared_adaptive(self.n_threads) if self.n_threads > 1 else None
+        else:
+            self.n_threads = _check_thread_count(n_threads, pool)
+            self._adaptive = None
         self.device = "cpu"
-        self.n_threads = n
         self._numba = numba
         self._k = kernels
         self._no_freq_factors = np.ones(0, np.float32)
         self._threads()
 
-    def _threads(self) -> None:
+    @property
+    def threads_now(self) -> int:
+        """Threads the next parallel kernel will use: `n_threads`, or fewer while other
+        processes keep CPUs busy (default thread count only)."""
+        return self.n_threads if self._adaptive is None else self._adaptive.value
+
+    def _threads(self) -> int:
+        """Apply this backend's thread count on the calling thread; returns it."""
+        adaptive = self._adaptive  # inlined `AdaptiveThreads.current`: ~200 calls per token
+        if adaptive is None:
+            n = self.n_threads
+        elif time.monotonic() < adaptive.next_check:
+            n = adaptive.value
+        else:
+            n = adaptive.recheck()
         # numba's thread count belongs to the calling thread: apply ours wherever an op runs.
         # Asking numba each call costs ~2 us, so remember what was set on which thread.
         tid = threading.get_ident()
-        if _THREADS_SET.get(tid) != self.n_threads:
-            self._numba.set_num_threads(self.n_threads)
-            _THREADS_SET[tid] = self.n_threads
+        if _THREADS_SET.get(tid) != n:
+            self._numba.set_num_threads(n)
+            _THREADS_SET[tid] = n
+        return n
 
     # ------------------------------------------------------------------ memory
 
@@ -246,22 +279,22 @@ class NumbaBackend:
             x = x.copy()
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
-        self._threads()
+        threads = self._threads()
         k_ = self._k
         if not isinstance(w, QuantTensor):
             if n < PREFILL_MIN_TOKENS:
                 k_.matvec_f32(x, w, out, 0)
             else:
-                k_.gemm_f32(x, w, out, self.n_threads)
+                k_.gemm_f32(x, w, out, threads)
         elif n < PREFILL_MIN_TOKENS:
             if p.matvec is not None:
                 p.matvec(x, p.rows, out, p.lanes)
             else:
-                k_.matvec_generic(int(p.qtype), x, p.data, out, self.n_threads)
+                k_.matvec_generic(int(p.qtype), x, p.data, out, threads)
         elif p.qtype == GGMLType.F32:
-            k_.gemm_f32(x, p.rows, out, self.n_threads)
+            k_.gemm_f32(x, p.rows, out, threads)
         else:
-            k_.gemm_quant(int(p.qtype), x, p.data, out, self.n_threads)
+            k_.gemm_quant(int(p.qtype), x, p.data, out, threads)
 
     def get_rows(self, w: QuantTensor | np.ndarray, ids: np.ndarray, out: np.ndarray) -> None:
         """``out [n, d] = w[ids]``, decoding only the rows asked for."""
@@ -363,11 +396,12 @@ class NumbaBackend:
             q = q.copy()
         args = (q, k_cache, v_cache, int(n_past), np.float32(scale), int(window or 0),
                 np.float32(softcap or 0.0), out)
-        if n * n_head * (n_past + n) * head_dim < ATTENTION_PARALLEL_MIN_MACS or self.n_threads == 1:
+        small = n * n_head * (n_past + n) * head_dim < ATTENTION_PARALLEL_MIN_MACS
+        threads = 1 if small else self._threads()
+        if threads == 1:
             self._k.attention_serial(*args)
         else:
-            self._threads()
-            self._k.attention_parallel(*args, self.n_threads)
+            self._k.attention_parallel(*args, threads)
 
     def swiglu(self, gate: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
         """``out = silu(gate) * up`` with ``silu(g) = g / (1 + exp(-g))``."""
@@ -418,12 +452,18 @@ class NumbaBackend:
 
     # ------------------------------------------------------------------ compilation
 
-    def warmup(self) -> dict[str, float]:
+    def warmup(self, qtypes: Iterable[GGMLType] | None = None,
+               progress: bool | None = None) -> dict[str, float]:
         """Compile (or load from numba's on-disk cache) the kernels a model run uses.
 
-        Returns seconds per kernel group, so benchmarks can report compile time apart
-        from run time. Later calls return near-zero times.
+        ``qtypes``: the GGML types of the model's tensors (only their kernels are compiled);
+        None compiles every kernel. ``progress``: None shows a bar on a terminal when a
+        kernel really compiles (the cache was cold), True whenever one compiles, False
+        never (nor the one-line compile message). Returns seconds per kernel group, so
+        benchmarks can report compile time apart from run time.
+
+        >>> NumbaBackend().warmup({GGMLType.Q4_1, GGMLType.F32})   # doctest: +SKIP
         """
         from realm_numba.warmup import warm_all
 
-        return warm_all(self)
+        return warm_all(self, qtypes, progress)

@@ -2,7 +2,7 @@
 
 Importing this module imports numba (the backend class does so only when instantiated,
 so probing the backend stays cheap). Compilation happens on first call, or is loaded
-from numba's on-disk cache.
+from numba's on-disk cache (see cache.py for where that is).
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import pathlib
 import numpy as np
 
 from realm.gguf.types import GGMLType
-from realm_numba.cache import drop_stale_kernels
+from realm_numba.cache import drop_stale_kernels, ensure_cache_location, kernel_cache_dir
 
-drop_stale_kernels(pathlib.Path(__file__).parent)  # before any kernel is loaded
+_PACKAGE = pathlib.Path(__file__).parent
+ensure_cache_location(_PACKAGE)  # before numba's decorators look for a cache directory
 
 from realm_numba import matvec as mv  # noqa: E402
 from realm_numba.attention import attention_parallel, attention_serial  # noqa: E402
@@ -22,6 +23,10 @@ from realm_numba.elementwise import add, copy_rows, geglu, rms_norm, rope, scale
 from realm_numba.gemm import gemm_f32, gemm_quant  # noqa: E402
 from realm_numba.matvec import matvec_f32  # noqa: E402
 from realm_numba.rows import DECODABLE, dequantize_rows, get_rows, matvec_generic, take_rows  # noqa: E402
+
+# Decorating a kernel only locates its cache; kernels load at their first call, so the
+# stale ones can still be dropped here, in the directory numba actually uses.
+drop_stale_kernels(_PACKAGE, kernel_cache_dir(mv.matvec_q4_0, _PACKAGE))
 
 # Types with a fused decode kernel: (kernel, lanes, dtype to view the raw rows as).
 # Every other decodable type goes through `matvec_generic` (decode a row, then dot).

@@ -2,17 +2,24 @@
 
 Going through the public ops (rather than calling kernels directly) compiles exactly the
 type signatures real calls use: read-only uint8 blocks, C-contiguous float32 activations.
+Given the model's GGML types, only their kernels are compiled: a cold compile of every
+kernel takes 45-75 s on a 2-vCPU EPYC, most of it the generic paths (a decoder for every
+format), which a model whose weights all have fused kernels still needs for prefill and
+the embedding lookup.
 """
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
 from realm.backend import RopeMode
 from realm.gguf.types import GGMLType, type_traits
+from realm_numba.compile_notice import NOTICE
 
 # Enough columns for one block of every format (NVFP4: 64, k-quants: 256).
 _K = 256
@@ -24,47 +31,91 @@ def _zero_weight(be: Any, qtype: GGMLType, rows: int = 4) -> Any:
     return be.upload_quant(raw, qtype, (rows, _K), name=f"warmup_{qtype.name}")
 
 
-def _timed(seconds: dict[str, float], group: str, fn) -> None:
-    t0 = time.perf_counter()
-    fn()
-    seconds[group] = seconds.get(group, 0.0) + time.perf_counter() - t0
-
-
-def warm_all(be: Any) -> dict[str, float]:
-    """Run each op once per kernel variant; returns seconds spent per kernel group."""
-    seconds: dict[str, float] = {}
+def warm_steps(be: Any, qtypes: Iterable[GGMLType] | None = None) -> list[tuple[str, Callable[[], Any]]]:
+    """(kernel group, a call that compiles it) for every kernel a model of `qtypes` uses;
+    every kernel when `qtypes` is None."""
+    fast = be._k.FAST_MATVEC
+    wanted = None if qtypes is None else {GGMLType(q) for q in qtypes}
+    everything = wanted is None
+    quantized = everything or any(q != GGMLType.F32 for q in wanted)
     x1, x4 = be.upload(np.zeros((1, _K))), be.upload(np.zeros((4, _K)))
     out1, out4 = be.empty((1, 4)), be.empty((4, 4))
-    for qtype in be._k.FAST_MATVEC:
-        w = _zero_weight(be, qtype)
-        _timed(seconds, f"matmul decode {qtype.name}", lambda w=w: be.matmul(x1, w, out1))
-    generic = _zero_weight(be, GGMLType.Q2_K)  # any type without a fused kernel
-    _timed(seconds, "matmul decode (other types)", lambda: be.matmul(x1, generic, out1))
-    for qtype in (GGMLType.F32, GGMLType.Q8_0):  # float tile path, decoded tile path
-        w = _zero_weight(be, qtype)
-        _timed(seconds, "matmul prefill", lambda w=w: be.matmul(x4, w, out4))
-    w_float = be.upload(np.zeros((4, _K)))
-    _timed(seconds, "matmul float32 array",
-           lambda: (be.matmul(x1, w_float, out1), be.matmul(x4, w_float, out4)))
+    # Any type without a fused kernel exercises the generic (decode a row, then dot) paths.
+    generic = _zero_weight(be, GGMLType.Q2_K)
+    steps: list[tuple[str, Callable[[], Any]]] = []
+
+    def step(group: str, fn: Callable[[], Any]) -> None:
+        steps.append((group, fn))
+
+    for qtype in fast:
+        if everything or qtype in wanted:
+            w = _zero_weight(be, qtype)
+            step(f"matmul decode {qtype.name}", lambda w=w: be.matmul(x1, w, out1))
+    if everything or any(q not in fast for q in wanted):
+        step("matmul decode (other types)", lambda: be.matmul(x1, generic, out1))
+    if everything or GGMLType.F32 in wanted:
+        w32 = _zero_weight(be, GGMLType.F32)
+        step("matmul prefill F32", lambda: be.matmul(x4, w32, out4))
+    if quantized:  # one kernel decodes a tile of any quantized type
+        w8 = _zero_weight(be, GGMLType.Q8_0)
+        step("matmul prefill (quantized)", lambda: be.matmul(x4, w8, out4))
     ids = be.upload(np.array([1, 0], np.int32))
     rows_out = be.empty((2, _K))
-    _timed(seconds, "get_rows", lambda: (be.get_rows(generic, ids, rows_out),
-                                         be.get_rows(w_float, ids, rows_out)))
-    _timed(seconds, "dequantize", lambda: be.dequantize(generic, be.empty((4, _K))))
+    step("get_rows", lambda: be.get_rows(generic, ids, rows_out))
+    if everything:  # plain float32 weights and full dequantization: tests and research code
+        w_float = be.upload(np.zeros((4, _K)))
+        step("matmul float32 array", lambda: (be.matmul(x1, w_float, out1), be.matmul(x4, w_float, out4)))
+        step("get_rows float32 array", lambda: be.get_rows(w_float, ids, rows_out))
+        step("dequantize", lambda: be.dequantize(generic, be.empty((4, _K))))
 
     h = be.upload(np.ones((3, 2, 64)))
-    _timed(seconds, "rms_norm", lambda: be.rms_norm(h, be.upload(np.ones(64)), 1e-6, h))
+    step("rms_norm", lambda: be.rms_norm(h, be.upload(np.ones(64)), 1e-6, h))
     pos = be.upload(np.arange(3, dtype=np.int32))
-    _timed(seconds, "rope", lambda: be.rope(h, pos, 64, 10000.0, RopeMode.NEOX, h))
+    step("rope", lambda: be.rope(h, pos, 64, 10000.0, RopeMode.NEOX, h))
     cache = be.upload(np.ones((8, 1, 64)))
-    _timed(seconds, "attention", lambda: be.attention(h, cache, cache, 5, 0.125, be.empty(h.shape)))
+    step("attention", lambda: be.attention(h, cache, cache, 5, 0.125, be.empty(h.shape)))
     big_q = be.upload(np.ones((32, 4, 64)))
     big_cache = be.upload(np.ones((64, 1, 64)))
-    _timed(seconds, "attention", lambda: be.attention(big_q, big_cache, big_cache, 32, 0.125,
-                                                      be.empty(big_q.shape), window=16, softcap=30.0))
-    _timed(seconds, "swiglu, geglu", lambda: (be.swiglu(x4, x4, be.empty(x4.shape)),
-                                              be.geglu(x4, x4, be.empty(x4.shape))))
-    _timed(seconds, "add, scale, copy_rows", lambda: (
+    step("attention parallel", lambda: be.attention(big_q, big_cache, big_cache, 32, 0.125,
+                                                    be.empty(big_q.shape), window=16, softcap=30.0))
+    step("swiglu, geglu", lambda: (be.swiglu(x4, x4, be.empty(x4.shape)),
+                                   be.geglu(x4, x4, be.empty(x4.shape))))
+    step("add, scale, copy_rows", lambda: (
         be.add(x4, x4, be.empty(x4.shape)), be.add(x4, x1, be.empty(x4.shape)),
         be.scale(x4, 2.0, be.empty(x4.shape)), be.copy_rows(h[:1, :1], cache, 2)))
+    return steps
+
+
+def warm_all(be: Any, qtypes: Iterable[GGMLType] | None = None,
+             progress: bool | None = None) -> dict[str, float]:
+    """Run each step of `warm_steps` once; returns seconds spent per kernel group.
+
+    ``progress``: None shows a bar on a terminal once a kernel actually compiles (the
+    on-disk cache was cold); True shows it whenever something compiles; False shows
+    nothing, not even the one-line compile message.
+    """
+    steps = warm_steps(be, qtypes)
+    seconds: dict[str, float] = {}
+    bar = None
+    compiled_before = NOTICE.compiled
+    show_bar = progress if progress is not None else bool(sys.stderr and sys.stderr.isatty())
+    if progress is False:
+        NOTICE.quiet += 1
+    try:
+        for done, (group, fn) in enumerate(steps, 1):
+            t0 = time.perf_counter()
+            fn()
+            seconds[group] = seconds.get(group, 0.0) + time.perf_counter() - t0
+            if bar is not None:
+                bar.update(1)
+            elif show_bar and NOTICE.compiled > compiled_before:
+                from tqdm import tqdm
+
+                bar = tqdm(total=len(steps), initial=done, desc="realm: CPU kernels",
+                           unit="kernel", file=sys.stderr)
+    finally:
+        if progress is False:
+            NOTICE.quiet -= 1
+        if bar is not None:
+            bar.close()
     return seconds
