@@ -163,6 +163,11 @@ class Backend(Protocol):
     def copy_rows(self, src: DeviceArray, dst: DeviceArray, start: int) -> None: ...
     def synchronize(self) -> None: ...
 
+    # Optional, found with getattr (ggml marks its optional members the same way):
+    # ``warmup(qtypes, progress)`` compiles the kernels a model with tensors of ``qtypes``
+    # will run, so `realm.load` pays a first-run compile up front and can show it, instead of
+    # the first generated token paying it in silence. ``progress`` is load()'s argument.
+
 
 OPS = (
     "dequantize",
@@ -329,6 +334,30 @@ _INSTALL_HINTS = {
 }
 
 
+# Device names realm knows that this version has no backend for: say so and offer what works
+# instead, rather than a bare "not registered".
+_NOT_SHIPPED = {
+    "cuda": "the CUDA backend (realm_cupy) is not part of this realm version; for an NVIDIA GPU, "
+    "use device 'opencl' through NVIDIA's OpenCL driver (docs/opencl.md)",
+}
+
+
+def _unregistered(name: str, registry: dict[str, BackendEntry]) -> str:
+    """Why no backend answers to ``name``, what does here, and how a backend gets registered."""
+    if name in _NOT_SHIPPED:
+        why = f"no backend named {name!r} is registered: {_NOT_SHIPPED[name]}"
+    elif name in _INSTALL_HINTS:
+        why = f"no backend named {name!r} is registered; to get it: {_INSTALL_HINTS[name]}"
+    else:
+        why = f"no backend named {name!r} is registered"
+    devices = [d.device for _, e in sorted(registry.items()) for d in e.availability().devices]
+    return (
+        f"{why}. Registered backends: {', '.join(sorted(registry)) or 'none'}"
+        f" (devices here: {', '.join(devices) or 'none'}). A backend package registers itself "
+        f"under the {ENTRY_POINT_GROUP!r} entry-point group (docs/architecture.md)"
+    )
+
+
 def resolve_device(device: str = "auto") -> tuple[BackendEntry, DeviceSpec]:
     """Pick the backend a device string names; raise `BackendUnavailableError` if it can't run."""
     spec = parse_device(device)
@@ -348,12 +377,7 @@ def resolve_device(device: str = "auto") -> tuple[BackendEntry, DeviceSpec]:
         raise BackendUnavailableError("no backend is available for device 'auto': " + "; ".join(reasons))
     entry = registry.get(spec.backend)
     if entry is None:
-        known = ", ".join(sorted(registry)) or "none"
-        hint = _INSTALL_HINTS.get(spec.backend)
-        raise BackendUnavailableError(
-            f"no backend named {spec.backend!r} is registered (registered: {known})"
-            + (f"; to get it: {hint}" if hint else "")
-        )
+        raise BackendUnavailableError(_unregistered(spec.backend, registry))
     a = entry.availability()
     if not a.available:
         hint = _INSTALL_HINTS.get(spec.backend, "")

@@ -81,6 +81,9 @@ def load(
         transformer = Transformer(
             config, arch, weights, backend, n_ctx or config.n_ctx_train, n_batch=n_batch
         )
+        warmup = getattr(backend, "warmup", None)  # optional: compile kernels now, before any text
+        if warmup is not None:
+            warmup(qtypes={t.qtype for t in gguf.tensors.values()}, progress=progress)
     except BaseException:
         gguf.close()
         raise
