@@ -380,7 +380,8 @@ def resolve_device(device: str = "auto") -> tuple[BackendEntry, DeviceSpec]:
         raise BackendUnavailableError(_unregistered(spec.backend, registry))
     a = entry.availability()
     if not a.available:
-        hint = _INSTALL_HINTS.get(spec.backend, "")
+        # a probe's reason usually says how to fix it already; add realm's hint only where not
+        hint = _INSTALL_HINTS.get(spec.backend, "") if "pip install" not in a.reason else ""
         raise BackendUnavailableError(
             f"backend {spec.backend!r} is not available: {a.reason}" + (f"; to fix: {hint}" if hint else "")
         )

@@ -142,8 +142,8 @@ class NumbaBackend:
     def probe(cls) -> Availability:
         """Available when numba is installed (found without importing it)."""
         if importlib.util.find_spec("numba") is None:
-            return Availability(False, reason='numba is not installed; install it with '
-                                '`pip install "realm[cpu]"` (or `pip install numba`)')
+            return Availability(False, reason="numba is not installed; pip install numba "
+                                "(the 'cpu' extra of realm)")
         info = DeviceInfo("cpu", f"{_cpu_name()} ({len(affinity_cpus())} threads)", kind="cpu",
                           memory_bytes=_host_memory_bytes())
         return Availability(True, (info,))
