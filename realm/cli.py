@@ -87,7 +87,7 @@ def cmd_info(a: argparse.Namespace, out: Output) -> int:
     else:
         check_model_file(path)
     with read_gguf(path) as f:
-        info = describe(f, ModelConfig.from_gguf(f.metadata))
+        info = describe(f, ModelConfig.from_gguf(f.metadata, source=f.path))
     if a.json:
         out.write(json.dumps(info, indent=2) + "\n")
         return 0

@@ -195,7 +195,7 @@ def _trained_context(path: str) -> int | None:
 
     try:
         with read_gguf(path) as f:
-            return ModelConfig.from_gguf(f.metadata).n_ctx_train
+            return ModelConfig.from_gguf(f.metadata, source=f.path).n_ctx_train
     except RealmError:
         return None
 
@@ -222,7 +222,8 @@ def _context_advice(
 
 def _chat_advice(exc: ChatTemplateError, model: Any, a: argparse.Namespace) -> RealmError:
     flags = "--chat and --system" if a.system is not None else "--chat"
-    if not model.gguf.metadata.get("tokenizer.chat_template"):
+    template = model.gguf.metadata.get("tokenizer.chat_template")
+    if template is None or (isinstance(template, str) and not template):
         return ChatTemplateError(
             f"{model.path.name} has no chat template (tokenizer.chat_template), so {flags} cannot "
             f"be used: leave {'them' if a.system is not None else 'it'} out and write the prompt in "

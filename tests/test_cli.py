@@ -455,3 +455,23 @@ def test_info_escapes_a_hostile_name(capsys, models):
     assert rc == 0, err
     assert "\x1b" not in out
     assert "evil\\x1b[2J\\nname" in out
+
+
+@pytest.mark.parametrize(
+    "changes, key",
+    [
+        ({"tokenizer.ggml.tokens": 7, "llama.vocab_size": None}, "tokenizer.ggml.tokens"),
+        ({"llama.rope.freq_base": float("nan")}, "llama.rope.freq_base"),
+        ({"tokenizer.chat_template": 12}, "tokenizer.chat_template"),
+    ],
+)
+def test_hostile_metadata_is_one_error_line_in_info_and_run(capsys, tmp_path, changes, key):
+    # these used to print a TypeError traceback (info) or run and print nothing (run)
+    path = write_model(tmp_path / "hostile.gguf", n_layer=1, n_vocab=300, metadata=changes)
+    for args in (["info", str(path)], ["run", str(path), "Hi", "--chat", "--device", "numpy"]):
+        code, out, err = run_main(capsys, *args)
+        if key == "tokenizer.chat_template" and args[0] == "info":
+            assert code == 0  # info does not render the template
+            continue
+        assert code == 2 and err.startswith("realm: error:") and key in err, err
+        assert "Traceback" not in err and err.count("\n") == 1
