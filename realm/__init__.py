@@ -12,6 +12,7 @@ from realm.errors import (
     ChatTemplateError,
     ContextOverflowError,
     GGUFFormatError,
+    InvalidDeviceError,
     InvalidParameterError,
     ModelBusyError,
     ModelNotFoundError,
@@ -28,6 +29,7 @@ from realm.gguf.types import GGMLType
 _LAZY = {
     "load": ("realm.loader", "load"),
     "Model": ("realm.model.model", "Model"),
+    "GenerationStream": ("realm.model.model", "GenerationStream"),
     "ModelConfig": ("realm.model.config", "ModelConfig"),
     "Tokenizer": ("realm.tokenizer", "Tokenizer"),
 }
@@ -52,9 +54,11 @@ __all__ = [
     "CallOrderError",
     "ChatTemplateError",
     "Completion",
+    "GenerationStream",
     "ContextOverflowError",
     "GGMLType",
     "GGUFFormatError",
+    "InvalidDeviceError",
     "InvalidParameterError",
     "Model",
     "ModelConfig",

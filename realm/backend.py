@@ -56,7 +56,12 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from realm.errors import BackendArgumentError, BackendUnavailableError, UnsupportedQuantError
+from realm.errors import (
+    BackendArgumentError,
+    BackendUnavailableError,
+    InvalidDeviceError,
+    UnsupportedQuantError,
+)
 from realm.gguf.types import GGMLType, tensor_nbytes, type_traits
 
 ENTRY_POINT_GROUP = "realm.backends"
@@ -244,17 +249,17 @@ def parse_device(device: str) -> DeviceSpec:
     DeviceSpec(backend='opencl', indices=(0, 1))
     """
     if not isinstance(device, str):
-        raise BackendUnavailableError(f"device must be a string such as 'cpu' or 'cuda:0', got {device!r}")
+        raise InvalidDeviceError(f"device must be a string such as 'cpu' or 'cuda:0', got {device!r}")
     m = _DEVICE_RE.match(device.strip().lower())
     if not m:
-        raise BackendUnavailableError(
+        raise InvalidDeviceError(
             f"bad device string {device!r}: expected 'auto', 'numpy', 'cpu', 'cuda', 'cuda:N', "
             "'opencl' or 'opencl:P:D'"
         )
     rest = m.group("rest")
     parts = rest.split(":") if rest else []
     if any(p == "" for p in parts):
-        raise BackendUnavailableError(f"bad device string {device!r}: empty index")
+        raise InvalidDeviceError(f"bad device string {device!r}: empty index")
     indices = tuple(int(p) for p in parts)
     return DeviceSpec(m.group("kind"), indices)
 

@@ -35,6 +35,10 @@ class InvalidParameterError(RealmError, ValueError):
     """A generation, sampling or loading parameter is out of range."""
 
 
+class InvalidDeviceError(InvalidParameterError, BackendUnavailableError):
+    """A device string that names no device ('gpu-1', 'cuda:x', a number): a bad parameter."""
+
+
 class ContextOverflowError(RealmError, ValueError):
     """A sequence does not fit in the model's context window."""
 

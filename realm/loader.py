@@ -51,8 +51,6 @@ def load(
     t0 = time.perf_counter()
     if not isinstance(path, (str, os.PathLike)):
         raise InvalidParameterError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    if not isinstance(device, str):
-        raise InvalidParameterError(f"device must be a str such as 'cpu' or 'opencl', got {device!r}")
     path = Path(path)
     if not path.is_file():
         raise ModelNotFoundError(f"no model file at {path}")

@@ -126,3 +126,18 @@ def test_load_parameters(path, kwargs, param):
 
 def test_n_ctx_up_to_the_trained_context_is_fine(path):
     assert realm.load(path, device="numpy", n_ctx=256).n_ctx == 256
+
+
+def test_research_layer_index_and_detokenize_argument(model):
+    t = model.transformer
+    t.reset()
+    t.embed([1, 2])
+    _refused("il", lambda: t.forward_layer(model.config.n_layer))
+    _refused("il", lambda: t.forward_layer(-1))  # used to run the last layer silently
+    _refused("ids", lambda: model.detokenize(5))
+
+
+@pytest.mark.parametrize("device", [3, None, "gpu-1", "cuda:x"])
+def test_a_bad_device_string_is_a_bad_parameter(path, device):
+    err = _refused("device", lambda: realm.load(path, device=device))
+    assert isinstance(err, realm.BackendUnavailableError)  # what callers caught before

@@ -129,3 +129,24 @@ def test_another_thread_waits_for_an_open_stream(model, alone):
     assert not other.is_alive()
     np.testing.assert_array_equal(got[0], expected_logits[2])
     assert stream.tokens == expected_tokens[0]
+
+
+def test_breaking_out_of_a_stream_frees_the_model_without_waiting_for_gc(model, alone):
+    expected_tokens, _ = alone
+    stream = model.generate(PROMPTS[1], max_tokens=N_TOKENS, temperature=0, stream=True)
+    for _ in stream:
+        break
+    # `stream` is still referenced; its generator is not, so the model is free already
+    assert model.generate(PROMPTS[0], max_tokens=N_TOKENS, temperature=0).tokens == expected_tokens[0]
+    assert 1 <= len(stream.tokens) < N_TOKENS
+
+
+def test_a_closed_model_refuses_to_run(tmp_path):
+    path = write_model(tmp_path / "c.gguf", n_layer=1, qtype=GGMLType.Q8_0, seed=2)
+    model = realm.load(path, device="numpy")
+    model.close()
+    model.close()  # closing twice is harmless
+    with pytest.raises(CallOrderError, match="closed"):
+        model.generate([1, 2], max_tokens=1)
+    with pytest.raises(CallOrderError, match="closed"):
+        model.logits([1, 2])

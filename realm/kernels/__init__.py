@@ -1,10 +1,10 @@
-"""Kernel sources in one C dialect, shared by the OpenCL and CUDA backends.
+"""Kernel sources in one C dialect, written for the OpenCL backend and meant to be shared with CUDA.
 
 Files (package data, read with `importlib.resources`):
 
 - ``prelude_opencl.h``: the runtime's spelling of the dialect (``KERNEL``, ``GLOBAL``,
   ``LOCAL``, ``BARRIER()``, ``GID(x)``, ``LID(x)``, ``BUF``/``BIND`` for buffers, ``MAD``...);
-  a CUDA prelude defines the same names for NVRTC.
+  the planned CUDA backend will define the same names in a prelude of its own for NVRTC.
 - ``quants/*.h``: one ``static inline`` decoder per GGML format, grouped by family;
   ``quants/unit.h`` routes ``decode_unit`` to the decoder a program was built for.
 - ``*.cl``: kernel bodies written against the prelude (dequantize/get_rows, matvec, tiled

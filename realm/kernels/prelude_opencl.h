@@ -1,15 +1,16 @@
 /* The OpenCL spelling of realm's kernel dialect.
  *
- * Kernel bodies and quant decoders are written once against these macros; the CUDA prelude
- * defines the same names for NVRTC. Rules the shared sources follow:
+ * Kernel bodies and quant decoders are written once against these macros, so that a CUDA
+ * prelude (planned, not shipped yet) can define the same names for NVRTC. Rules the shared
+ * sources follow:
  *  - buffers are declared with BUF(type, name) and bound with BIND(type, name): OpenCL passes a
  *    base buffer plus an element offset (views of leading rows, x[r0:r1], have an offset and
- *    sub-buffers would need alignment); CUDA passes the offset pointer itself;
+ *    sub-buffers would need alignment); a CUDA runtime would pass the offset pointer itself;
  *  - local scratch is LOCAL, private arrays are plain C arrays;
  *  - floating-point contraction is off, so a*b+c rounds twice exactly as numpy does. The
  *    dequantizers must be bit-exact; today's formats multiply float16 scales by small integers,
  *    which is exact in float32 either way, but exactness should not rest on that analysis for
- *    every future format. Hot loops that may fuse ask for it with MAD(). (CUDA: --fmad=false.)
+ *    every future format. Hot loops that may fuse ask for it with MAD(). (For NVRTC: --fmad=false.)
  */
 #pragma OPENCL FP_CONTRACT OFF
 

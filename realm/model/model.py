@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ class Model:
         self.tokenizer = tokenizer
         self.transformer = transformer
         self.load_seconds = load_seconds
-        self._use = _SequenceLock()
+        self._use = _SequenceLock(path.name)
 
     # ------------------------------------------------------------------ tokens
 
@@ -71,7 +72,7 @@ class Model:
         return self.tokenizer.tokenize(text, add_bos=add_bos, special=special)
 
     def detokenize(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.detokenize(list(ids))
+        return self.tokenizer.detokenize(ids)
 
     # ------------------------------------------------------------------ logits
 
@@ -226,7 +227,11 @@ class Model:
         return info
 
     def close(self) -> None:
+        """Release the file; later calls that run the model raise `CallOrderError`."""
+        if self._use.closed:
+            return
         with self._use.call():
+            self._use.closed = True
             self.gguf.close()
 
     def __enter__(self) -> Model:
@@ -247,11 +252,15 @@ class _SequenceLock:
     still iterating it cannot wait (it would wait for itself): it raises `ModelBusyError`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
         self._lock = threading.Lock()
         self._stream_thread: int | None = None  # the thread iterating the stream that holds the lock
+        self.name = name
+        self.closed = False
 
     def _refuse_own_stream(self) -> None:
+        if self.closed:
+            raise CallOrderError(f"model {self.name} is closed; load it again to use it")
         if self._stream_thread == threading.get_ident():
             raise ModelBusyError(
                 "this model is in use by a generation stream that this thread has not finished; "
@@ -263,11 +272,15 @@ class _SequenceLock:
     def call(self) -> Iterator[None]:
         self._refuse_own_stream()
         with self._lock:
+            self._refuse_own_stream()  # closed while this call waited its turn
             yield
 
     def acquire_for_stream(self) -> None:
         self._refuse_own_stream()
         self._lock.acquire()
+        if self.closed:  # closed while this call waited its turn
+            self._lock.release()
+            self._refuse_own_stream()
         self._stream_thread = threading.get_ident()
 
     def release_stream(self) -> None:
@@ -291,18 +304,24 @@ class GenerationStream:
         self.model, self.ids, self.params, self.max_tokens, self.stop = model, ids, params, max_tokens, stop
         self.tokens: list[int] = []
         self.finish_reason = "length"
-        self._pieces_iter: Iterator[str] | None = None
+        # A weak reference: the generator refers to this stream, and a strong one back would make
+        # a cycle that keeps the model locked after `for piece in stream: break` until the
+        # garbage collector runs. Weakly held, the generator ends (and frees the model) as soon
+        # as its loop lets go of it.
+        self._pieces_ref: weakref.ref[Generator[str, None, None]] | None = None
 
     def __iter__(self) -> Iterator[str]:
-        if self._pieces_iter is not None:
+        if self._pieces_ref is not None:
             raise CallOrderError("a GenerationStream can be iterated once; call generate() again")
-        self._pieces_iter = self._pieces()
-        return self._pieces_iter
+        pieces = self._pieces()
+        self._pieces_ref = weakref.ref(pieces)
+        return pieces
 
     def close(self) -> None:
         """Stop generating and give the model back to other callers."""
-        if self._pieces_iter is not None:
-            self._pieces_iter.close()  # type: ignore[attr-defined]
+        pieces = self._pieces_ref() if self._pieces_ref is not None else None
+        if pieces is not None:
+            pieces.close()
 
     def __enter__(self) -> GenerationStream:
         return self
@@ -310,7 +329,7 @@ class GenerationStream:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _pieces(self) -> Iterator[str]:
+    def _pieces(self) -> Generator[str, None, None]:
         use = self.model._use
         use.acquire_for_stream()
         try:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from realm.arguments import check_token_ids
+from realm.arguments import check_int, check_token_ids
 from realm.backend import Backend, DeviceArray
 from realm.errors import CallOrderError, InvalidParameterError, NumericalError
 from realm.model.architecture import Architecture
@@ -191,6 +191,7 @@ class Transformer:
 
     def forward_layer(self, il: int) -> None:
         """Run block ``il`` of the current pass over the residual stream."""
+        il = check_int("il", il, minimum=0, maximum=self.cfg.n_layer - 1)
         p = self._current()
         n, n_past = len(p.ids), p.n_past
         be, s, cfg, layer = self.backend, self.state, self.cfg, self.w.layers[il]
