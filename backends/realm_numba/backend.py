@@ -29,8 +29,9 @@ from realm.backend import (
     check_quant_upload,
     parse_device,
 )
-from realm.errors import BackendUnavailableError, InvalidParameterError, RealmError
+from realm.errors import BackendArgumentError, BackendUnavailableError, InvalidParameterError
 from realm.gguf.types import GGMLType, type_traits
+from realm.op_checks import OpChecks, refuse_bad_id
 from realm_numba.threads import affinity_cpus, default_threads, shared_adaptive
 
 _QUANT_OPS = frozenset({"dequantize", "matmul", "get_rows"})
@@ -45,6 +46,10 @@ ATTENTION_PARALLEL_MIN_MACS = 1 << 17
 
 # Thread id -> the numba thread count last applied on it (see NumbaBackend._threads).
 _THREADS_SET: dict[int, int] = {}
+
+# The kernels write every out as flat rows; inputs may be strided (numba reads any layout,
+# and matmul makes x contiguous itself).
+CHECKS = OpChecks(np.ndarray, "numpy array", contiguous_outputs=True)
 
 
 def _cpu_name() -> str:
@@ -91,24 +96,6 @@ def _check_thread_count(n_threads: Any, pool: int) -> int:
             f"n_threads must be between 1 and {pool} (numba's thread pool, NUMBA_NUM_THREADS), "
             f"got {n}")
     return n
-
-
-def _fail(message: str) -> None:
-    raise RealmError(message)
-
-
-def _need_f32(name: str, x: Any) -> None:
-    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
-        _fail(f"{name} must be a float32 numpy array, got "
-              f"{getattr(x, 'dtype', type(x).__name__)}")
-
-
-def _need_out(out: Any, shape: tuple[int, ...]) -> None:
-    if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != shape:
-        _fail(f"out must be a float32 array of shape {shape}, got "
-              f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}")
-    if not out.flags.c_contiguous:
-        _fail(f"out (shape {shape}) must be C-contiguous: the kernels write it as flat rows")
 
 
 @dataclass
@@ -212,7 +199,7 @@ class NumbaBackend:
     ) -> QuantTensor:
         """Keep the raw blocks where they are (a memory map stays a memory map: no copy)."""
         if not np.asarray(raw).flags.c_contiguous:  # kernels read the caller's bytes in place
-            _fail(f"tensor {name!r}: raw blocks must be one contiguous buffer")
+            raise BackendArgumentError(f"tensor {name!r}: raw blocks must be one contiguous buffer")
         raw, qtype, shape, row_bytes = check_quant_upload(raw, qtype, shape, name, self._k.DECODABLE, "cpu")
         blocks = raw.reshape(raw.size // row_bytes, row_bytes).view()
         blocks.flags.writeable = False  # one compiled variant serves file maps and test arrays
@@ -253,28 +240,17 @@ class NumbaBackend:
 
     def dequantize(self, w: QuantTensor, out: np.ndarray) -> None:
         """``out = float32(w)``, bit-identical to the reference."""
+        CHECKS.dequantize(w, out)
         p = self._prepare(w)
-        _need_out(out, tuple(p.shape))
         self._threads()
         self._k.dequantize_rows(int(p.qtype), p.data, out.reshape(p.data.shape[0], p.shape[-1]))
 
     def matmul(self, x: np.ndarray, w: QuantTensor | np.ndarray, out: np.ndarray) -> None:
         """``out [n, m] = x [n, k] @ w [m, k].T``, straight from the blocks of a quantized `w`."""
-        _need_f32("x", x)
-        if x.ndim != 2:
-            _fail(f"matmul x must be [n, k], got shape {x.shape}")
-        n, k = x.shape
+        CHECKS.matmul(x, w, out)
+        n = x.shape[0]
         if isinstance(w, QuantTensor):
             p = self._prepare(w)
-            if len(p.shape) != 2 or p.shape[1] != k:
-                _fail(f"matmul weight {p.name!r} has shape {p.shape}, x has k={k}")
-            m = p.shape[0]
-        else:
-            _need_f32("w", w)
-            if w.ndim != 2 or w.shape[1] != k:
-                _fail(f"matmul w must be [m, {k}], got shape {w.shape}")
-            m = w.shape[0]
-        _need_out(out, (n, m))
         if np.may_share_memory(x, out):  # the kernels read x while writing out
             x = x.copy()
         if not x.flags.c_contiguous:
@@ -298,36 +274,22 @@ class NumbaBackend:
 
     def get_rows(self, w: QuantTensor | np.ndarray, ids: np.ndarray, out: np.ndarray) -> None:
         """``out [n, d] = w[ids]``, decoding only the rows asked for."""
-        if not (isinstance(ids, np.ndarray) and ids.dtype == np.int32 and ids.ndim == 1):
-            _fail(f"ids must be a 1-D int32 array, got {getattr(ids, 'dtype', type(ids))} "
-                  f"{getattr(ids, 'shape', '')}")
+        CHECKS.get_rows(w, ids, out)
+        # The kernels check each id as they read it and return the first bad position.
         if isinstance(w, QuantTensor):
             p = self._prepare(w)
-            name, shape = p.name, tuple(p.shape)
-        else:
-            _need_f32("w", w)
-            name, shape = "w", w.shape
-        if len(shape) != 2:
-            _fail(f"get_rows from {name!r}: need a 2-D table, got shape {shape}")
-        _need_out(out, (len(ids), shape[1]))
-        if isinstance(w, QuantTensor):
             bad = self._k.get_rows(int(p.qtype), p.data, ids, out)
         else:
             bad = self._k.take_rows(np.ascontiguousarray(w), ids, out)
         if bad >= 0:
-            _fail(f"get_rows from {name!r} ({shape[0]} rows): id {int(ids[bad])} at position "
-                  f"{bad} is out of range")
+            refuse_bad_id(w, w.shape[0], int(ids[bad]), int(bad))
 
     # ------------------------------------------------------------------ activations
 
     def rms_norm(self, x: np.ndarray, weight: np.ndarray, eps: float, out: np.ndarray) -> None:
         """``out = x / sqrt(mean(x**2, last axis) + eps) * weight``."""
-        _need_f32("x", x)
-        _need_f32("weight", weight)
+        CHECKS.rms_norm(x, weight, out)
         d = x.shape[-1]
-        if weight.shape != (d,):
-            _fail(f"rms_norm weight must have shape ({d},), got {weight.shape}")
-        _need_out(out, x.shape)
         self._k.rms_norm(x.reshape(-1, d), weight, np.float32(eps), out.reshape(-1, d))
 
     def rope(
@@ -342,23 +304,10 @@ class NumbaBackend:
         freq_scale: float = 1.0,
     ) -> None:
         """Rotate the first `n_rot` dims of every head; see `realm.backend` for the angles."""
-        _need_f32("x", x)
-        if x.ndim != 3:
-            _fail(f"rope x must be [n, heads, head_dim], got shape {x.shape}")
-        _need_out(out, x.shape)
-        n, _, head_dim = x.shape
-        if not (isinstance(positions, np.ndarray) and positions.dtype == np.int32
-                and positions.shape == (n,)):
-            _fail(f"rope positions must be int32 [{n}], got "
-                  f"{getattr(positions, 'dtype', type(positions))} {getattr(positions, 'shape', '')}")
-        if n_rot % 2 or not 0 < n_rot <= head_dim:
-            _fail(f"rope n_rot must be even and in 1..{head_dim}, got {n_rot}")
+        CHECKS.rope(x, positions, n_rot, mode, out, freq_factors)
         if freq_factors is None:
             ff, has_ff = self._no_freq_factors, False
         else:
-            _need_f32("freq_factors", freq_factors)
-            if freq_factors.shape != (n_rot // 2,):
-                _fail(f"rope freq_factors must have shape ({n_rot // 2},), got {freq_factors.shape}")
             ff, has_ff = freq_factors, True
         self._k.rope(x, positions, int(n_rot), np.float32(base), RopeMode(mode) == RopeMode.NEOX,
                      ff, has_ff, np.float32(freq_scale), out)
@@ -375,23 +324,8 @@ class NumbaBackend:
         softcap: float | None = None,
     ) -> None:
         """Causal (optionally windowed, soft-capped) softmax attention with grouped KV heads."""
-        for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
-            _need_f32(name, t)
-            if t.ndim != 3:
-                _fail(f"attention {name} must be 3-D, got shape {t.shape}")
+        CHECKS.attention(q, k_cache, v_cache, n_past, out, window, softcap)
         n, n_head, head_dim = q.shape
-        ctx, n_kv_head, _ = k_cache.shape
-        if k_cache.shape[2] != head_dim:
-            _fail(f"k_cache head_dim {k_cache.shape[2]} != q's {head_dim}")
-        if v_cache.shape[:2] != (ctx, n_kv_head):
-            _fail(f"v_cache shape {v_cache.shape} does not match k_cache {k_cache.shape}")
-        if n_head % n_kv_head:
-            _fail(f"{n_head} query heads do not group over {n_kv_head} kv heads")
-        if n_past < 0 or n_past + n > ctx:
-            _fail(f"n_past {n_past} + n {n} exceeds the cache's {ctx} rows")
-        if window is not None and window < 1:
-            _fail(f"attention window must be >= 1, got {window}")
-        _need_out(out, (n, n_head, v_cache.shape[2]))
         if np.may_share_memory(q, out):
             q = q.copy()
         args = (q, k_cache, v_cache, int(n_past), np.float32(scale), int(window or 0),
@@ -405,50 +339,30 @@ class NumbaBackend:
 
     def swiglu(self, gate: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
         """``out = silu(gate) * up`` with ``silu(g) = g / (1 + exp(-g))``."""
-        self._check_pair(gate, up, out)
+        CHECKS.gated("swiglu", gate, up, out)
         self._k.swiglu(gate.reshape(-1), up.reshape(-1), out.reshape(-1))
 
     def geglu(self, gate: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
         """``out = gelu_tanh(gate) * up`` (ggml's tanh approximation of GELU)."""
-        self._check_pair(gate, up, out)
+        CHECKS.gated("geglu", gate, up, out)
         self._k.geglu(gate.reshape(-1), up.reshape(-1), out.reshape(-1))
 
     def add(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
         """``out = a + b``; `b` has `a`'s shape or is one row ([d] or [1, d]) added to every row."""
-        _need_f32("a", a)
-        _need_f32("b", b)
-        _need_out(out, a.shape)
+        CHECKS.add(a, b, out)
         d = a.shape[-1] if a.ndim else 1
-        if b.shape != a.shape and b.shape not in ((d,), (1, d)):
-            _fail(f"add: b must have shape {a.shape} or be one row of {d}, got {b.shape}")
         self._k.add(a.reshape(-1, d), b.reshape(-1, d), out.reshape(-1, d))
 
     def scale(self, x: np.ndarray, s: float, out: np.ndarray) -> None:
         """``out = x * s``."""
-        _need_f32("x", x)
-        _need_out(out, x.shape)
+        CHECKS.scale(x, out)
         self._k.scale(x.reshape(-1), np.float32(s), out.reshape(-1))
 
     def copy_rows(self, src: np.ndarray, dst: np.ndarray, start: int) -> None:
         """``dst[start:start+len(src)] = src`` (a KV-cache write)."""
-        if not (isinstance(src, np.ndarray) and isinstance(dst, np.ndarray)
-                and src.dtype == dst.dtype and src.ndim >= 1 and src.shape[1:] == dst.shape[1:]):
-            _fail(f"copy_rows: src {getattr(src, 'dtype', '?')} {getattr(src, 'shape', '?')} does "
-                  f"not fit rows of dst {getattr(dst, 'dtype', '?')} {getattr(dst, 'shape', '?')}")
-        if start < 0 or start + len(src) > len(dst):
-            _fail(f"copy_rows: rows {start}..{start + len(src)} do not fit in dst's {len(dst)} rows")
-        if not dst.flags.c_contiguous:
-            _fail("copy_rows: dst must be C-contiguous")
+        CHECKS.copy_rows(src, dst, start)
         if len(src):
             self._k.copy_rows(src.reshape(len(src), -1), dst.reshape(len(dst), -1), int(start))
-
-    @staticmethod
-    def _check_pair(gate: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
-        _need_f32("gate", gate)
-        _need_f32("up", up)
-        if up.shape != gate.shape:
-            _fail(f"up must have gate's shape {gate.shape}, got {up.shape}")
-        _need_out(out, gate.shape)
 
     # ------------------------------------------------------------------ compilation
 

@@ -1,5 +1,8 @@
 """Argument checks and kernel-argument plumbing for pyopencl arrays.
 
+The op checks themselves are `realm.op_checks`; ``CHECKS`` tells them what this backend's
+arrays are. Every kernel takes its buffers as flat, so every array must be C-contiguous.
+
 Kernels take each buffer as (base buffer, element offset) (see ``BUF`` in the prelude), so a
 view of leading rows (``x[:n]``, ``x[r0:r1]``) or a reshape of one is passed without a copy.
 """
@@ -10,25 +13,19 @@ from typing import Any
 
 import numpy as np
 
-from realm.errors import RealmError
+from realm.errors import BackendArgumentError
+from realm.op_checks import OpChecks
 from realm_opencl._cl import cla
+
+# Without pyopencl this module must still import so that `probe` can say so; no op runs then.
+CHECKS = OpChecks(cla.Array if cla is not None else (), "pyopencl array from this backend",
+                  contiguous_inputs=True, contiguous_outputs=True)
 
 
 def check(condition: bool, message: str) -> None:
-    """Raise `RealmError` with `message` unless `condition`."""
+    """Raise `BackendArgumentError` with `message` unless `condition`."""
     if not condition:
-        raise RealmError(message)
-
-
-def check_array(name: str, x: Any, dtype: Any = np.float32,
-                shape: tuple[int, ...] | None = None) -> None:
-    """`x` is a C-contiguous pyopencl array of `dtype` (and `shape`, when given)."""
-    check(isinstance(x, cla.Array),
-          f"{name} must be a pyopencl array from this backend, got {type(x).__name__}")
-    check(x.dtype == dtype, f"{name} must be {np.dtype(dtype)}, got {x.dtype}")
-    if shape is not None:
-        check(tuple(x.shape) == tuple(shape), f"{name} must have shape {tuple(shape)}, got {x.shape}")
-    check(x.flags.c_contiguous, f"{name} must be C-contiguous (shape {x.shape}, strides {x.strides})")
+        raise BackendArgumentError(message)
 
 
 def buf(x: cla.Array) -> tuple[Any, np.int64]:

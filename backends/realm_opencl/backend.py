@@ -1,8 +1,9 @@
 """The OpenCL backend (device ``"opencl"`` / ``"opencl:P:D"``): realm's ops as OpenCL kernels.
 
-Kernel sources live in `realm.kernels` (one C dialect shared with CUDA); this module checks
-arguments, picks kernels and launch sizes, and enqueues. Weights stay in their GGML encoding
-on the device (`upload_quant` copies the raw bytes), so device memory is about the file size.
+Kernel sources live in `realm.kernels` (one C dialect shared with CUDA) and argument checks in
+`realm.op_checks`; this module picks kernels and launch sizes, and enqueues. Weights stay in
+their GGML encoding on the device (`upload_quant` copies the raw bytes), so device memory is
+about the file size.
 Ops are asynchronous on one in-order queue; `download` and `synchronize` wait.
 """
 
@@ -16,11 +17,12 @@ from realm.backend import OPS, Availability, QuantTensor, check_quant_upload, pa
 from realm.errors import BackendUnavailableError
 from realm.gguf.types import GGMLType
 from realm.kernels import FORMATS, quant_program
+from realm.op_checks import check_ids_in_range
 from realm.quants import row_nbytes
 from realm_opencl import devices
 from realm_opencl._cl import cla
 from realm_opencl.activations import ActivationOps
-from realm_opencl.arrays import buf, byte_buf, check, check_array, next_pow2, round_up
+from realm_opencl.arrays import CHECKS, buf, byte_buf, check, next_pow2, round_up
 from realm_opencl.runtime import PRELUDE, runtime_for
 
 # Launch geometry; each must match the #define of the same name in the kernel source.
@@ -113,21 +115,18 @@ class OpenCLBackend(ActivationOps):
               f"(its data is {type(w.data).__name__})")
 
     def _weight(self, w: QuantTensor | cla.Array, op: str) -> tuple[GGMLType, tuple, int, int, int]:
-        """(qtype, buffer args, bytes per row, rows, row length) of a 2-D weight."""
+        """(qtype, buffer args, bytes per row, rows, row length) of a checked 2-D weight."""
         if isinstance(w, QuantTensor):
             self._check_quant(w, op)
-            check(len(w.shape) == 2, f"{op}: tensor {w.name!r} must be 2-D, has shape {w.shape}")
             rows, k = w.shape
             return w.qtype, byte_buf(w.data), row_nbytes(w.qtype, k), rows, k
-        check_array(f"{op} weight", w)
-        check(w.ndim == 2, f"{op}: weight must be 2-D, got shape {w.shape}")
         rows, k = w.shape
         return GGMLType.F32, byte_buf(w), 4 * k, rows, k
 
     def dequantize(self, w: QuantTensor, out: cla.Array) -> None:
         """``out = float32(w)`` for a tensor of any rank, bit-exact with the reference."""
+        CHECKS.dequantize(w, out)
         self._check_quant(w, "dequantize")
-        check_array("out", out, shape=tuple(w.shape))
         k = w.shape[-1]
         rows = int(np.prod(w.shape[:-1], dtype=np.int64))
         if rows * k == 0:
@@ -140,13 +139,9 @@ class OpenCLBackend(ActivationOps):
 
     def matmul(self, x: cla.Array, w: QuantTensor | cla.Array, out: cla.Array) -> None:
         """``out [n, m] = x [n, k] @ w [m, k].T``, straight from w's blocks."""
-        check_array("x", x)
-        check(x.ndim == 2, f"matmul x must be [n, k], got shape {x.shape}")
+        CHECKS.matmul(x, w, out)
         n, k = x.shape
-        qtype, w_args, row_bytes, m, w_k = self._weight(w, "matmul")
-        name = w.name if isinstance(w, QuantTensor) else "w"
-        check(w_k == k, f"matmul weight {name!r} has shape {(m, w_k)}, x has k={k}")
-        check_array("out", out, shape=(n, m))
+        qtype, w_args, row_bytes, m, _ = self._weight(w, "matmul")
         if n * m == 0:
             return
         kernels = self._quant_kernels(qtype)
@@ -162,17 +157,12 @@ class OpenCLBackend(ActivationOps):
 
     def get_rows(self, w: QuantTensor | cla.Array, ids: cla.Array, out: cla.Array) -> None:
         """``out [n, d] = w[ids]``, decoding only the rows asked for."""
-        check_array("ids", ids, dtype=np.int32)
-        check(ids.ndim == 1, f"ids must be 1-D, got shape {ids.shape}")
+        CHECKS.get_rows(w, ids, out)
         qtype, w_args, row_bytes, n_rows, d = self._weight(w, "get_rows")
-        name = w.name if isinstance(w, QuantTensor) else "w"
-        check_array("out", out, shape=(ids.shape[0], d))
         if ids.shape[0] * d == 0:
             return
-        host_ids = ids.get(queue=self.queue)  # a handful of ints: checked, never clamped
-        bad = (host_ids < 0) | (host_ids >= n_rows)
-        check(not bad.any(), f"get_rows from {name!r} ({n_rows} rows): id "
-              f"{int(host_ids[bad][0]) if bad.any() else 0} is out of range")
+        # A handful of ints: checked on the host, never clamped in the kernel.
+        check_ids_in_range(w, n_rows, ids.get(queue=self.queue))
         n_units = -(-d // UNIT)
         kernel = self._quant_kernels(qtype)["get_rows"]
         self.runtime.launch(kernel, (round_up(n_units, UNIT), ids.shape[0]), (UNIT, 1), *w_args,

@@ -1,0 +1,223 @@
+"""Argument checks for the backend ops, written once for every backend.
+
+Every backend refuses the same bad calls with the same `BackendArgumentError` message,
+``"<op>: <argument> must <what was expected>, got <what was found>"``, so a model-layer bug
+reads the same whatever device it runs on, and a backend cannot forget a check.
+
+Design. What differs between backends is small: the class of their arrays (a numpy
+``ndarray``, a pyopencl ``Array``) and whether their kernels need C-contiguous inputs
+and/or outputs (numba's kernels write ``out`` as flat rows; OpenCL kernels take every
+buffer as base + offset; numpy itself copes with any strides). That is data, not
+behaviour, so a backend describes it once::
+
+    CHECKS = OpChecks(np.ndarray, "numpy array", contiguous_outputs=True)
+
+and each op starts with one call, ``CHECKS.matmul(x, w, out)``. Everything else (the
+shapes, the head grouping, the ranges, and the wording) lives here. A per-backend
+callable that checked one array was the alternative; it would have put the messages back
+in each backend. Only what truly is a backend's own stays there: whether a QuantTensor's
+buffer was uploaded by it, and how it finds an out-of-range id (a host mask, or a kernel
+that returns the bad position); `refuse_bad_id` / `check_ids_in_range` word that refusal.
+
+The checks sit on the decode hot path (about 200 op calls per token, at a few microseconds
+per op on the cpu backend), so they are plain attribute reads and comparisons; a message
+is only formatted when a check fails.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+import numpy as np
+
+from realm.backend import QuantTensor, RopeMode
+from realm.errors import BackendArgumentError
+
+F32 = np.dtype(np.float32)
+I32 = np.dtype(np.int32)
+_ROPE_MODES = frozenset(int(m) for m in RopeMode)
+
+
+def refuse(op: str, arg: str, expected: str, found: str) -> NoReturn:
+    """Raise the one message shape every check uses: ``op: arg must expected, got found``."""
+    raise BackendArgumentError(f"{op}: {arg} must {expected}, got {found}")
+
+
+def table_name(w: Any) -> str:
+    """How messages name a weight table: a QuantTensor by its name, an array as 'w'."""
+    return repr(w.name or "w") if isinstance(w, QuantTensor) else "'w'"
+
+
+def _weight_arg(w: Any) -> str:
+    """A weight argument as messages name it: ``w``, or ``w 'its tensor name'``."""
+    return f"w {w.name!r}" if isinstance(w, QuantTensor) and w.name else "w"
+
+
+def refuse_bad_id(w: Any, n_rows: int, bad_id: int, position: int) -> NoReturn:
+    """Raise for ``ids[position] == bad_id``, outside ``w``'s ``n_rows`` rows."""
+    # Both phrasings stay: callers match on "id N at position P" and on "id N is out of range".
+    where = f"{table_name(w)} ({n_rows} rows): id {bad_id}"
+    refuse("get_rows", "ids", f"be in [0, {n_rows})",
+           f"{where} at position {position} ({where} is out of range)")
+
+
+def check_ids_in_range(w: Any, n_rows: int, host_ids: np.ndarray) -> None:
+    """Refuse the first id of a host int32 array outside ``[0, n_rows)``."""
+    bad = np.flatnonzero((host_ids < 0) | (host_ids >= n_rows))
+    if bad.size:
+        refuse_bad_id(w, n_rows, int(host_ids[bad[0]]), int(bad[0]))
+
+
+class OpChecks:
+    """The argument checks of every op in `realm.backend`, for one kind of array.
+
+    ``array_type``: the class a backend's arrays are; ``array_kind``: how a message names
+    it. ``contiguous_inputs`` / ``contiguous_outputs``: refuse strided views that the
+    kernels cannot read / write in place (``dequantize``'s out must always be contiguous:
+    every backend writes it as flat rows).
+    """
+
+    __slots__ = ("array_type", "array_kind", "contiguous_inputs", "contiguous_outputs")
+
+    def __init__(self, array_type: type | tuple[type, ...], array_kind: str, *,
+                 contiguous_inputs: bool = False, contiguous_outputs: bool = False) -> None:
+        self.array_type = array_type
+        self.array_kind = array_kind
+        self.contiguous_inputs = contiguous_inputs
+        self.contiguous_outputs = contiguous_outputs
+
+    # ------------------------------------------------------------------ one array
+
+    def array(self, op: str, arg: str, x: Any, shape: tuple[int, ...] | None = None,
+              dtype: np.dtype | None = F32, contiguous: bool = False) -> None:
+        """``x`` is this backend's array, of ``dtype`` (None: any) and ``shape`` (None: any)."""
+        if not isinstance(x, self.array_type):
+            refuse(op, arg, f"be a {'' if dtype is None else f'{dtype} '}{self.array_kind}",
+                   type(x).__name__)
+        if dtype is not None and x.dtype != dtype:
+            refuse(op, arg, f"be {dtype}", str(x.dtype))
+        if shape is not None and x.shape != shape:
+            refuse(op, arg, f"have shape {shape}", f"shape {x.shape}")
+        if contiguous and not x.flags.c_contiguous:
+            refuse(op, arg, "be C-contiguous (the kernels access it as flat rows)",
+                   f"strides {x.strides} for shape {x.shape}")
+
+    def _input(self, op: str, arg: str, x: Any, shape: tuple[int, ...] | None = None,
+               dtype: np.dtype | None = F32) -> None:
+        self.array(op, arg, x, shape, dtype, self.contiguous_inputs)
+
+    def _output(self, op: str, x: Any, shape: tuple[int, ...]) -> None:
+        self.array(op, "out", x, shape, F32, self.contiguous_outputs)
+
+    def _weight(self, op: str, w: Any) -> tuple[int, ...]:
+        """The shape of a 2-D weight table, quantized or float32."""
+        if not isinstance(w, QuantTensor):
+            self._input(op, "w", w)
+        if len(w.shape) != 2:
+            refuse(op, _weight_arg(w), "be a 2-D table [rows, cols]", f"shape {w.shape}")
+        return w.shape
+
+    # ------------------------------------------------------------------ weights
+
+    def dequantize(self, w: Any, out: Any) -> None:
+        if not isinstance(w, QuantTensor):
+            refuse("dequantize", "w", "be a QuantTensor", type(w).__name__)
+        self.array("dequantize", "out", out, tuple(w.shape), F32, True)
+
+    def matmul(self, x: Any, w: Any, out: Any) -> None:
+        self._input("matmul", "x", x)
+        if x.ndim != 2:
+            refuse("matmul", "x", "be 2-D [n, k]", f"shape {x.shape}")
+        n, k = x.shape
+        shape = self._weight("matmul", w)
+        if shape[1] != k:
+            refuse("matmul", _weight_arg(w), f"be [m, k] with x's k={k}", f"shape {shape}")
+        self._output("matmul", out, (n, shape[0]))
+
+    def get_rows(self, w: Any, ids: Any, out: Any) -> None:
+        """Shapes and dtypes; the ids' range is the backend's to find (see `refuse_bad_id`)."""
+        self._input("get_rows", "ids", ids, dtype=I32)
+        if ids.ndim != 1:
+            refuse("get_rows", "ids", "be 1-D [n]", f"shape {ids.shape}")
+        shape = self._weight("get_rows", w)
+        self._output("get_rows", out, (ids.shape[0], shape[1]))
+
+    # ------------------------------------------------------------------ activations
+
+    def rms_norm(self, x: Any, weight: Any, out: Any) -> None:
+        self._input("rms_norm", "x", x)
+        if x.ndim < 1:
+            refuse("rms_norm", "x", "have at least one axis [..., d]", f"shape {x.shape}")
+        self._input("rms_norm", "weight", weight, (x.shape[-1],))
+        self._output("rms_norm", out, x.shape)
+
+    def rope(self, x: Any, positions: Any, n_rot: int, mode: Any, out: Any,
+             freq_factors: Any = None) -> None:
+        self._input("rope", "x", x)
+        if x.ndim != 3:
+            refuse("rope", "x", "be 3-D [n, heads, head_dim]", f"shape {x.shape}")
+        n, _, head_dim = x.shape
+        self._input("rope", "positions", positions, (n,), I32)
+        if n_rot % 2 or not 0 < n_rot <= head_dim:
+            refuse("rope", "n_rot", f"be even and in 1..{head_dim} (head_dim)", repr(n_rot))
+        if mode not in _ROPE_MODES:
+            refuse("rope", "mode", "be RopeMode.NORMAL (0) or RopeMode.NEOX (2)", repr(mode))
+        if freq_factors is not None:
+            self._input("rope", "freq_factors", freq_factors, (n_rot // 2,))
+        self._output("rope", out, x.shape)
+
+    def attention(self, q: Any, k_cache: Any, v_cache: Any, n_past: int, out: Any,
+                  window: int | None, softcap: float | None) -> None:
+        for arg, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
+            self._input("attention", arg, t)
+            if t.ndim != 3:
+                refuse("attention", arg, "be 3-D [rows, heads, head_dim]", f"shape {t.shape}")
+        n, n_head, head_dim = q.shape
+        ctx, n_kv_head, k_head_dim = k_cache.shape
+        if k_head_dim != head_dim:
+            refuse("attention", "k_cache", f"have q's head_dim {head_dim}", f"shape {k_cache.shape}")
+        if v_cache.shape[:2] != (ctx, n_kv_head):
+            refuse("attention", "v_cache", f"have k_cache's [ctx, n_kv_head] {(ctx, n_kv_head)}",
+                   f"shape {v_cache.shape}")
+        # Query head h reads kv head h // (n_head // n_kv_head): the heads must divide evenly.
+        if n_kv_head < 1 or n_head % n_kv_head:
+            refuse("attention", "q", f"have n_head a multiple of k_cache's n_kv_head {n_kv_head}",
+                   f"n_head {n_head}")
+        if n_past < 0 or n_past + n > ctx:
+            refuse("attention", "n_past", f"be >= 0 with n_past + n <= the cache's {ctx} rows",
+                   f"n_past {n_past} with n {n} ({n_past + n} keys)")
+        if window is not None and window < 1:
+            refuse("attention", "window", "be None or >= 1", repr(window))
+        if softcap is not None and not softcap > 0:
+            refuse("attention", "softcap", "be None or > 0", repr(softcap))
+        self._output("attention", out, (n, n_head, v_cache.shape[2]))
+
+    def gated(self, op: str, gate: Any, up: Any, out: Any) -> None:
+        """swiglu and geglu: ``up`` and ``out`` have ``gate``'s shape."""
+        self._input(op, "gate", gate)
+        self._input(op, "up", up, gate.shape)
+        self._output(op, out, gate.shape)
+
+    def add(self, a: Any, b: Any, out: Any) -> None:
+        self._input("add", "a", a)
+        self._input("add", "b", b)
+        d = a.shape[-1] if a.ndim else 1
+        if b.shape != a.shape and b.shape not in ((d,), (1, d)):
+            refuse("add", "b", f"have a's shape {a.shape} or be one row of {d}", f"shape {b.shape}")
+        self._output("add", out, a.shape)
+
+    def scale(self, x: Any, out: Any) -> None:
+        self._input("scale", "x", x)
+        self._output("scale", out, x.shape)
+
+    def copy_rows(self, src: Any, dst: Any, start: int) -> None:
+        """Rows of any dtype (KV caches need not be float32), as long as src's match dst's."""
+        self._input("copy_rows", "src", src, dtype=None)
+        self.array("copy_rows", "dst", dst, None, None, self.contiguous_outputs)
+        if src.dtype != dst.dtype or src.ndim < 1 or src.shape[1:] != dst.shape[1:] or dst.ndim < 1:
+            refuse("copy_rows", "src", f"be {dst.dtype} rows of shape {dst.shape[1:]} (dst is "
+                   f"{dst.shape})", f"{src.dtype} {src.shape}")
+        end = start + len(src)
+        if start < 0 or end > len(dst):
+            refuse("copy_rows", "start", f"put src's {len(src)} rows inside dst's {len(dst)} rows",
+                   f"start {start} (rows {start}..{end} do not fit)")
