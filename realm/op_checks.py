@@ -55,10 +55,8 @@ def _weight_arg(w: Any) -> str:
 
 def refuse_bad_id(w: Any, n_rows: int, bad_id: int, position: int) -> NoReturn:
     """Raise for ``ids[position] == bad_id``, outside ``w``'s ``n_rows`` rows."""
-    # Both phrasings stay: callers match on "id N at position P" and on "id N is out of range".
-    where = f"{table_name(w)} ({n_rows} rows): id {bad_id}"
     refuse("get_rows", "ids", f"be in [0, {n_rows})",
-           f"{where} at position {position} ({where} is out of range)")
+           f"{table_name(w)} ({n_rows} rows): id {bad_id} at position {position}, out of range")
 
 
 def check_ids_in_range(w: Any, n_rows: int, host_ids: np.ndarray) -> None:

@@ -143,7 +143,7 @@ def test_bad_inputs_raise_clear_errors(be, reference):
     with pytest.raises(RealmError, match="float32 and int32"):
         be.upload(np.zeros(3, np.float64))
     table = be.upload(np.zeros((4, 8), np.float32))
-    with pytest.raises(RealmError, match="id 4 is out of range"):
+    with pytest.raises(RealmError, match="id 4 at position 1, out of range"):
         be.get_rows(table, be.upload(np.array([0, 4], np.int32)), be.empty((2, 8)))
     with pytest.raises(RealmError, match="k=5"):
         be.matmul(be.upload(np.zeros((1, 5), np.float32)), table, be.empty((1, 4)))
