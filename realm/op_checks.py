@@ -219,3 +219,71 @@ class OpChecks:
         if start < 0 or end > len(dst):
             refuse("copy_rows", "start", f"put src's {len(src)} rows inside dst's {len(dst)} rows",
                    f"start {start} (rows {start}..{end} do not fit)")
+
+    # ------------------------------------------------------------------ the paged KV cache
+
+    def set_rows(self, src: Any, dst: Any, rows: Any) -> None:
+        """``dst[rows[i]] = src[i]``: rows of ``dst``'s dtype and trailing shape, int32 row ids."""
+        self._input("set_rows", "src", src, dtype=None)
+        self.array("set_rows", "dst", dst, None, None, self.contiguous_outputs)
+        if src.dtype != dst.dtype or src.ndim < 1 or dst.ndim < 1 or src.shape[1:] != dst.shape[1:]:
+            refuse("set_rows", "src", f"be {dst.dtype} rows of shape {dst.shape[1:]} (dst is "
+                   f"{dst.shape})", f"{src.dtype} {src.shape}")
+        self._input("set_rows", "rows", rows, (src.shape[0],), I32)
+
+    def attention_paged(self, q: Any, k_pool: Any, v_pool: Any, block_table: Any, block_size: int,
+                        seq_ids: Any, positions: Any, out: Any, window: int | None,
+                        softcap: float | None) -> None:
+        """Shapes and dtypes; the index values are checked on the host by `check_paged_indices`."""
+        op = "attention_paged"
+        for arg, t in (("q", q), ("k_pool", k_pool), ("v_pool", v_pool)):
+            self._input(op, arg, t)
+            if t.ndim != 3:
+                refuse(op, arg, "be 3-D [rows, heads, head_dim]", f"shape {t.shape}")
+        n, n_head, head_dim = q.shape
+        n_slots, n_kv_head, k_head_dim = k_pool.shape
+        if k_head_dim != head_dim:
+            refuse(op, "k_pool", f"have q's head_dim {head_dim}", f"shape {k_pool.shape}")
+        if v_pool.shape[:2] != (n_slots, n_kv_head):
+            refuse(op, "v_pool", f"have k_pool's [slots, n_kv_head] {(n_slots, n_kv_head)}",
+                   f"shape {v_pool.shape}")
+        if n_kv_head < 1 or n_head % n_kv_head:
+            refuse(op, "q", f"have n_head a multiple of k_pool's n_kv_head {n_kv_head}", f"n_head {n_head}")
+        if not isinstance(block_size, (int, np.integer)) or block_size < 1 or n_slots % block_size:
+            refuse(op, "block_size", f"be >= 1 and divide k_pool's {n_slots} rows", repr(block_size))
+        self._input(op, "block_table", block_table, dtype=I32)
+        if block_table.ndim != 2:
+            refuse(op, "block_table", "be 2-D [n_seqs, max_blocks]", f"shape {block_table.shape}")
+        self._input(op, "seq_ids", seq_ids, (n,), I32)
+        self._input(op, "positions", positions, (n,), I32)
+        if window is not None and window < 1:
+            refuse(op, "window", "be None or >= 1", repr(window))
+        if softcap is not None and not softcap > 0:
+            refuse(op, "softcap", "be None or > 0", repr(softcap))
+        self._output(op, out, (n, n_head, v_pool.shape[2]))
+
+
+def check_paged_indices(block_table: np.ndarray, block_size: int, n_slots: int,
+                        seq_ids: np.ndarray, positions: np.ndarray) -> None:
+    """Host copies of attention_paged's indices: every key a token reads is a valid slot.
+
+    Token ``i`` reads positions ``0..positions[i]`` of sequence ``seq_ids[i]``, through blocks
+    ``block_table[seq_ids[i], 0..positions[i] // block_size]``; entries past those are unused.
+    """
+    op = "attention_paged"
+    n_seqs, max_blocks = block_table.shape
+    bad = np.flatnonzero((seq_ids < 0) | (seq_ids >= n_seqs))
+    if bad.size:
+        refuse(op, "seq_ids", f"be in [0, {n_seqs}) (block_table's rows)",
+               f"{int(seq_ids[bad[0]])} at token {int(bad[0])}")
+    bad = np.flatnonzero((positions < 0) | (positions >= max_blocks * block_size))
+    if bad.size:
+        refuse(op, "positions", f"be in [0, {max_blocks * block_size}) (max_blocks * block_size)",
+               f"{int(positions[bad[0]])} at token {int(bad[0])}")
+    n_blocks = n_slots // block_size
+    for i in range(len(seq_ids)):
+        used = block_table[seq_ids[i], : positions[i] // block_size + 1]
+        wrong = np.flatnonzero((used < 0) | (used >= n_blocks))
+        if wrong.size:
+            refuse(op, "block_table", f"hold block ids in [0, {n_blocks}) where token {i} reads",
+                   f"{int(used[wrong[0]])} at block_table[{int(seq_ids[i])}, {int(wrong[0])}]")

@@ -27,7 +27,7 @@ from realm.backend import (
 )
 from realm.errors import BackendUnavailableError
 from realm.gguf.types import GGMLType
-from realm.op_checks import OpChecks, check_ids_in_range
+from realm.op_checks import OpChecks, check_ids_in_range, check_paged_indices, refuse
 from realm.quants import SUPPORTED_TYPES, dequantize, row_nbytes
 
 # Quantized weights are decoded this many rows at a time, so a 262144 x 640 embedding
@@ -229,6 +229,56 @@ class NumpyBackend:
         probs = np.exp(scores - scores.max(axis=-1, keepdims=True))
         probs /= probs.sum(axis=-1, keepdims=True)
         out[...] = np.matmul(probs, v).transpose(1, 0, 2)
+
+    def set_rows(self, src: np.ndarray, dst: np.ndarray, rows: np.ndarray) -> None:
+        """``dst[rows[i]] = src[i]`` (a paged KV write: ``rows`` are the tokens' slots)."""
+        CHECKS.set_rows(src, dst, rows)
+        bad = np.flatnonzero((rows < 0) | (rows >= len(dst)))
+        if bad.size:
+            refuse("set_rows", "rows", f"be in [0, {len(dst)}) (dst's rows)",
+                   f"{int(rows[bad[0]])} at position {int(bad[0])}")
+        if len(np.unique(rows)) != len(rows):
+            refuse("set_rows", "rows", "be distinct (two writes to one row have no order)", "a repeat")
+        dst[rows] = src
+
+    def attention_paged(
+        self,
+        q: np.ndarray,
+        k_pool: np.ndarray,
+        v_pool: np.ndarray,
+        block_table: np.ndarray,
+        block_size: int,
+        seq_ids: np.ndarray,
+        positions: np.ndarray,
+        scale: float,
+        out: np.ndarray,
+        window: int | None = None,
+        softcap: float | None = None,
+    ) -> None:
+        """`attention` for tokens of many sequences, each reading its own sequence's blocks.
+
+        Token ``i`` (a query at position ``positions[i]`` of sequence ``seq_ids[i]``) attends to
+        that sequence's positions ``0..positions[i]`` (within ``window``), whose keys and values
+        sit at slot ``block_table[s, p // block_size] * block_size + p % block_size`` of the pools.
+        """
+        CHECKS.attention_paged(q, k_pool, v_pool, block_table, block_size, seq_ids, positions, out,
+                               window, softcap)
+        check_paged_indices(block_table, block_size, len(k_pool), seq_ids, positions)
+        group = q.shape[1] // k_pool.shape[1]
+        for i in range(q.shape[0]):  # one token at a time: obviously right, and batch-invariant
+            p = int(positions[i])
+            key_pos = np.arange(p + 1)
+            if window is not None:
+                key_pos = key_pos[p - key_pos < window]
+            slots = block_table[seq_ids[i], key_pos // block_size] * block_size + key_pos % block_size
+            k = np.repeat(k_pool[slots], group, axis=1)  # [keys, head, hd]
+            v = np.repeat(v_pool[slots], group, axis=1)  # [keys, head, hd_v]
+            scores = np.einsum("hd,khd->hk", q[i], k) * np.float32(scale)
+            if softcap is not None:
+                scores = np.float32(softcap) * np.tanh(scores / np.float32(softcap))
+            probs = np.exp(scores - scores.max(axis=-1, keepdims=True))
+            probs /= probs.sum(axis=-1, keepdims=True)
+            out[i] = np.einsum("hk,khd->hd", probs, v)
 
     def swiglu(self, gate: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
         """``out = silu(gate) * up`` with ``silu(g) = g / (1 + exp(-g))``."""
