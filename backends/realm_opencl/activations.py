@@ -1,4 +1,5 @@
-"""The activation ops of `OpenCLBackend`: norms, RoPE, attention, gated units, add, scale, copies.
+"""The activation ops of `OpenCLBackend`: norms, RoPE, attention (dense and paged), gated units,
+add, scale, copies and the paged KV write.
 
 Kept apart from weights and memory handling (backend.py) so each file has one subject; the
 methods use the backend's ``runtime`` and ``queue``.
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from realm.backend import RopeMode
+from realm.op_checks import check_paged_indices, refuse
 from realm_opencl._cl import cl, cla
 from realm_opencl.arrays import CHECKS, buf, check, next_pow2, round_up
 from realm_opencl.runtime import PRELUDE
@@ -83,18 +85,50 @@ class ActivationOps:
         head_dim_v = v_cache.shape[2]
         if n * n_head == 0:
             return
-        hd_max = max(next_pow2(max(head_dim, head_dim_v)), ATT_WG)
+        kernel = self._attention_kernels(max(head_dim, head_dim_v))["attention"]
+        self.runtime.launch(
+            kernel, (n_head * ATT_WG, n), (ATT_WG, 1), *buf(q), *buf(k_cache), *buf(v_cache),
+            *buf(out), np.int32(n_head), np.int32(n_kv_head), np.int32(head_dim),
+            np.int32(head_dim_v), np.int32(n_past), np.float32(scale), np.int32(window or 0),
+            np.float32(softcap or 0.0))
+
+    def _attention_kernels(self, head_dim: int) -> dict[str, Any]:
+        """The attention program (dense and paged kernels) for head dims up to `head_dim`."""
+        hd_max = max(next_pow2(head_dim), ATT_WG)
 
         def source() -> str:
             from realm.kernels import attention_program
 
             return attention_program(PRELUDE, hd_max)
 
-        kernel = self.runtime.kernels(f"attention:{hd_max}", source)["attention"]
+        return self.runtime.kernels(f"attention:{hd_max}", source)
+
+    def attention_paged(self, q: cla.Array, k_pool: cla.Array, v_pool: cla.Array,
+                        block_table: cla.Array, block_size: int, seq_ids: cla.Array,
+                        positions: cla.Array, scale: float, out: cla.Array,
+                        window: int | None = None, softcap: float | None = None) -> None:
+        """`attention` for tokens of many sequences, each reading its own blocks of the pools.
+
+        Token ``i`` attends to positions ``0..positions[i]`` (within `window`) of sequence
+        ``seq_ids[i]``, at slot ``block_table[s, p // block_size] * block_size + p % block_size``.
+        One work-group per (head, token), so a token's bits do not depend on the batch.
+        """
+        CHECKS.attention_paged(q, k_pool, v_pool, block_table, block_size, seq_ids, positions,
+                               out, window, softcap)
+        # The indices are a few ints: checked on host copies, never clamped in the kernel.
+        check_paged_indices(block_table.get(queue=self.queue), block_size, k_pool.shape[0],
+                            seq_ids.get(queue=self.queue), positions.get(queue=self.queue))
+        n, n_head, head_dim = q.shape
+        n_kv_head = k_pool.shape[1]
+        head_dim_v = v_pool.shape[2]
+        if n * n_head == 0:
+            return
+        kernel = self._attention_kernels(max(head_dim, head_dim_v))["attention_paged"]
         self.runtime.launch(
-            kernel, (n_head * ATT_WG, n), (ATT_WG, 1), *buf(q), *buf(k_cache), *buf(v_cache),
-            *buf(out), np.int32(n_head), np.int32(n_kv_head), np.int32(head_dim),
-            np.int32(head_dim_v), np.int32(n_past), np.float32(scale), np.int32(window or 0),
+            kernel, (n_head * ATT_WG, n), (ATT_WG, 1), *buf(q), *buf(k_pool), *buf(v_pool),
+            *buf(block_table), *buf(seq_ids), *buf(positions), *buf(out), np.int32(n_head),
+            np.int32(n_kv_head), np.int32(head_dim), np.int32(head_dim_v), np.int32(block_size),
+            np.int32(block_table.shape[1]), np.float32(scale), np.int32(window or 0),
             np.float32(softcap or 0.0))
 
     def _gated(self, op: str, gate: cla.Array, up: cla.Array, out: cla.Array) -> None:
@@ -134,3 +168,24 @@ class ActivationOps:
                   "copy_rows: src and dst overlap in device memory")
         cl.enqueue_copy(self.queue, dst.base_data, src.base_data, byte_count=src.nbytes,
                         src_offset=src.offset, dst_offset=dst_offset)
+
+    def set_rows(self, src: cla.Array, dst: cla.Array, rows: cla.Array) -> None:
+        """``dst[rows[i]] = src[i]`` (a paged KV write: ``rows`` are the tokens' slots)."""
+        CHECKS.set_rows(src, dst, rows)
+        host_rows = rows.get(queue=self.queue)
+        bad = np.flatnonzero((host_rows < 0) | (host_rows >= len(dst)))
+        if bad.size:
+            refuse("set_rows", "rows", f"be in [0, {len(dst)}) (dst's rows)",
+                   f"{int(host_rows[bad[0]])} at position {int(bad[0])}")
+        if len(np.unique(host_rows)) != len(host_rows):
+            refuse("set_rows", "rows", "be distinct (two writes to one row have no order)",
+                   "a repeat")
+        width = src.size // len(src) if len(src) else 0
+        if width == 0:
+            return
+        if src.base_data == dst.base_data:
+            check(src.offset + src.nbytes <= dst.offset or dst.offset + dst.nbytes <= src.offset,
+                  "set_rows: src and dst overlap in device memory")
+        self.runtime.launch(self._rows_kernels()["set_rows"],
+                            (round_up(width, ELEMENTWISE_WG), len(src)), (ELEMENTWISE_WG, 1),
+                            *buf(src), *buf(rows), *buf(dst), np.int32(width))

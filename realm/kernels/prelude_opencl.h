@@ -17,6 +17,9 @@
 #define KERNEL __kernel
 #define GLOBAL __global
 #define LOCAL __local
+/* The address space of a pointer to LOCAL scratch, as a helper function's parameter (CUDA:
+ * empty; LOCAL itself would be __shared__ there, which only declares). */
+#define LOCAL_PTR __local
 #define CONSTANT __constant
 #define INLINE static inline
 #define BARRIER() barrier(CLK_LOCAL_MEM_FENCE)

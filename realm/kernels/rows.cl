@@ -1,5 +1,5 @@
-/* Row-wise ops: RMS norm and rotary position embedding. Both may run in place (out == x):
- * every work-item reads the elements it writes before writing them. */
+/* Row-wise ops: RMS norm and rotary position embedding, which may run in place (out == x):
+ * every work-item reads the elements it writes before writing them; and the paged KV write. */
 
 #define NORM_WG 64
 
@@ -55,4 +55,15 @@ KERNEL void rope(BUF(const float, x), BUF(const int, pos), BUF(const float, inv_
         const int e = n_rot + (i - n_pairs);
         if (e < head_dim) out[row + e] = x[row + e];
     }
+}
+
+/* dst[rows[i]] = src[i] (the paged KV write) for rows of `width` 32-bit words, float32 or
+ * int32 alike. Global size (width rounded up, n). The host has checked that the row ids are in
+ * range and distinct, so no two work-items write one element. */
+KERNEL void set_rows(BUF(const uint, src), BUF(const int, rows), BUF(uint, dst), const int width) {
+    BIND(const uint, src);
+    BIND(const int, rows);
+    BIND(uint, dst);
+    const int e = GID(0), i = GID(1);
+    if (e < width) dst[(long)rows[i] * width + e] = src[(long)i * width + e];
 }
