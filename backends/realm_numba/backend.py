@@ -31,10 +31,13 @@ from realm.backend import (
 )
 from realm.errors import BackendArgumentError, BackendUnavailableError, InvalidParameterError
 from realm.gguf.types import GGMLType, type_traits
-from realm.op_checks import OpChecks, refuse_bad_id
+from realm.op_checks import OpChecks, check_paged_indices, refuse, refuse_bad_id
 from realm_numba.threads import affinity_cpus, default_threads, shared_adaptive
 
 _QUANT_OPS = frozenset({"dequantize", "matmul", "get_rows"})
+
+# The paged KV ops, supported here whether or not `realm.backend.OPS` lists them yet.
+_PAGED_OPS = frozenset({"set_rows", "attention_paged"})
 
 # From this many tokens on, a matmul decodes each weight row once into a tile and runs
 # the register-blocked GEMM; below it, the fused per-block kernels read the blocks directly.
@@ -227,7 +230,7 @@ class NumbaBackend:
 
     def supports(self, op: str, qtype: GGMLType | None = None) -> bool:
         """Every op; quantized weights of every type the reference can decode."""
-        if op not in OPS:
+        if op not in OPS and op not in _PAGED_OPS:
             return False
         if qtype is None:
             return True
@@ -336,6 +339,60 @@ class NumbaBackend:
             self._k.attention_serial(*args)
         else:
             self._k.attention_parallel(*args, threads)
+
+    def attention_paged(
+        self,
+        q: np.ndarray,
+        k_pool: np.ndarray,
+        v_pool: np.ndarray,
+        block_table: np.ndarray,
+        block_size: int,
+        seq_ids: np.ndarray,
+        positions: np.ndarray,
+        scale: float,
+        out: np.ndarray,
+        window: int | None = None,
+        softcap: float | None = None,
+    ) -> None:
+        """`attention` for tokens of many sequences, each reading its own sequence's blocks.
+
+        Token ``i`` attends to positions ``0..positions[i]`` of sequence ``seq_ids[i]``, whose
+        keys and values sit at slot ``block_table[s, p // block_size] * block_size +
+        p % block_size`` of the pools. Batch-invariant: a token's output bits do not depend
+        on the other tokens of the call (one thread computes each (token, head) in a fixed
+        order, with the same kernel for any batch size).
+        """
+        CHECKS.attention_paged(q, k_pool, v_pool, block_table, block_size, seq_ids, positions, out,
+                               window, softcap)
+        check_paged_indices(block_table, block_size, len(k_pool), seq_ids, positions)
+        n, n_head, head_dim = q.shape
+        if n == 0:
+            return
+        if np.may_share_memory(q, out):
+            q = q.copy()
+        n_keys = int(positions.max()) + 1  # the longest scores row any task needs
+        macs = n * n_head * n_keys * head_dim
+        threads = 1 if macs < ATTENTION_PARALLEL_MIN_MACS else self._threads()
+        self._k.attention_paged(q, k_pool, v_pool, block_table, int(block_size), seq_ids,
+                                positions, np.float32(scale), int(window or 0),
+                                np.float32(softcap or 0.0), out, n_keys, min(threads, n * n_head))
+
+    def set_rows(self, src: np.ndarray, dst: np.ndarray, rows: np.ndarray) -> None:
+        """``dst[rows[i]] = src[i]`` (a paged KV write: ``rows`` are the tokens' slots)."""
+        CHECKS.set_rows(src, dst, rows)
+        if len(src) == 0:
+            return
+        # Rows are copied as bytes: one compiled kernel serves every dtype.
+        flat_dst = dst.reshape(len(dst), -1).view(np.uint8)
+        flat_src = np.ascontiguousarray(src).reshape(len(src), -1).view(np.uint8)
+        if np.may_share_memory(flat_src, flat_dst):
+            flat_src = flat_src.copy()
+        bad = self._k.set_rows(flat_src, flat_dst, rows)
+        if bad >= 0:
+            refuse("set_rows", "rows", f"be in [0, {len(dst)}) (dst's rows)",
+                   f"{int(rows[bad])} at position {int(bad)}")
+        if bad == -2:
+            refuse("set_rows", "rows", "be distinct (two writes to one row have no order)", "a repeat")
 
     def swiglu(self, gate: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
         """``out = silu(gate) * up`` with ``silu(g) = g / (1 + exp(-g))``."""

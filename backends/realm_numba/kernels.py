@@ -18,7 +18,12 @@ _PACKAGE = pathlib.Path(__file__).parent
 ensure_cache_location(_PACKAGE)  # before numba's decorators look for a cache directory
 
 from realm_numba import matvec as mv  # noqa: E402
-from realm_numba.attention import attention_parallel, attention_serial  # noqa: E402
+from realm_numba.attention import (  # noqa: E402
+    attention_paged,
+    attention_parallel,
+    attention_serial,
+    set_rows,
+)
 from realm_numba.elementwise import add, copy_rows, geglu, rms_norm, rope, scale, swiglu  # noqa: E402
 from realm_numba.gemm import gemm_f32, gemm_quant  # noqa: E402
 from realm_numba.matvec import matvec_f32  # noqa: E402
@@ -45,7 +50,8 @@ FAST_MATVEC = {
 }
 
 __all__ = [
-    "DECODABLE", "FAST_MATVEC", "add", "attention_parallel", "attention_serial", "copy_rows",
+    "DECODABLE", "FAST_MATVEC", "add", "attention_paged", "attention_parallel", "attention_serial",
+    "copy_rows",
     "dequantize_rows", "geglu", "gemm_f32", "gemm_quant", "get_rows", "matvec_f32",
-    "matvec_generic", "rms_norm", "rope", "scale", "swiglu", "take_rows",
+    "matvec_generic", "rms_norm", "rope", "scale", "set_rows", "swiglu", "take_rows",
 ]
