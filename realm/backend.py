@@ -33,6 +33,16 @@ Op semantics (the numpy reference backend is the executable definition):
 - ``add(a, b, out)``: ``a + b``; ``b`` has ``a``'s shape or is one row broadcast over ``a``'s rows.
 - ``scale(x, s, out)``: ``x * s`` for a Python float ``s``.
 - ``copy_rows(src, dst, start)``: ``dst[start:start+len(src)] = src`` (KV cache writes).
+- ``set_rows(src, dst, rows)``: ``dst[rows[i]] = src[i]`` for int32 ``rows [n]``, distinct and
+  inside ``dst`` (paged KV writes: ``rows`` are the tokens' slots in the pool).
+- ``attention_paged(q, k_pool, v_pool, block_table, block_size, seq_ids, positions, scale, out,
+  window=None, softcap=None)``: ``attention`` for tokens of many sequences in one call. Token
+  ``i`` is the query at position ``positions[i]`` of sequence ``seq_ids[i]``; it attends to that
+  sequence's positions ``0..positions[i]`` (within ``window``), whose keys/values sit at slot
+  ``block_table[s, p // block_size] * block_size + p % block_size`` of ``k_pool``/``v_pool``
+  ``[n_slots, n_kv_head, hd]``. ``block_table`` is int32 ``[n_seqs, max_blocks]``; entries a
+  token does not read are ignored. A token's result must not depend on the other tokens of
+  the call (batch invariance: a request's output does not depend on what else runs).
 - ``dequantize(w, out)``: the whole tensor as float32 (tests and tools, not the hot path).
 
 Row-wise ops (rms_norm, rope, add, scale, swiglu, geglu) accept an ``out`` that is one of
@@ -166,6 +176,21 @@ class Backend(Protocol):
     def add(self, a: DeviceArray, b: DeviceArray, out: DeviceArray) -> None: ...
     def scale(self, x: DeviceArray, s: float, out: DeviceArray) -> None: ...
     def copy_rows(self, src: DeviceArray, dst: DeviceArray, start: int) -> None: ...
+    def set_rows(self, src: DeviceArray, dst: DeviceArray, rows: DeviceArray) -> None: ...
+    def attention_paged(
+        self,
+        q: DeviceArray,
+        k_pool: DeviceArray,
+        v_pool: DeviceArray,
+        block_table: DeviceArray,
+        block_size: int,
+        seq_ids: DeviceArray,
+        positions: DeviceArray,
+        scale: float,
+        out: DeviceArray,
+        window: int | None = None,
+        softcap: float | None = None,
+    ) -> None: ...
     def synchronize(self) -> None: ...
 
     # Optional, found with getattr (ggml marks its optional members the same way):
@@ -186,6 +211,8 @@ OPS = (
     "add",
     "scale",
     "copy_rows",
+    "set_rows",
+    "attention_paged",
 )
 
 

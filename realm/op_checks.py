@@ -263,12 +263,31 @@ class OpChecks:
         self._output(op, out, (n, n_head, v_pool.shape[2]))
 
 
+def refuse_bad_row(n_dst_rows: int, row: int, position: int) -> NoReturn:
+    """Raise for ``rows[position] == row`` outside ``dst``'s ``n_dst_rows`` rows (set_rows)."""
+    refuse("set_rows", "rows", f"be in [0, {n_dst_rows}) (dst's rows)", f"{row} at position {position}")
+
+
+def refuse_repeated_rows() -> NoReturn:
+    refuse("set_rows", "rows", "be distinct (two writes to one row have no order)", "a repeat")
+
+
+def check_rows(n_dst_rows: int, host_rows: np.ndarray) -> None:
+    """A host copy of set_rows' row ids: each inside ``dst`` and none twice."""
+    bad = np.flatnonzero((host_rows < 0) | (host_rows >= n_dst_rows))
+    if bad.size:
+        refuse_bad_row(n_dst_rows, int(host_rows[bad[0]]), int(bad[0]))
+    if len(np.unique(host_rows)) != len(host_rows):
+        refuse_repeated_rows()
+
+
 def check_paged_indices(block_table: np.ndarray, block_size: int, n_slots: int,
                         seq_ids: np.ndarray, positions: np.ndarray) -> None:
     """Host copies of attention_paged's indices: every key a token reads is a valid slot.
 
     Token ``i`` reads positions ``0..positions[i]`` of sequence ``seq_ids[i]``, through blocks
     ``block_table[seq_ids[i], 0..positions[i] // block_size]``; entries past those are unused.
+    Vectorized: it runs on every engine step.
     """
     op = "attention_paged"
     n_seqs, max_blocks = block_table.shape
@@ -281,9 +300,10 @@ def check_paged_indices(block_table: np.ndarray, block_size: int, n_slots: int,
         refuse(op, "positions", f"be in [0, {max_blocks * block_size}) (max_blocks * block_size)",
                f"{int(positions[bad[0]])} at token {int(bad[0])}")
     n_blocks = n_slots // block_size
-    for i in range(len(seq_ids)):
-        used = block_table[seq_ids[i], : positions[i] // block_size + 1]
-        wrong = np.flatnonzero((used < 0) | (used >= n_blocks))
-        if wrong.size:
-            refuse(op, "block_table", f"hold block ids in [0, {n_blocks}) where token {i} reads",
-                   f"{int(used[wrong[0]])} at block_table[{int(seq_ids[i])}, {int(wrong[0])}]")
+    read = np.arange(max_blocks)[None, :] <= (positions // block_size)[:, None]  # [n, max_blocks]
+    blocks = block_table[seq_ids]
+    wrong = np.argwhere(read & ((blocks < 0) | (blocks >= n_blocks)))
+    if wrong.size:
+        i, j = (int(v) for v in wrong[0])
+        refuse(op, "block_table", f"hold block ids in [0, {n_blocks}) where token {i} reads",
+               f"{int(blocks[i, j])} at block_table[{int(seq_ids[i])}, {j}]")

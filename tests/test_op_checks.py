@@ -66,6 +66,12 @@ def _attention(q=(2, 4, 8), k=(6, 2, 8), v=(6, 2, 8), n_past=0, out=(2, 4, 8)):
     return lambda be: (f32(be, *q), f32(be, *k), f32(be, *v), n_past, 0.35, f32(be, *out))
 
 
+def _paged(q=(1, 4, 8), pool=(8, 2, 8), table=((0, 1),), block_size=4, seq=(0,), pos=(5,),
+           out=(1, 4, 8)):
+    return lambda be: (f32(be, *q), f32(be, *pool), f32(be, *pool), i32(be, table), block_size,
+                       i32(be, seq), i32(be, pos), 0.35, f32(be, *out))
+
+
 CASES = [
     # matmul: x [n, k], w [m, k] (quantized or float32), out [n, m]
     Case("x-1d", "matmul", "x", lambda be: (f32(be, 32), q8(be, 4, 32), f32(be, 1, 4)),
@@ -169,6 +175,22 @@ CASES = [
          r"rows 5\.\.7 do not fit"),
     Case("start-negative", "copy_rows", "start", lambda be: (f32(be, 2, 2), f32(be, 6, 2), -1),
          "start -1"),
+    # set_rows: src rows of dst's dtype and trailing shape, one int32 row id per src row
+    Case("dtype", "set_rows", "src",
+         lambda be: (i32(be, np.zeros((1, 2))), f32(be, 6, 2), i32(be, [0])),
+         r"float32 rows of shape \(2,\).*got int32 \(1, 2\)"),
+    Case("rows-count", "set_rows", "rows", lambda be: (f32(be, 2, 2), f32(be, 6, 2), i32(be, [0])),
+         r"have shape \(2,\)"),
+    Case("rows-range", "set_rows", "rows",
+         lambda be: (f32(be, 2, 2), f32(be, 6, 2), i32(be, [0, 6])), r"be in \[0, 6\)"),
+    # attention_paged: q [n, heads, hd], pools [slots, kv_heads, hd], int32 table / ids / positions
+    Case("heads", "attention_paged", "q", _paged(q=(1, 3, 8), out=(1, 3, 8)),
+         "multiple of k_pool's n_kv_head 2"),
+    Case("block-size", "attention_paged", "block_size", _paged(block_size=3),
+         "divide k_pool's 8 rows"),
+    Case("seq-ids", "attention_paged", "seq_ids", _paged(seq=[1]), r"be in \[0, 1\)"),
+    Case("positions", "attention_paged", "positions", _paged(pos=[8]), r"be in \[0, 8\)"),
+    Case("block-id", "attention_paged", "block_table", _paged(table=[[0, 2]]), r"in \[0, 2\)"),
     # dequantize
     Case("out-shape", "dequantize", "out", lambda be: (q8(be, 4, 32), f32(be, 4, 31)),
          r"have shape \(4, 32\)"),

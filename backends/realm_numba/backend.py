@@ -31,13 +31,18 @@ from realm.backend import (
 )
 from realm.errors import BackendArgumentError, BackendUnavailableError, InvalidParameterError
 from realm.gguf.types import GGMLType, type_traits
-from realm.op_checks import OpChecks, check_paged_indices, refuse, refuse_bad_id
+from realm.op_checks import (
+    OpChecks,
+    check_paged_indices,
+    refuse_bad_id,
+    refuse_bad_row,
+    refuse_repeated_rows,
+)
 from realm_numba.threads import affinity_cpus, default_threads, shared_adaptive
 
 _QUANT_OPS = frozenset({"dequantize", "matmul", "get_rows"})
 
 # The paged KV ops, supported here whether or not `realm.backend.OPS` lists them yet.
-_PAGED_OPS = frozenset({"set_rows", "attention_paged"})
 
 # From this many tokens on, a matmul decodes each weight row once into a tile and runs
 # the register-blocked GEMM; below it, the fused per-block kernels read the blocks directly.
@@ -230,7 +235,7 @@ class NumbaBackend:
 
     def supports(self, op: str, qtype: GGMLType | None = None) -> bool:
         """Every op; quantized weights of every type the reference can decode."""
-        if op not in OPS and op not in _PAGED_OPS:
+        if op not in OPS:
             return False
         if qtype is None:
             return True
@@ -389,10 +394,9 @@ class NumbaBackend:
             flat_src = flat_src.copy()
         bad = self._k.set_rows(flat_src, flat_dst, rows)
         if bad >= 0:
-            refuse("set_rows", "rows", f"be in [0, {len(dst)}) (dst's rows)",
-                   f"{int(rows[bad])} at position {int(bad)}")
+            refuse_bad_row(len(dst), int(rows[bad]), int(bad))
         if bad == -2:
-            refuse("set_rows", "rows", "be distinct (two writes to one row have no order)", "a repeat")
+            refuse_repeated_rows()
 
     def swiglu(self, gate: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
         """``out = silu(gate) * up`` with ``silu(g) = g / (1 + exp(-g))``."""

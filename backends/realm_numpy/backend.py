@@ -27,7 +27,7 @@ from realm.backend import (
 )
 from realm.errors import BackendUnavailableError
 from realm.gguf.types import GGMLType
-from realm.op_checks import OpChecks, check_ids_in_range, check_paged_indices, refuse
+from realm.op_checks import OpChecks, check_ids_in_range, check_paged_indices, check_rows
 from realm.quants import SUPPORTED_TYPES, dequantize, row_nbytes
 
 # Quantized weights are decoded this many rows at a time, so a 262144 x 640 embedding
@@ -233,12 +233,7 @@ class NumpyBackend:
     def set_rows(self, src: np.ndarray, dst: np.ndarray, rows: np.ndarray) -> None:
         """``dst[rows[i]] = src[i]`` (a paged KV write: ``rows`` are the tokens' slots)."""
         CHECKS.set_rows(src, dst, rows)
-        bad = np.flatnonzero((rows < 0) | (rows >= len(dst)))
-        if bad.size:
-            refuse("set_rows", "rows", f"be in [0, {len(dst)}) (dst's rows)",
-                   f"{int(rows[bad[0]])} at position {int(bad[0])}")
-        if len(np.unique(rows)) != len(rows):
-            refuse("set_rows", "rows", "be distinct (two writes to one row have no order)", "a repeat")
+        check_rows(len(dst), rows)
         dst[rows] = src
 
     def attention_paged(

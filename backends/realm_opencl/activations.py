@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from realm.backend import RopeMode
-from realm.op_checks import check_paged_indices, refuse
+from realm.op_checks import check_paged_indices, check_rows
 from realm_opencl._cl import cl, cla
 from realm_opencl.arrays import CHECKS, buf, check, next_pow2, round_up
 from realm_opencl.runtime import PRELUDE
@@ -173,13 +173,7 @@ class ActivationOps:
         """``dst[rows[i]] = src[i]`` (a paged KV write: ``rows`` are the tokens' slots)."""
         CHECKS.set_rows(src, dst, rows)
         host_rows = rows.get(queue=self.queue)
-        bad = np.flatnonzero((host_rows < 0) | (host_rows >= len(dst)))
-        if bad.size:
-            refuse("set_rows", "rows", f"be in [0, {len(dst)}) (dst's rows)",
-                   f"{int(host_rows[bad[0]])} at position {int(bad[0])}")
-        if len(np.unique(host_rows)) != len(host_rows):
-            refuse("set_rows", "rows", "be distinct (two writes to one row have no order)",
-                   "a repeat")
+        check_rows(len(dst), host_rows)
         width = src.size // len(src) if len(src) else 0
         if width == 0:
             return

@@ -31,9 +31,6 @@ MV_WG, MV_NX = 64, 4  # matvec.cl: work-group size, x rows per pass
 MM_TILE, MM_SIDE = 64, 8  # matmul_tiled.cl: output tile side, work-items per side
 
 _QUANT_OPS = frozenset({"dequantize", "matmul", "get_rows"})
-# Every op of the contract. The paged KV ops are named here too until `realm.backend.OPS`
-# lists them (then the union changes nothing).
-_OPS = frozenset(OPS) | {"set_rows", "attention_paged"}
 _DEVICE_DTYPES = (np.dtype(np.float32), np.dtype(np.int32))
 
 
@@ -96,7 +93,7 @@ class OpenCLBackend(ActivationOps):
 
     def supports(self, op: str, qtype: GGMLType | None = None) -> bool:
         """Every op; quantized weights of every type `realm.kernels.FORMATS` decodes."""
-        if op not in _OPS:
+        if op not in OPS:
             return False
         if qtype is None:
             return True

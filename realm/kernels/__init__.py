@@ -54,11 +54,11 @@ def quant_program(qtype: GGMLType, prelude: str) -> str:
 
 
 def rows_program(prelude: str) -> str:
-    """Source of rms_norm, rope, swiglu, geglu, add and scale."""
+    """Source of rms_norm, rope, swiglu, geglu, add, scale and set_rows."""
     return _program(prelude, "", [_with_line("rows.cl"), _with_line("elementwise.cl")])
 
 
 def attention_program(prelude: str, head_dim_max: int) -> str:
-    """Source of the attention kernel for head dims up to `head_dim_max` (a power of two)."""
+    """Source of the dense and paged attention kernels for head dims up to `head_dim_max` (a power of two)."""
     return _program(prelude, f"#define ATT_HD_MAX {int(head_dim_max)}\n",
                     [_with_line("attention.cl")])
