@@ -11,6 +11,7 @@ import reprlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from realm.arguments import check_int, is_number
 from realm.chat_limits import MAX_OUTPUT_CHARS, TIME_LIMIT_S, TIME_PER_MESSAGE_S, Render, rendering
 from realm.chat_sandbox import compiled, join_bounded
 from realm.errors import ChatTemplateError, InvalidParameterError
@@ -64,10 +65,9 @@ def _check_template(template: Any, source: str) -> str:
 
 
 def _check_limits(time_limit: Any, max_output_chars: Any) -> None:
-    if isinstance(time_limit, bool) or not isinstance(time_limit, (int, float)) or not time_limit > 0:
+    if not is_number(time_limit) or not time_limit > 0:
         raise InvalidParameterError(f"time_limit must be a number of seconds > 0, got {time_limit!r}")
-    if isinstance(max_output_chars, bool) or not isinstance(max_output_chars, int) or max_output_chars < 1:
-        raise InvalidParameterError(f"max_output_chars must be an integer >= 1, got {max_output_chars!r}")
+    check_int("max_output_chars", max_output_chars, minimum=1)
 
 
 def render_chat(

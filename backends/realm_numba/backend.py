@@ -9,7 +9,6 @@ kernel for a weight is chosen once, when it is uploaded.
 from __future__ import annotations
 
 import importlib.util
-import numbers
 import os
 import platform
 import threading
@@ -20,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from realm.arguments import check_int
 from realm.backend import (
     OPS,
     Availability,
@@ -29,7 +29,7 @@ from realm.backend import (
     check_quant_upload,
     parse_device,
 )
-from realm.errors import BackendArgumentError, BackendUnavailableError, InvalidParameterError
+from realm.errors import BackendArgumentError, BackendUnavailableError
 from realm.gguf.types import GGMLType, type_traits
 from realm.op_checks import (
     OpChecks,
@@ -92,20 +92,6 @@ def _bound_openmp_spinning() -> None:
         os.environ["GOMP_SPINCOUNT"] = "100000"
 
 
-def _check_thread_count(n_threads: Any, pool: int) -> int:
-    # bool is an int subclass, and True threads is a mistake rather than a request for 1.
-    if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
-        raise InvalidParameterError(
-            f"n_threads must be a whole number of threads or None, got {n_threads!r} "
-            f"({type(n_threads).__name__})")
-    n = int(n_threads)
-    if not 1 <= n <= pool:
-        raise InvalidParameterError(
-            f"n_threads must be between 1 and {pool} (numba's thread pool, NUMBA_NUM_THREADS), "
-            f"got {n}")
-    return n
-
-
 @dataclass
 class CpuQuantTensor(QuantTensor):
     """A `QuantTensor` plus what the CPU kernels need, worked out once at upload.
@@ -163,7 +149,8 @@ class NumbaBackend:
             # one monitor per process, read before each parallel kernel.
             self._adaptive = shared_adaptive(self.n_threads) if self.n_threads > 1 else None
         else:
-            self.n_threads = _check_thread_count(n_threads, pool)
+            self.n_threads = check_int("n_threads", n_threads, minimum=1, maximum=pool,
+                                       hint=" (numba's thread pool is NUMBA_NUM_THREADS)")
             self._adaptive = None
         self.device = "cpu"
         self._numba = numba

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from realm.arguments import is_int, is_number
 from realm.errors import GGUFFormatError, UnsupportedModelError
 
 
@@ -177,7 +178,7 @@ class _ArchKeys:
     def int(self, name: str, default: Any = _MISSING, *, maximum: int, even: bool = False) -> int:
         """An integer in ``1..maximum`` (and even, when asked)."""
         value = self._get(name, default)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if not is_int(value):
             raise self.error(name, value, f"an integer in 1..{maximum}")
         if not 1 <= value <= maximum or (even and value % 2):
             raise self.error(name, value, f"an {'even ' if even else ''}integer in 1..{maximum}")
@@ -187,7 +188,7 @@ class _ArchKeys:
         """A finite number > 0 (and at most ``maximum``)."""
         value = self._get(name, default)
         expected = "a finite number > 0" + (f" and <= {maximum}" if maximum < math.inf else "")
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        if not is_number(value):  # NaN included: refused with the same message below
             raise self.error(name, value, expected)
         value = float(value)
         if not (math.isfinite(value) and 0 < value <= maximum):
