@@ -1,4 +1,4 @@
-"""Sampling, stop sequences and streaming: the loop around one-token decode steps.
+"""Sampling, stop sequences and streaming text: what the engine does with each step's logits.
 
 The sampler chain follows llama.cpp's default order: repetition penalty, top-k, top-p,
 min-p, temperature, then a draw. Temperature 0 is greedy (argmax after the penalty).
@@ -7,7 +7,7 @@ min-p, temperature, then a draw. Temperature 0 is greedy (argmax after the penal
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +15,7 @@ import numpy as np
 from realm.arguments import is_int, is_number
 from realm.errors import InvalidParameterError, NumericalError
 
-__all__ = ["Completion", "InvalidParameterError", "Sampler", "SamplingParams", "TextAssembler", "decode_loop"]
+__all__ = ["Completion", "InvalidParameterError", "Sampler", "SamplingParams", "TextAssembler"]
 
 
 @dataclass(frozen=True)
@@ -169,27 +169,3 @@ def _overlap(text: str, stop: str) -> int:
         if text.endswith(stop[:n]):
             return n
     return 0
-
-
-def decode_loop(
-    step: Callable[[int], np.ndarray],
-    first_logits: np.ndarray,
-    sampler: Sampler,
-    history: list[int],
-    max_tokens: int,
-    end_ids: set[int],
-) -> Iterator[tuple[int, bool]]:
-    """Yield ``(token, is_end)`` pairs: sample, then feed each token back through ``step``.
-
-    An end-of-generation token is yielded with ``is_end=True`` and not fed back.
-    """
-    logits = first_logits
-    for i in range(max_tokens):
-        token = sampler(logits, history)
-        if token in end_ids:
-            yield token, True
-            return
-        history.append(token)
-        yield token, False
-        if i + 1 < max_tokens:
-            logits = step(token)

@@ -25,6 +25,8 @@ DEFAULT_N_BATCH = 256
 # Far more than a pass needs to keep a CPU or GPU busy; the activation buffers are sized by
 # n_batch up front, so an absurd value must fail here and not as a huge allocation.
 MAX_N_BATCH = 4096
+# The block tables are host lists; past this many positions a typo is likelier than a wish.
+MAX_KV_SIZE = 1 << 24
 
 
 def load(
@@ -34,6 +36,8 @@ def load(
     n_threads: int | None = None,
     n_batch: int = DEFAULT_N_BATCH,
     progress: bool | None = None,
+    kv_size: int | None = None,
+    n_seq_max: int | None = None,
 ) -> Model:
     """Load a GGUF model onto a backend.
 
@@ -45,6 +49,10 @@ def load(
     ``n_batch``: the most prompt tokens one pass runs (1..4096); activations take
     about ``n_batch * (4 * n_embd + 2 * n_ff) * 4`` bytes.
     ``progress``: show a progress bar; ``None`` shows one for large files on a terminal.
+    ``kv_size``: positions the paged KV cache may hold over all sequences together (default
+    and minimum: ``n_ctx``); its memory grows with the positions in use, up to this.
+    ``n_seq_max``: the most sequences the engine runs in one step (default 32, at most
+    ``n_batch``); more requests wait in its queue.
 
     >>> model = realm.load("SmolLM2-135M-Instruct.Q4_1.gguf", device="cpu")   # doctest: +SKIP
     """
@@ -57,6 +65,8 @@ def load(
     n_ctx = check_int("n_ctx", n_ctx, minimum=1, allow_none=True)
     n_threads = check_int("n_threads", n_threads, minimum=1, allow_none=True)
     n_batch = check_int("n_batch", n_batch, minimum=1, maximum=MAX_N_BATCH)
+    kv_size = check_int("kv_size", kv_size, minimum=1, maximum=MAX_KV_SIZE, allow_none=True)
+    n_seq_max = check_int("n_seq_max", n_seq_max, minimum=1, allow_none=True)
     gguf = read_gguf(path)
     try:
         arch_class = architecture_class(gguf.metadata)
@@ -77,7 +87,7 @@ def load(
         )
         weights = _load_weights(WeightLoader(gguf, backend, config, arch), config.n_layer, show, path.name)
         transformer = Transformer(
-            config, arch, weights, backend, n_ctx or config.n_ctx_train, n_batch=n_batch
+            config, arch, weights, backend, n_ctx or config.n_ctx_train, n_batch=n_batch, kv_size=kv_size
         )
         warmup = getattr(backend, "warmup", None)  # optional: compile kernels now, before any text
         if warmup is not None:
@@ -85,7 +95,9 @@ def load(
     except BaseException:
         gguf.close()
         raise
-    return Model(path, gguf, config, backend, tokenizer, transformer, time.perf_counter() - t0)
+    return Model(
+        path, gguf, config, backend, tokenizer, transformer, time.perf_counter() - t0, n_seq_max=n_seq_max
+    )
 
 
 def _load_weights(loader: WeightLoader, n_layer: int, show: bool, label: str):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from realm.generate import InvalidParameterError, Sampler, SamplingParams, TextAssembler, decode_loop
+from realm.generate import InvalidParameterError, Sampler, SamplingParams, TextAssembler
 
 
 def sampler(**kw) -> Sampler:
@@ -145,18 +145,3 @@ def test_held_back_text_is_released_when_it_is_not_a_stop():
     assert out[1] == " "  # "wor" held back: could start "world"
     assert "".join(out) + asm.flush() == "Hello worm"
     assert not asm.stopped
-
-
-def test_decode_loop_stops_at_end_token_and_at_max_tokens():
-    # the "model" always favours token (last + 1); token 3 is the end token
-    def step(token):
-        logits = np.zeros(5, dtype=np.float32)
-        logits[(token + 1) % 5] = 10
-        return logits
-
-    first = step(-1)
-    s = Sampler(SamplingParams(temperature=0))
-    out = list(decode_loop(step, first, s, [], max_tokens=10, end_ids={3}))
-    assert out == [(0, False), (1, False), (2, False), (3, True)]
-    out = list(decode_loop(step, first, s, [], max_tokens=2, end_ids={3}))
-    assert out == [(0, False), (1, False)]

@@ -1,9 +1,8 @@
 """One `Model` shared by threads and by interleaved streams: each caller gets what it gets alone.
 
-A model holds one sequence (one KV cache) until the batching engine gives every request its
-own. Calls from other threads wait their turn; a second call from the thread that is still
-iterating a stream raises `ModelBusyError`. Before, both silently corrupted each other's
-text and left corrupted keys and values in the prefix cache for later calls.
+Every call is a request to the model's engine, which runs them together in batched steps,
+each sequence in its own KV blocks. On ``cpu`` each row's arithmetic does not depend on the
+batch, so results are bit-identical to running alone, whatever else runs.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 
 import realm
-from realm.errors import CallOrderError, ModelBusyError
+from realm.errors import CallOrderError
 from realm.gguf.types import GGMLType
 from realm.testing import write_model
 
@@ -26,7 +25,7 @@ N_TOKENS = 12
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     path = write_model(tmp_path_factory.mktemp("share") / "m.gguf", n_layer=2, qtype=GGMLType.Q8_0, seed=9)
-    return realm.load(path, device="numpy")
+    return realm.load(path, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -73,23 +72,19 @@ def test_threads_sharing_a_model_each_get_their_own_text(model, alone):
     assert model.generate(PROMPTS[0], max_tokens=N_TOKENS, temperature=0).tokens == expected_tokens[0]
 
 
-def test_interleaved_streams_in_one_thread_raise_instead_of_mixing(model, alone):
+def test_interleaved_streams_in_one_thread_each_get_their_own_text(model, alone):
     expected_tokens, expected_logits = alone
     first = model.generate(PROMPTS[0], max_tokens=N_TOKENS, temperature=0, stream=True)
     second = model.generate(PROMPTS[1], max_tokens=N_TOKENS, temperature=0, stream=True)
     pieces = iter(first)
     next(pieces)
-    with pytest.raises(ModelBusyError, match="close"):
-        next(iter(second))
-    with pytest.raises(ModelBusyError):
-        model.logits(PROMPTS[1])
-    with pytest.raises(ModelBusyError):
-        model.generate(PROMPTS[1], max_tokens=2)
-    for _ in pieces:  # the first stream is unharmed by the refused calls
+    "".join(second)  # runs to the end while the first is half read
+    np.testing.assert_array_equal(model.logits(PROMPTS[1]), expected_logits[1])
+    assert model.generate(PROMPTS[2], max_tokens=N_TOKENS, temperature=0).tokens == expected_tokens[2]
+    for _ in pieces:
         pass
     assert first.tokens == expected_tokens[0]
-    # once it is done, the model is free again
-    np.testing.assert_array_equal(model.logits(PROMPTS[1]), expected_logits[1])
+    assert second.tokens == expected_tokens[1]
 
 
 def test_closing_or_dropping_a_stream_frees_the_model(model, alone):
@@ -113,7 +108,7 @@ def test_a_stream_is_iterated_once(model):
         iter(stream)
 
 
-def test_another_thread_waits_for_an_open_stream(model, alone):
+def test_another_thread_runs_beside_an_open_stream(model, alone):
     expected_tokens, expected_logits = alone
     stream = model.generate(PROMPTS[0], max_tokens=N_TOKENS, temperature=0, stream=True)
     pieces = iter(stream)
@@ -121,13 +116,11 @@ def test_another_thread_waits_for_an_open_stream(model, alone):
     got: list[np.ndarray] = []
     other = threading.Thread(target=lambda: got.append(model.logits(PROMPTS[2])))
     other.start()
-    other.join(timeout=0.5)
-    assert other.is_alive() and not got  # waiting, not interleaving
+    other.join(timeout=60)
+    assert not other.is_alive()  # did not wait for the open stream
+    np.testing.assert_array_equal(got[0], expected_logits[2])
     for _ in pieces:
         pass
-    other.join(timeout=60)
-    assert not other.is_alive()
-    np.testing.assert_array_equal(got[0], expected_logits[2])
     assert stream.tokens == expected_tokens[0]
 
 

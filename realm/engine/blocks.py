@@ -23,6 +23,7 @@ buffers.
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,10 +51,19 @@ class BlockTable:
     n_cached: int = 0  # of those, the leading prompt positions found in the cache at the start
     hashes: list[int] = field(default_factory=list)  # chain hash of each full block, in order
     tokens: list[int] = field(default_factory=list)  # the token ids at positions [0, n_tokens)
+    # False for keys/values that may not follow from the tokens alone (a research hook replaced
+    # an intermediate): such blocks are neither taken from the cache nor offered to it.
+    shareable: bool = True
 
 
 class BlockPool:
     """``n_blocks`` blocks of ``block_size`` positions, shared by every sequence of a model.
+
+    Only the first ``capacity`` blocks have memory behind them. The pool hands out the lowest
+    free block id first and, before it would go past ``capacity``, takes back the least
+    recently freed cached block; only when neither is left does ``capacity`` grow (by at most
+    1/16, so the KV memory stays within a few percent of the positions in use). The KV cache
+    follows ``capacity`` with its buffers.
 
     >>> pool = BlockPool(n_blocks=8, block_size=4)
     >>> a = pool.new_sequence([1, 2, 3, 4, 5, 6])      # 6 prompt tokens: 2 blocks
@@ -65,13 +75,17 @@ class BlockPool:
     (4, True, 5)
     """
 
-    def __init__(self, n_blocks: int, block_size: int = DEFAULT_BLOCK_SIZE) -> None:
+    def __init__(
+        self, n_blocks: int, block_size: int = DEFAULT_BLOCK_SIZE, capacity: int | None = None
+    ) -> None:
         n_blocks = check_int("n_blocks", n_blocks, minimum=1)
         block_size = check_int("block_size", block_size, minimum=1)
+        capacity = check_int("capacity", capacity, minimum=1, maximum=n_blocks, allow_none=True)
         self.n_blocks = n_blocks
         self.block_size = block_size
+        self.capacity = n_blocks if capacity is None else capacity
         self.ref_count = [0] * n_blocks
-        self._never_used = list(range(n_blocks - 1, -1, -1))  # a stack: block 0 is handed out first
+        self._never_used = list(range(n_blocks))  # a heap: the lowest id is handed out first
         # free blocks that still hold a full block's keys/values, oldest first: hash -> block
         self._cached_free: OrderedDict[int, int] = OrderedDict()
         self._by_hash: dict[int, int] = {}  # chain hash -> block, for every full block with contents
@@ -89,26 +103,24 @@ class BlockPool:
 
     # ------------------------------------------------------------------ sequences
 
-    def new_sequence(self, prompt: Sequence[int]) -> BlockTable:
+    def new_sequence(self, prompt: Sequence[int], share: bool = True) -> BlockTable:
         """A table with room for ``prompt``, reusing the blocks of its longest cached prefix.
 
         At least the prompt's last token is always left to compute (its logits are needed), so
         a prompt made only of cached full blocks recomputes its last block into a fresh one.
+        ``share=False`` neither reuses cached blocks nor offers this sequence's to later ones.
         Raises `PoolFullError` (taking nothing) when the pool cannot hold the rest.
         """
         prompt = list(prompt)
-        table = BlockTable(prompt)
+        table = BlockTable(prompt, shareable=share)
         reused: list[int] = []
-        parent = _NO_PARENT
-        bs = self.block_size
-        for start in range(0, len(prompt) - 1 - (len(prompt) - 1) % bs, bs):
-            h = _chain_hash(parent, prompt[start : start + bs])
+        for h in self.prompt_hashes(prompt) if share else []:
             block = self._by_hash.get(h)
             if block is None:
                 break
             reused.append(block)
             table.hashes.append(h)
-            parent = h
+        bs = self.block_size
         fresh = self.blocks_needed(len(prompt)) - len(reused)
         revivable = sum(1 for b in reused if self.ref_count[b] == 0)
         if fresh > self.n_free - revivable:
@@ -123,6 +135,26 @@ class BlockPool:
         table.n_tokens = table.n_cached = len(reused) * bs
         table.tokens = prompt[: table.n_tokens]
         return table
+
+    def prompt_hashes(self, prompt: Sequence[int]) -> list[int]:
+        """Chain hashes of the full blocks of ``prompt`` that a new sequence could take from the cache.
+
+        The block holding the prompt's last token is left out: that token is always computed.
+        """
+        hashes: list[int] = []
+        parent = _NO_PARENT
+        bs = self.block_size
+        for start in range(0, len(prompt) - 1 - (len(prompt) - 1) % bs, bs):
+            parent = _chain_hash(parent, prompt[start : start + bs])
+            hashes.append(parent)
+        return hashes
+
+    def n_cached_blocks(self, hashes: Sequence[int]) -> int:
+        """How many of ``hashes``, from the first, the cache holds."""
+        n = 0
+        while n < len(hashes) and hashes[n] in self._by_hash:
+            n += 1
+        return n
 
     def reserve(self, table: BlockTable, n_tokens: int) -> None:
         """Make room for positions ``[0, n_tokens)``; `PoolFullError` when the pool cannot."""
@@ -159,9 +191,18 @@ class BlockPool:
             h = _chain_hash(parent, table.tokens[i * bs : (i + 1) * bs])
             table.hashes.append(h)
             block = table.blocks[i]
-            if h not in self._by_hash and block not in self._hash_of:
+            if table.shareable and h not in self._by_hash and block not in self._hash_of:
                 self._by_hash[h] = block
                 self._hash_of[block] = h
+
+    def truncate(self, table: BlockTable, n_keep: int) -> None:
+        """Forget positions ``n_keep..`` of an unshared sequence (a research pass rewinding)."""
+        if table.shareable or not 0 <= n_keep <= table.n_tokens:
+            raise InvalidParameterError(
+                f"truncate needs an unshared table and 0 <= n_keep <= {table.n_tokens}, got {n_keep}"
+            )
+        del table.tokens[n_keep:], table.hashes[n_keep // self.block_size :]
+        table.n_tokens = n_keep
 
     def free(self, table: BlockTable) -> None:
         """Give a finished or cancelled sequence's blocks back; full ones stay cached for reuse."""
@@ -170,7 +211,7 @@ class BlockPool:
             if self.ref_count[block] == 0:
                 h = self._hash_of.get(block)
                 if h is None:
-                    self._never_used.append(block)  # nothing worth keeping: reuse it first
+                    heapq.heappush(self._never_used, block)  # nothing worth keeping: reuse it first
                 else:
                     self._cached_free[h] = block
         table.blocks = []
@@ -184,11 +225,14 @@ class BlockPool:
         self.ref_count[block] += 1
 
     def _allocate(self) -> int:
-        if self._never_used:
-            block = self._never_used.pop()
+        if self._never_used and self._never_used[0] < self.capacity:
+            block = heapq.heappop(self._never_used)
         elif self._cached_free:
             h, block = self._cached_free.popitem(last=False)  # the least recently freed
             del self._by_hash[h], self._hash_of[block]
+        elif self._never_used:
+            block = heapq.heappop(self._never_used)
+            self.capacity = min(self.n_blocks, max(block + 1, self.capacity + max(4, self.capacity // 16)))
         else:  # callers check n_free first
             raise PoolFullError(f"the KV pool's {self.n_blocks} blocks are all in use")
         self.ref_count[block] = 1

@@ -64,7 +64,8 @@ class ModelConfig:
         n_head_kv = keys.int("attention.head_count_kv", default=n_head, maximum=n_head)
         if n_head % n_head_kv:
             raise keys.error(
-                "attention.head_count_kv", n_head_kv,
+                "attention.head_count_kv",
+                n_head_kv,
                 f"a divisor of {arch}.attention.head_count ({n_head})",
             )
         head_dim_k = keys.int("attention.key_length", default=max(1, n_embd // n_head), maximum=MAX_HEAD_DIM)
@@ -114,7 +115,8 @@ def _vocab_size(keys: _ArchKeys, tokens: Any) -> int:
     declared = keys.optional_int("vocab_size", maximum=MAX_VOCAB)
     if declared is not None and declared != n_vocab:
         raise keys.error(
-            "vocab_size", declared,
+            "vocab_size",
+            declared,
             f"the number of tokens in tokenizer.ggml.tokens ({n_vocab})",
         )
     return n_vocab

@@ -1,7 +1,10 @@
-"""The key/value cache: one ``[capacity, n_head_kv, head_dim]`` pair of arrays per layer.
+"""The paged key/value cache: one ``[slots, n_head_kv, head_dim]`` pair of buffers per layer.
 
-A model's trained context can be large (gemma-3: 32768 positions), so the cache starts small
-and doubles when a sequence needs more, up to ``n_ctx``; memory follows what is used.
+Slot ``b * block_size + i`` holds position ``i`` of block ``b``; which block belongs to which
+sequence is the `BlockPool`'s business (realm/engine/blocks.py). The buffers hold only the
+pool's ``capacity`` blocks: a model's trained context can be large (gemma-3: 32768
+positions), so they start small and grow as the pool hands out more blocks; memory follows
+the positions in use, not ``n_seq x n_ctx``.
 """
 
 from __future__ import annotations
@@ -9,44 +12,48 @@ from __future__ import annotations
 import numpy as np
 
 from realm.backend import Backend, DeviceArray
-from realm.errors import ContextOverflowError
+from realm.engine.blocks import DEFAULT_BLOCK_SIZE, BlockPool
 from realm.model.config import ModelConfig
 
-INITIAL_CAPACITY = 512
+INITIAL_CAPACITY = 512  # positions
 
 
 class KVCache:
-    def __init__(self, backend: Backend, cfg: ModelConfig, n_ctx: int) -> None:
+    def __init__(
+        self, backend: Backend, cfg: ModelConfig, n_positions: int, block_size: int = DEFAULT_BLOCK_SIZE
+    ) -> None:
         self.backend = backend
         self.cfg = cfg
-        self.n_ctx = n_ctx
-        self.n_filled = 0  # positions [0, n_filled) hold valid keys/values
-        self.capacity = 0
+        self.block_size = block_size
+        n_blocks = -(-n_positions // block_size)
+        initial = min(n_blocks, max(1, -(-INITIAL_CAPACITY // block_size)))
+        self.pool = BlockPool(n_blocks, block_size, capacity=initial)
         self.k: list[DeviceArray] = []
         self.v: list[DeviceArray] = []
-        self._grow(min(n_ctx, INITIAL_CAPACITY))
+        self.capacity = 0  # positions the buffers hold
+        self.sync()
+
+    @property
+    def n_positions(self) -> int:
+        return self.pool.n_blocks * self.block_size
+
+    def sync(self) -> None:
+        """Grow the buffers to the pool's capacity, keeping what they hold (between passes only)."""
+        capacity = self.pool.capacity * self.block_size
+        if capacity <= self.capacity:
+            return
+        k_new = [self._alloc(capacity, self.cfg.head_dim_k) for _ in range(self.cfg.n_layer)]
+        v_new = [self._alloc(capacity, self.cfg.head_dim_v) for _ in range(self.cfg.n_layer)]
+        if self.capacity:
+            for old, new in zip(self.k + self.v, k_new + v_new, strict=True):
+                self.backend.copy_rows(old, new, 0)
+        self.k, self.v, self.capacity = k_new, v_new, capacity
 
     def _alloc(self, capacity: int, head_dim: int) -> DeviceArray:
         return self.backend.empty((capacity, self.cfg.n_head_kv, head_dim), np.float32)
 
-    def _grow(self, capacity: int) -> None:
-        k_new = [self._alloc(capacity, self.cfg.head_dim_k) for _ in range(self.cfg.n_layer)]
-        v_new = [self._alloc(capacity, self.cfg.head_dim_v) for _ in range(self.cfg.n_layer)]
-        if self.n_filled:
-            for old, new in zip(self.k + self.v, k_new + v_new, strict=True):
-                self.backend.copy_rows(old[: self.n_filled], new, 0)
-        self.k, self.v, self.capacity = k_new, v_new, capacity
-
-    def reserve(self, n_positions: int) -> None:
-        """Make room for positions ``[0, n_positions)``."""
-        if n_positions > self.n_ctx:
-            raise ContextOverflowError(
-                f"{n_positions} positions do not fit in the context of {self.n_ctx} tokens; "
-                "shorten the input or load the model with a larger n_ctx"
-            )
-        if n_positions > self.capacity:
-            self._grow(min(self.n_ctx, max(n_positions, 2 * self.capacity)))
+    def bytes_per_position(self) -> int:
+        return self.cfg.n_layer * self.cfg.n_head_kv * (self.cfg.head_dim_k + self.cfg.head_dim_v) * 4
 
     def nbytes_allocated(self) -> int:
-        per_pos = self.cfg.n_head_kv * (self.cfg.head_dim_k + self.cfg.head_dim_v) * 4
-        return self.capacity * per_pos * self.cfg.n_layer
+        return self.capacity * self.bytes_per_position()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 import weakref
 from collections.abc import Generator, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +12,10 @@ import numpy as np
 from realm.arguments import check_bool, check_int, check_stop, check_text, check_token_ids
 from realm.backend import Backend
 from realm.chat import chat_prompt_tokens
-from realm.errors import CallOrderError, ContextOverflowError, ModelBusyError
-from realm.generate import (
-    Completion,
-    InvalidParameterError,
-    Sampler,
-    SamplingParams,
-    TextAssembler,
-    decode_loop,
-)
+from realm.engine.engine import Engine
+from realm.engine.request import Request, RequestHandle
+from realm.errors import CallOrderError, ContextOverflowError
+from realm.generate import Completion, InvalidParameterError, SamplingParams
 from realm.gguf.reader import GGUFFile
 from realm.model.config import ModelConfig
 from realm.model.describe import describe
@@ -47,6 +40,7 @@ class Model:
         tokenizer: Tokenizer,
         transformer: Transformer,
         load_seconds: float,
+        n_seq_max: int | None = None,
     ) -> None:
         self.path = path
         self.gguf = gguf
@@ -55,7 +49,10 @@ class Model:
         self.tokenizer = tokenizer
         self.transformer = transformer
         self.load_seconds = load_seconds
-        self._use = _SequenceLock(path.name)
+        # Every call that runs the model is a request to the engine; one sequence is a batch of one.
+        limits = {} if n_seq_max is None else {"n_seq_max": n_seq_max}
+        self.engine = Engine(transformer, tokenizer, **limits)
+        self._closed = False
 
     # ------------------------------------------------------------------ tokens
 
@@ -80,9 +77,7 @@ class Model:
         """Logits at every position of a fresh sequence: float32, shape ``(len(ids), n_vocab)``."""
         ids = check_token_ids("ids", ids, self.n_vocab)
         self._check_fits(len(ids))
-        with self._use.call():
-            self.transformer.reset()
-            return self.transformer.eval(ids, all_logits=True)
+        return self._submit(Request(ids, max_tokens=0, all_logits=True)).logits()
 
     def perplexity(self, text_or_ids: str | Sequence[int]) -> float:
         """exp of the mean negative log-likelihood of each token given the ones before it.
@@ -160,6 +155,45 @@ class Model:
             template = self.gguf.metadata.get("tokenizer.chat_template")
         return chat_prompt_tokens(self.tokenizer, template, messages, source=str(self.path))
 
+    def generate_batch(
+        self,
+        prompts: Sequence[str | Sequence[int]],
+        max_tokens: int | None = 256,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        repeat_last_n: int = 64,
+        seed: int | None = None,
+        stop: Sequence[str] | str | None = None,
+    ) -> list[Completion]:
+        """`generate` for many prompts at once, run together in the engine's batched steps.
+
+        Completion ``i`` is what ``generate(prompts[i], ...)`` returns with the same arguments
+        (each prompt gets its own sampler, seeded with ``seed``).
+
+        >>> done = model.generate_batch(["1, 2,", "a, b,"], max_tokens=4, temperature=0)  # doctest: +SKIP
+        >>> [c.text for c in done]                                                    # doctest: +SKIP
+        """
+        if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+            raise InvalidParameterError(
+                f"prompts must be a list of prompts (text or token ids), got {type(prompts).__name__}"
+            )
+        params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed)
+        requests = [
+            self._generation_request(self._prompt_ids(f"prompts[{i}]", p), params, max_tokens, stop)
+            for i, p in enumerate(prompts)
+        ]
+        handles: list[RequestHandle] = []
+        try:
+            for request in requests:
+                handles.append(self._submit(request))
+            return [_completion(h) for h in handles]
+        finally:
+            for h in handles:
+                h.cancel()  # a no-op for finished ones; frees the rest when one failed
+
     def _prompt_ids(self, name: str, prompt: Any) -> list[int]:
         """Token ids of a text prompt (tokenized) or of token ids (checked against the vocabulary)."""
         if isinstance(prompt, str):
@@ -173,19 +207,13 @@ class Model:
                 f"load the model with a larger n_ctx (trained context: {self.config.n_ctx_train})"
             )
 
-    def _generate_ids(
-        self,
-        ids: list[int],
-        params: SamplingParams,
-        max_tokens: int | None,
-        stop: Sequence[str] | str | None,
-        stream: bool,
-    ) -> Completion | GenerationStream:
+    def _generation_request(
+        self, ids: list[int], params: SamplingParams, max_tokens: int | None, stop: Sequence[str] | str | None
+    ) -> Request:
         if not ids:
             raise InvalidParameterError("the prompt is empty: give at least one token")
         max_tokens = check_int("max_tokens", max_tokens, minimum=1, allow_none=True)
         stops = check_stop(stop)
-        stream = check_bool("stream", stream)
         self._check_fits(len(ids))
         if max_tokens is None:
             max_tokens = self.n_ctx - len(ids)
@@ -195,23 +223,30 @@ class Model:
                 f"{self.n_ctx} tokens; lower max_tokens, pass max_tokens=None to stop at the end of the "
                 "context, or load with a larger n_ctx"
             )
-        run = GenerationStream(self, ids, params, max_tokens, stops)
-        if stream:
-            return run
-        text = "".join(run)
-        return Completion(text, run.tokens, run.finish_reason, len(ids), len(run.tokens))
+        return Request(ids, params, max_tokens, tuple(stops))
 
-    def _prefill(self, ids: list[int]) -> np.ndarray:
-        """Run the prompt, reusing the cached prefix it shares with the previous sequence."""
-        t = self.transformer
-        common = 0
-        for a, b in zip(t.tokens, ids, strict=False):
-            if a != b:
-                break
-            common += 1
-        common = min(common, len(ids) - 1)  # at least one token must run to give logits
-        t.truncate(common)
-        return t.eval(ids[common:])[-1]
+    def _generate_ids(
+        self,
+        ids: list[int],
+        params: SamplingParams,
+        max_tokens: int | None,
+        stop: Sequence[str] | str | None,
+        stream: bool,
+    ) -> Completion | GenerationStream:
+        request = self._generation_request(ids, params, max_tokens, stop)
+        stream = check_bool("stream", stream)
+        if stream:
+            return GenerationStream(self, request)
+        handle = self._submit(request)
+        try:
+            return _completion(handle)
+        finally:
+            handle.cancel()  # frees the blocks at once if reading failed
+
+    def _submit(self, request: Request) -> RequestHandle:
+        if self._closed:
+            raise CallOrderError(f"model {self.path.name} is closed; load it again to use it")
+        return self.engine.submit(request)
 
     # ------------------------------------------------------------------ description
 
@@ -228,11 +263,11 @@ class Model:
 
     def close(self) -> None:
         """Release the file; later calls that run the model raise `CallOrderError`."""
-        if self._use.closed:
+        if self._closed:
             return
-        with self._use.call():
-            self._use.closed = True
-            self.gguf.close()
+        self._closed = True
+        self.engine.close()  # cancels what is still running
+        self.gguf.close()
 
     def __enter__(self) -> Model:
         return self
@@ -244,48 +279,10 @@ class Model:
         return f"Model({self.path.name!r}, arch={self.config.arch!r}, device={self.backend.name!r})"
 
 
-class _SequenceLock:
-    """Serializes use of a model's one sequence (its KV cache) between callers.
-
-    Calls from other threads wait their turn. A generation stream holds the lock from its
-    first piece until it is exhausted or closed, so a second call from the thread that is
-    still iterating it cannot wait (it would wait for itself): it raises `ModelBusyError`.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._lock = threading.Lock()
-        self._stream_thread: int | None = None  # the thread iterating the stream that holds the lock
-        self.name = name
-        self.closed = False
-
-    def _refuse_own_stream(self) -> None:
-        if self.closed:
-            raise CallOrderError(f"model {self.name} is closed; load it again to use it")
-        if self._stream_thread == threading.get_ident():
-            raise ModelBusyError(
-                "this model is in use by a generation stream that this thread has not finished; "
-                "exhaust it or call its close() before starting another call (one model runs one "
-                "sequence at a time; other threads wait their turn)"
-            )
-
-    @contextmanager
-    def call(self) -> Iterator[None]:
-        self._refuse_own_stream()
-        with self._lock:
-            self._refuse_own_stream()  # closed while this call waited its turn
-            yield
-
-    def acquire_for_stream(self) -> None:
-        self._refuse_own_stream()
-        self._lock.acquire()
-        if self.closed:  # closed while this call waited its turn
-            self._lock.release()
-            self._refuse_own_stream()
-        self._stream_thread = threading.get_ident()
-
-    def release_stream(self) -> None:
-        self._stream_thread = None
-        self._lock.release()
+def _completion(handle: RequestHandle) -> Completion:
+    text = handle.result()
+    reason = handle.finish_reason or "stop"
+    return Completion(text, handle.tokens, reason, handle.n_prompt, len(handle.tokens))
 
 
 class GenerationStream:
@@ -293,21 +290,19 @@ class GenerationStream:
 
     After the iteration ends, ``tokens`` holds the generated ids and ``finish_reason`` says
     why it ended: ``"stop"`` (an end-of-generation token or a stop string) or ``"length"``.
-    From its first piece until it ends the stream has the model to itself: other threads'
-    calls wait, and the iterating thread gets `ModelBusyError` if it starts another call
-    first. ``close()`` (or a ``with`` block) ends a stream early.
+    The request starts when iteration starts and runs in the model's engine beside any
+    others; ``close()`` (or a ``with`` block, or dropping the iterator) cancels it and frees
+    its KV blocks at once.
     """
 
-    def __init__(
-        self, model: Model, ids: list[int], params: SamplingParams, max_tokens: int, stop: list[str]
-    ) -> None:
-        self.model, self.ids, self.params, self.max_tokens, self.stop = model, ids, params, max_tokens, stop
+    def __init__(self, model: Model, request: Request) -> None:
+        self.model, self.request = model, request
         self.tokens: list[int] = []
         self.finish_reason = "length"
         # A weak reference: the generator refers to this stream, and a strong one back would make
-        # a cycle that keeps the model locked after `for piece in stream: break` until the
-        # garbage collector runs. Weakly held, the generator ends (and frees the model) as soon
-        # as its loop lets go of it.
+        # a cycle that keeps the request running after `for piece in stream: break` until the
+        # garbage collector runs. Weakly held, the generator ends (and cancels the request) as
+        # soon as its loop lets go of it.
         self._pieces_ref: weakref.ref[Generator[str, None, None]] | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -318,7 +313,7 @@ class GenerationStream:
         return pieces
 
     def close(self) -> None:
-        """Stop generating and give the model back to other callers."""
+        """Stop generating and free the request's KV blocks."""
         pieces = self._pieces_ref() if self._pieces_ref is not None else None
         if pieces is not None:
             pieces.close()
@@ -330,36 +325,10 @@ class GenerationStream:
         self.close()
 
     def _pieces(self) -> Generator[str, None, None]:
-        use = self.model._use
-        use.acquire_for_stream()
+        handle = self.model._submit(self.request)
+        self.tokens = handle.tokens  # the handle appends to it as pieces are read
         try:
-            yield from self._generate()
+            yield from handle
+            self.finish_reason = handle.finish_reason or "stop"
         finally:
-            use.release_stream()
-
-    def _generate(self) -> Iterator[str]:
-        model = self.model
-        tok = model.tokenizer
-        first = model._prefill(self.ids)
-        history = list(self.ids)
-        text = TextAssembler(lambda t: tok.token_to_bytes(t, special=False), self.stop)
-
-        def step(token: int) -> np.ndarray:
-            return model.transformer.eval([token])[-1]
-
-        for token, is_end in decode_loop(
-            step, first, Sampler(self.params), history, self.max_tokens, tok.eot_ids
-        ):
-            if is_end:
-                self.finish_reason = "stop"
-                break
-            self.tokens.append(token)
-            piece = text.push(token)
-            if piece:
-                yield piece
-            if text.stopped:
-                self.finish_reason = "stop"
-                return
-        tail = text.flush()
-        if tail:
-            yield tail
+            handle.cancel()

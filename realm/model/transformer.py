@@ -15,6 +15,7 @@ Every intermediate has a name (``inp_embd``, ``blk.3.attn_out``, ``result_norm``
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,7 +23,8 @@ import numpy as np
 
 from realm.arguments import check_int, check_token_ids
 from realm.backend import Backend, DeviceArray
-from realm.errors import CallOrderError, InvalidParameterError, NumericalError
+from realm.engine.blocks import BlockTable
+from realm.errors import CallOrderError, ContextOverflowError, InvalidParameterError, NumericalError
 from realm.model.architecture import Architecture
 from realm.model.config import ModelConfig
 from realm.model.kv_cache import KVCache
@@ -35,12 +37,42 @@ LOGITS_BUFFER_BYTES = 16 * 1024 * 1024  # bounds the rows of logits computed at 
 
 
 @dataclass
-class _Pass:
-    """The tokens of the pass in progress and where they sit in the sequence."""
+class Batch:
+    """The tokens of one pass: any mix of sequences, each token at its own position.
+
+    Token ``i`` is position ``positions[i]`` of sequence ``tables[seq_ids[i]]``; the tables
+    already have blocks for every position written. Tokens may come in any order (keys and
+    values are all written before attention reads them, and each token sees only its own
+    sequence up to its position); the pass returns logits for the last ``n_logits`` tokens.
+    """
 
     ids: list[int]
-    n_past: int
+    positions: np.ndarray  # int32 [n]
+    seq_ids: np.ndarray  # int32 [n]
+    tables: list[BlockTable]
+    n_logits: int
+
+    @classmethod
+    def one_sequence(cls, table: BlockTable, ids: list[int], n_logits: int) -> Batch:
+        """``ids`` following the positions ``table`` already holds."""
+        n_past = table.n_tokens
+        positions = np.arange(n_past, n_past + len(ids), dtype=np.int32)
+        return cls(ids, positions, np.zeros(len(ids), np.int32), [table], n_logits)
+
+
+@dataclass
+class _Pass:
+    """The pass in progress: its batch and the batch's indices on the device."""
+
+    batch: Batch
     positions: DeviceArray
+    seq_ids: DeviceArray
+    block_table: DeviceArray
+    slots: DeviceArray  # the pool slot each token's key/value goes to
+
+    @property
+    def n(self) -> int:
+        return len(self.batch.ids)
 
 
 @dataclass
@@ -80,7 +112,13 @@ class RunState:
 
 
 class Transformer:
-    """Runs a loaded model on its backend; keeps the KV cache of one sequence."""
+    """Runs a loaded model on its backend over a paged KV cache shared by many sequences.
+
+    `forward` runs one batch of tokens from any number of sequences (the engine's step). The
+    research API (`eval`, `embed` / `forward_layer` / `finish`, `reset`, `truncate`) runs
+    one sequence of its own, held in the same pool. ``lock`` is held while a pass runs: by
+    the engine for each step, and by a research pass from `embed` until `finish`.
+    """
 
     def __init__(
         self,
@@ -90,60 +128,98 @@ class Transformer:
         backend: Backend,
         n_ctx: int,
         n_batch: int = 256,
+        kv_size: int | None = None,
     ) -> None:
         self.cfg, self.arch, self.w, self.backend = cfg, arch, weights, backend
-        self.n_ctx = n_ctx
+        self.n_ctx = n_ctx  # the most positions one sequence may have
         self.n_batch = n_batch
         self.state = RunState.allocate(backend, cfg, n_batch)
-        self.cache = KVCache(backend, cfg, n_ctx)
-        self.tokens: list[int] = []  # the sequence whose keys/values the cache holds
+        self.cache = KVCache(backend, cfg, max(n_ctx, kv_size or 0))
         self.hooks: dict[str, Hook] = {}
+        self.lock = threading.RLock()
+        self._solo: BlockTable | None = None  # the research API's sequence
         self._pass: _Pass | None = None
+        self._pass_holds_lock = False
         self._watch: Hook | None = None  # sees every intermediate while a NaN is being traced
         self._embd_scale = arch.embedding_scale()
         self._attn_scale = arch.attention_scale()
 
-    # ------------------------------------------------------------------ public steps
+    # ------------------------------------------------------------------ the engine's step
+
+    def forward(self, batch: Batch) -> np.ndarray:
+        """Run one batch through every layer; logits ``(n_logits, n_vocab)`` for its last tokens.
+
+        Non-finite logits are returned as they are: the caller fails the sequences they belong
+        to (`nonfinite_error` says where they came from) and keeps the others.
+        """
+        with self.lock:
+            self._begin(batch)
+            try:
+                self._layers()
+                n = len(batch.ids)
+                return self._logits(n - batch.n_logits, n, check=False)
+            finally:
+                self._pass = None
+
+    def nonfinite_error(self, batch: Batch) -> NumericalError:
+        """`forward` gave non-finite logits for ``batch``: the error naming where they began."""
+        with self.lock:
+            self._begin(batch)
+            try:
+                return self._nonfinite_error()
+            finally:
+                self._pass = None
+
+    # ------------------------------------------------------------------ research: one sequence
+
+    @property
+    def tokens(self) -> list[int]:
+        """The research sequence whose keys/values the cache holds."""
+        return list(self._solo.tokens) if self._solo is not None else []
 
     def reset(self) -> None:
-        """Forget the cached sequence (and any pass in progress)."""
-        self.tokens = []
-        self.cache.n_filled = 0
-        self._pass = None
+        """Forget the research sequence (and any pass in progress)."""
+        with self.lock:
+            if self._solo is not None:
+                self.cache.pool.free(self._solo)
+                self._solo = None
+            self._end_pass()
 
     def eval(self, ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
-        """Append ``ids`` to the cached sequence and run them.
+        """Append ``ids`` to the research sequence and run them.
 
         Returns float32 logits of shape ``(len(ids), n_vocab)`` when ``all_logits``, else of
         shape ``(1, n_vocab)`` for the last token only.
         """
         ids = self._checked_ids(ids)
-        self.cache.reserve(len(self.tokens) + len(ids))
+        self._check_fits(len(self.tokens) + len(ids))
         out = []
-        for start in range(0, len(ids), self.n_batch):
-            chunk = ids[start : start + self.n_batch]
-            self.embed(chunk)
-            for il in range(self.cfg.n_layer):
-                self.forward_layer(il)
-            last_chunk = start + self.n_batch >= len(ids)
-            if all_logits or last_chunk:
-                out.append(self.finish(all_logits=all_logits))
-            else:
-                self._commit()
+        with self.lock:
+            for start in range(0, len(ids), self.n_batch):
+                chunk = ids[start : start + self.n_batch]
+                self.embed(chunk)
+                for il in range(self.cfg.n_layer):
+                    self.forward_layer(il)
+                last_chunk = start + self.n_batch >= len(ids)
+                if all_logits or last_chunk:
+                    out.append(self.finish(all_logits=all_logits))
+                else:
+                    self._commit()
         return np.concatenate(out) if len(out) > 1 else out[0]
 
     def truncate(self, n_keep: int) -> None:
-        """Keep only the first ``n_keep`` cached positions (to reuse a shared prompt prefix)."""
-        self.tokens = self.tokens[:n_keep]
-        self.cache.n_filled = len(self.tokens)
-
-    # ------------------------------------------------------------------ one pass, step by step
+        """Keep only the first ``n_keep`` positions of the research sequence."""
+        n_keep = check_int("n_keep", n_keep, minimum=0, maximum=len(self.tokens))
+        with self.lock:
+            if self._solo is not None:
+                self.cache.pool.truncate(self._solo, n_keep)
 
     def embed(self, ids: Sequence[int]) -> None:
-        """Start a pass over up to ``n_batch`` tokens that follow the cached sequence.
+        """Start a pass over up to ``n_batch`` tokens that follow the research sequence.
 
         Writes their embeddings into the residual stream; then call `forward_layer` for each
         layer in order and `finish` for the logits. `residual` reads the stream in between.
+        The pass holds ``lock`` (the engine waits) until `finish` or `reset`.
 
         >>> t = model.transformer                                 # doctest: +SKIP
         >>> t.embed(model.tokenize("Hello"))                      # doctest: +SKIP
@@ -155,31 +231,81 @@ class Transformer:
         ids = self._checked_ids(ids)
         if len(ids) > self.n_batch:
             raise InvalidParameterError(f"embed takes at most n_batch={self.n_batch} tokens, got {len(ids)}")
-        n_past = len(self.tokens)
-        self.cache.reserve(n_past + len(ids))
-        be, x = self.backend, self.state.x[: len(ids)]
-        positions = be.upload(np.arange(n_past, n_past + len(ids), dtype=np.int32))
-        be.get_rows(self.w.token_embd, be.upload(np.asarray(ids, dtype=np.int32)), x)
-        if self._embd_scale is not None:
-            be.scale(x, self._embd_scale, x)
-        self._pass = _Pass(ids, n_past, positions)
-        self._emit("inp_embd", x)
+        if not self._pass_holds_lock:
+            self.lock.acquire()
+            self._pass_holds_lock = True
+        try:
+            self._pass = None
+            if self._solo is None:
+                self._solo = self.cache.pool.new_sequence([], share=False)
+            self._check_fits(self._solo.n_tokens + len(ids))
+            self.cache.pool.reserve(self._solo, self._solo.n_tokens + len(ids))
+            self._begin(Batch.one_sequence(self._solo, ids, len(ids)))
+        except BaseException:
+            self._end_pass()
+            raise
 
     def residual(self) -> np.ndarray:
         """A host copy of the residual stream of the current pass, ``(n_tokens, n_embd)``."""
-        return self.backend.download(self.state.x[: len(self._current().ids)])
+        return self.backend.download(self.state.x[: self._current().n])
 
     def finish(self, all_logits: bool = True) -> np.ndarray:
-        """End the pass: logits for every token of it (or the last one), and the tokens join the cache."""
-        n = len(self._current().ids)
-        logits = self._logits(0 if all_logits else n - 1, n)
+        """End the pass: logits for every token of it (or the last one), and the tokens join the sequence."""
+        n = self._current().n
+        try:
+            logits = self._logits(0 if all_logits else n - 1, n)
+        except BaseException:
+            self._end_pass()
+            raise
         self._commit()
         return logits
 
     def _commit(self) -> None:
-        self.tokens.extend(self._current().ids)
-        self.cache.n_filled = len(self.tokens)
+        p = self._current()
+        table = p.batch.tables[0]
+        self.cache.pool.commit(table, table.n_tokens + p.n, p.batch.ids)
+        self._end_pass()
+
+    def _end_pass(self) -> None:
         self._pass = None
+        if self._pass_holds_lock:
+            self._pass_holds_lock = False
+            self.lock.release()
+
+    def _check_fits(self, n_positions: int) -> None:
+        if n_positions > self.n_ctx:
+            raise ContextOverflowError(
+                f"{n_positions} positions do not fit in the context of {self.n_ctx} tokens; "
+                "shorten the input or load the model with a larger n_ctx"
+            )
+
+    # ------------------------------------------------------------------ one pass, step by step
+
+    def _begin(self, batch: Batch) -> None:
+        """Upload the batch's indices and write its embeddings into the residual stream."""
+        be, bs, n = self.backend, self.cache.block_size, len(batch.ids)
+        self.cache.sync()
+        width = max(len(t.blocks) for t in batch.tables)
+        table = np.zeros((len(batch.tables), width), np.int32)
+        for i, t in enumerate(batch.tables):
+            table[i, : len(t.blocks)] = t.blocks
+        slots = table[batch.seq_ids, batch.positions // bs] * bs + batch.positions % bs
+        self._pass = _Pass(
+            batch,
+            positions=be.upload(batch.positions),
+            seq_ids=be.upload(batch.seq_ids),
+            block_table=be.upload(table),
+            slots=be.upload(slots.astype(np.int32)),
+        )
+        x = self.state.x[:n]
+        be.get_rows(self.w.token_embd, be.upload(np.asarray(batch.ids, dtype=np.int32)), x)
+        if self._embd_scale is not None:
+            be.scale(x, self._embd_scale, x)
+        self._emit("inp_embd", x)
+
+    def _layers(self) -> None:
+        for il in range(self.cfg.n_layer):
+            self.forward_layer(il)
 
     def _current(self) -> _Pass:
         if self._pass is None:
@@ -193,13 +319,13 @@ class Transformer:
         """Run block ``il`` of the current pass over the residual stream."""
         il = check_int("il", il, minimum=0, maximum=self.cfg.n_layer - 1)
         p = self._current()
-        n, n_past = len(p.ids), p.n_past
+        n = p.n
         be, s, cfg, layer = self.backend, self.state, self.cfg, self.w.layers[il]
         x, xn, proj = s.x[:n], s.xn[:n], s.proj[:n]
 
         be.rms_norm(x, layer["attn_norm"], cfg.rms_eps, xn)
         self._emit(f"blk.{il}.attn_norm", xn)
-        self._attention(il, n, n_past, p.positions)
+        self._attention(il, p)
         if layer.get("post_attention_norm") is not None:
             be.rms_norm(proj, layer["post_attention_norm"], cfg.rms_eps, proj)
         self._emit(f"blk.{il}.attn_out", proj)
@@ -214,8 +340,9 @@ class Transformer:
         be.add(x, proj, x)
         self._emit(f"blk.{il}.l_out", x)
 
-    def _attention(self, il: int, n: int, n_past: int, positions: DeviceArray) -> None:
+    def _attention(self, il: int, p: _Pass) -> None:
         be, s, cfg, layer, arch = self.backend, self.state, self.cfg, self.w.layers[il], self.arch
+        n = p.n
         xn = s.xn[:n]
         q2, k2, v2 = s.q[:n], s.k[:n], s.v[:n]
         for name, out in (("attn_q", q2), ("attn_k", k2), ("attn_v", v2)):
@@ -234,7 +361,7 @@ class Transformer:
         for t in (q, k):
             be.rope(
                 t,
-                positions,
+                p.positions,
                 cfg.rope_dim,
                 base,
                 arch.rope_mode,
@@ -245,15 +372,18 @@ class Transformer:
         self._emit(f"blk.{il}.q", q2)
         self._emit(f"blk.{il}.k", k2)
         self._emit(f"blk.{il}.v", v2)
-        k_cache, v_cache = self.cache.k[il], self.cache.v[il]
-        be.copy_rows(k, k_cache, n_past)
-        be.copy_rows(v, v_cache, n_past)
+        k_pool, v_pool = self.cache.k[il], self.cache.v[il]
+        be.set_rows(k, k_pool, p.slots)
+        be.set_rows(v, v_pool, p.slots)
         attn = s.attn[:n]
-        be.attention(
+        be.attention_paged(
             q,
-            k_cache,
-            v_cache,
-            n_past,
+            k_pool,
+            v_pool,
+            p.block_table,
+            self.cache.block_size,
+            p.seq_ids,
+            p.positions,
             self._attn_scale,
             attn.reshape(n, cfg.n_head, cfg.head_dim_v),
             window=arch.layer_window(il),
@@ -274,8 +404,8 @@ class Transformer:
         self._emit(f"blk.{il}.ffn_act", gate)
         be.matmul(gate, layer["ffn_down"], s.proj[:n])
 
-    def _logits(self, row_start: int, row_stop: int) -> np.ndarray:
-        """Final norm and output projection for rows [row_start, row_stop) of the last chunk."""
+    def _logits(self, row_start: int, row_stop: int, check: bool = True) -> np.ndarray:
+        """Final norm and output projection for rows [row_start, row_stop) of the pass."""
         be, s, cfg = self.backend, self.state, self.cfg
         step = s.logits.shape[0]
         out = np.empty((row_stop - row_start, cfg.n_vocab), dtype=np.float32)
@@ -287,7 +417,7 @@ class Transformer:
             logits = s.logits[: r1 - r0]
             be.matmul(xn, self.w.output, logits)
             out[r0 - row_start : r1 - row_start] = be.download(logits)
-        if not np.isfinite(out).all():
+        if check and not np.isfinite(out).all():
             raise self._nonfinite_error()
         if cfg.final_softcap:
             out = cfg.final_softcap * np.tanh(out / cfg.final_softcap)
@@ -308,7 +438,7 @@ class Transformer:
 
         self._watch = watch
         try:
-            self.embed(p.ids)
+            self._begin(p.batch)
             for il in range(self.cfg.n_layer):
                 self.forward_layer(il)
                 if seen:
@@ -317,9 +447,10 @@ class Transformer:
             self._watch = None
         where = f"first at {seen[0]!r}" if seen else "in the output projection"
         hooks = " or a research hook returned them" if self.hooks else ""
+        positions = p.batch.positions
         return NumericalError(
-            f"the forward pass produced NaN or infinite values ({where}) for the {len(p.ids)} tokens "
-            f"at positions {p.n_past}..{p.n_past + len(p.ids) - 1}: the model's weights are corrupt{hooks}; "
+            f"the forward pass produced NaN or infinite values ({where}) for the {p.n} tokens "
+            f"at positions {positions.min()}..{positions.max()}: the model's weights are corrupt{hooks}; "
             "realm does not sample from such logits"
         )
 

@@ -1,0 +1,160 @@
+"""A request to the engine, and the handle its caller reads the result from.
+
+The engine's worker thread appends events to the handle; the caller reads them from any
+thread (iteration blocks) or from an asyncio loop (``async for``), and may cancel at any time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from realm.errors import CallOrderError
+from realm.generate import SamplingParams
+
+IfFull = Literal["wait", "raise"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to run: a prompt's token ids and how to continue it.
+
+    ``max_tokens`` tokens are generated at most. ``all_logits`` asks instead for the logits
+    at every prompt position (``max_tokens`` is then 0 and nothing is sampled).
+    ``if_full`` says what happens when the KV pool cannot hold the prompt now: ``"wait"``
+    until running requests free blocks, or ``"raise"`` `PoolFullError` from the handle.
+    """
+
+    ids: list[int]
+    params: SamplingParams = field(default_factory=SamplingParams)
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    all_logits: bool = False
+    if_full: IfFull = "wait"
+
+
+@dataclass
+class _Event:
+    """One step of a request's progress; the last one has a finish_reason or an error."""
+
+    piece: str = ""  # text that became safe to show
+    token: int | None = None  # the generated token this event adds, if any
+    finish_reason: str | None = None  # set on the last event
+    logits: np.ndarray | None = None  # an all_logits request's result, on its last event
+    error: BaseException | None = None  # the request failed; raised to the reader
+
+
+class RequestHandle:
+    """The caller's side of a submitted request.
+
+    Iterate it (or ``async for``) for the text pieces as they are generated; afterwards
+    ``tokens``, ``text`` and ``finish_reason`` (``"stop"``, ``"length"`` or ``"cancelled"``)
+    hold the result. ``cancel()`` stops it and frees its KV blocks before it returns.
+    """
+
+    def __init__(self, request: Request, cancel: Callable[[RequestHandle], None]) -> None:
+        self.request = request
+        self.tokens: list[int] = []
+        self.text = ""
+        self.finish_reason: str | None = None
+        self.n_cached = 0  # prompt tokens whose keys/values came from the prefix cache
+        self._cancel = cancel
+        self._events: deque[_Event] = deque()
+        self._cond = threading.Condition()
+        self._wakers: list[Callable[[], None]] = []  # asyncio readers waiting for an event
+        self.done = threading.Event()  # set once the request is over and its blocks are free
+
+    @property
+    def n_prompt(self) -> int:
+        return len(self.request.ids)
+
+    # ------------------------------------------------------------------ the worker's side
+
+    def _push(self, event: _Event) -> None:
+        with self._cond:
+            self._events.append(event)
+            self._cond.notify_all()
+            wakers, self._wakers = self._wakers, []
+        for wake in wakers:
+            wake()
+
+    # ------------------------------------------------------------------ the caller's side
+
+    def cancel(self) -> None:
+        """Stop the request; its KV blocks are free when this returns."""
+        self._cancel(self)
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            with self._cond:
+                while not self._events:
+                    self._cond.wait()
+                event = self._events.popleft()
+            piece = self._read(event)
+            if piece is None:
+                return
+            if piece:
+                yield piece
+
+    async def _next_event(self) -> _Event:
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._cond:
+                if self._events:
+                    return self._events.popleft()
+                ready = loop.create_future()
+                self._wakers.append(functools.partial(loop.call_soon_threadsafe, _set_once, ready))
+            await ready
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        while True:
+            piece = self._read(await self._next_event())
+            if piece is None:
+                return
+            if piece:
+                yield piece
+
+    def result(self) -> str:
+        """Wait for the whole text."""
+        for _ in self:
+            pass
+        return self.text
+
+    def logits(self) -> np.ndarray:
+        """Wait for an ``all_logits`` request's logits, ``(len(ids), n_vocab)``."""
+        if not self.request.all_logits:
+            raise CallOrderError("logits() is for requests submitted with all_logits=True")
+        for _ in self:
+            pass
+        assert self._logits is not None
+        return self._logits
+
+    _logits: np.ndarray | None = None
+
+    def _read(self, event: _Event) -> str | None:
+        """Apply one event: its text piece, or None when the request is over."""
+        if event.error is not None:
+            self.finish_reason = "error"
+            self._events.appendleft(event)  # reading again raises again
+            raise event.error
+        if event.finish_reason is not None:
+            self.finish_reason = event.finish_reason
+            self._logits = event.logits
+            self._events.appendleft(event)  # reading again ends again
+            return None
+        if event.token is not None:
+            self.tokens.append(event.token)
+        self.text += event.piece
+        return event.piece
+
+
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
