@@ -85,6 +85,7 @@ class BlockPool:
         self.block_size = block_size
         self.capacity = n_blocks if capacity is None else capacity
         self.ref_count = [0] * n_blocks
+        self.n_allocations = 0  # blocks handed out for new contents, ever (shared ones count once)
         self._never_used = list(range(n_blocks))  # a heap: the lowest id is handed out first
         # free blocks that still hold a full block's keys/values, oldest first: hash -> block
         self._cached_free: OrderedDict[int, int] = OrderedDict()
@@ -236,6 +237,7 @@ class BlockPool:
         else:  # callers check n_free first
             raise PoolFullError(f"the KV pool's {self.n_blocks} blocks are all in use")
         self.ref_count[block] = 1
+        self.n_allocations += 1
         return block
 
 

@@ -99,6 +99,7 @@ class Engine:
         self._closed = False
         self.steps = 0  # engine steps run, for tests and metrics
         self.prefix_hit_tokens = 0  # prompt tokens whose keys/values came from the prefix cache
+        self.preemptions = 0
 
     # ------------------------------------------------------------------ callers
 
@@ -255,6 +256,7 @@ class Engine:
 
     def _preempt(self, seq: _Sequence) -> None:
         assert seq.table is not None
+        self.preemptions += 1
         self.pool.free(seq.table)
         seq.table = None
         seq.logits_parts.clear()
@@ -348,7 +350,8 @@ class Engine:
             return
         seq.ids.append(token)
         seq.n_generated += 1
-        seq.handle._push(_Event(piece=seq.text.push(token), token=token))
+        kept = logits.copy() if seq.request.keep_logits else None
+        seq.handle._push(_Event(piece=seq.text.push(token), token=token, token_logits=kept))
         if seq.text.stopped:
             self._end(seq, _Event(finish_reason="stop"))
         elif seq.n_generated >= seq.request.max_tokens:

@@ -30,6 +30,8 @@ class Request:
     at every prompt position (``max_tokens`` is then 0 and nothing is sampled).
     ``if_full`` says what happens when the KV pool cannot hold the prompt now: ``"wait"``
     until running requests free blocks, or ``"raise"`` `PoolFullError` from the handle.
+    ``keep_logits`` keeps, for each generated token, the logits it was sampled from
+    (``RequestHandle.token_logits``; log-probabilities are computed from them).
     """
 
     ids: list[int]
@@ -38,6 +40,7 @@ class Request:
     stop: tuple[str, ...] = ()
     all_logits: bool = False
     if_full: IfFull = "wait"
+    keep_logits: bool = False
 
 
 @dataclass
@@ -46,6 +49,7 @@ class _Event:
 
     piece: str = ""  # text that became safe to show
     token: int | None = None  # the generated token this event adds, if any
+    token_logits: np.ndarray | None = None  # what it was sampled from, when the request keeps them
     finish_reason: str | None = None  # set on the last event
     logits: np.ndarray | None = None  # an all_logits request's result, on its last event
     error: BaseException | None = None  # the request failed; raised to the reader
@@ -62,6 +66,7 @@ class RequestHandle:
     def __init__(self, request: Request, cancel: Callable[[RequestHandle], None]) -> None:
         self.request = request
         self.tokens: list[int] = []
+        self.token_logits: list[np.ndarray] = []  # with Request.keep_logits: one row per token
         self.text = ""
         self.finish_reason: str | None = None
         self.n_cached = 0  # prompt tokens whose keys/values came from the prefix cache
@@ -151,6 +156,8 @@ class RequestHandle:
             return None
         if event.token is not None:
             self.tokens.append(event.token)
+        if event.token_logits is not None:
+            self.token_logits.append(event.token_logits)
         self.text += event.piece
         return event.piece
 

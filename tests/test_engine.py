@@ -1,0 +1,223 @@
+"""The engine's scheduling on a stand-in model whose next token is known: the last one + 1.
+
+The stand-in's logits for a token depend only on that token, so every expected output is
+known in advance, and the tests see exactly what each step ran (chunked prefill, decode
+tokens never stalled, preemption and recompute, pool-full policies, cancellation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from realm.engine.blocks import BlockPool, PoolFullError
+from realm.engine.engine import Engine
+from realm.engine.request import Request
+from realm.errors import ContextOverflowError, ModelBusyError, NumericalError
+from realm.generate import SamplingParams
+
+VOCAB = 50
+END = 49  # the end-of-generation token
+GREEDY = SamplingParams(temperature=0)
+
+
+class Counting:
+    """Stand-in model: after token t comes t + 1 (so after 48 comes the end token)."""
+
+    def __init__(self, n_ctx=256, n_batch=16, n_blocks=64, block_size=4, poison=None):
+        self.n_ctx, self.n_batch = n_ctx, n_batch
+        self.cache = type("Cache", (), {})()
+        self.cache.pool = BlockPool(n_blocks, block_size)
+        self.lock = threading.RLock()
+        self.hooks = {}
+        self.poison = poison  # a token whose logits come out NaN
+        self.steps = []  # per step: [(sequence index, position, token)] in batch order
+        self.gate = threading.Event()  # cleared: steps wait (to line requests up)
+        self.gate.set()
+        self.entered = threading.Event()  # set when a step starts
+
+    def forward(self, batch):
+        self.entered.set()
+        self.gate.wait()
+        for i, table in enumerate(batch.tables):  # the engine reserved blocks for every position it runs
+            last = int(batch.positions[batch.seq_ids == i].max())
+            assert len(table.blocks) * self.cache.pool.block_size > last
+        self.steps.append(list(zip(batch.seq_ids.tolist(), batch.positions.tolist(), batch.ids, strict=True)))
+        tail = batch.ids[len(batch.ids) - batch.n_logits :]
+        logits = np.zeros((len(tail), VOCAB), np.float32)
+        for row, token in enumerate(tail):
+            logits[row, (token + 1) % VOCAB] = 10.0
+            if token == self.poison:
+                logits[row] = np.nan
+        return logits
+
+    def nonfinite_error(self, batch):
+        return NumericalError("NaN in the stand-in")
+
+
+class Tokens:
+    eot_ids = {END}
+
+    def token_to_bytes(self, token, special=False):
+        return f"<{token}>".encode()
+
+
+def engine(**kw) -> tuple[Engine, Counting]:
+    engine_kw = {k: kw.pop(k) for k in ("n_seq_max", "max_waiting") if k in kw}
+    model = Counting(**kw)
+    return Engine(model, Tokens(), **engine_kw), model
+
+
+def run(eng: Engine, ids, max_tokens=5, **kw):
+    handle = eng.submit(Request(list(ids), GREEDY, max_tokens, **kw))
+    handle.result()
+    return handle
+
+
+def test_generation_stops_at_the_end_token_and_at_max_tokens():
+    eng, _ = engine()
+    h = run(eng, [40, 41], max_tokens=20)
+    assert h.tokens == list(range(42, 49)) and h.finish_reason == "stop"  # the end token is not output
+    assert h.text == "".join(f"<{t}>" for t in range(42, 49))
+    h = run(eng, [1, 2], max_tokens=3)
+    assert h.tokens == [3, 4, 5] and h.finish_reason == "length"
+
+
+def test_stop_strings_end_a_request():
+    eng, _ = engine()
+    h = run(eng, [1], max_tokens=20, stop=("<5>",))
+    assert h.text == "<2><3><4>" and h.finish_reason == "stop"
+
+
+def test_long_prompts_are_chunked_and_never_stall_running_decodes():
+    eng, model = engine(n_batch=8)
+    model.gate.clear()
+    first = eng.submit(Request([40, 41], GREEDY, 6))
+    long = eng.submit(Request(list(range(1, 31)), GREEDY, 2))  # 30 tokens: four steps of prefill
+    model.gate.set()
+    assert first.result() == "<42><43><44><45><46><47>" and long.result() == "<31><32>"
+    assert max(len(s) for s in model.steps) <= 8
+    decode_steps = [s for s in model.steps if any(42 <= tok <= 46 for _, _, tok in s)]
+    assert [len([r for r in s if 42 <= r[2] <= 46]) for s in decode_steps] == [1] * 5  # one per step
+    prefill_steps = [s for s in model.steps if any(tok <= 30 and pos == tok - 1 for _, pos, tok in s)]
+    assert len(prefill_steps) >= 4
+    # the long prompt's chunks ran beside the first request's decode tokens, not before them
+    assert sum(1 for s in decode_steps if s in prefill_steps) >= 3
+
+
+def test_many_sequences_share_a_step():
+    eng, model = engine(n_batch=32)
+    model.gate.clear()
+    handles = [eng.submit(Request([i], GREEDY, 4)) for i in range(1, 9)]
+    model.gate.set()
+    for i, h in enumerate(handles, start=1):
+        h.result()
+        assert h.tokens == [i + 1, i + 2, i + 3, i + 4]
+    assert len(model.steps) <= 5  # 8 sequences together: 1 prefill step + 3 decode steps (+1 admission race)
+    assert max(len(s) for s in model.steps) == 8
+
+
+def test_a_full_pool_preempts_the_newest_sequence_and_recomputes_it():
+    # 6 blocks of 4 positions; two sequences each growing to 2 + 14 positions need 8 blocks
+    eng, model = engine(n_blocks=6, block_size=4, n_batch=16)
+    model.gate.clear()
+    a = eng.submit(Request([1, 2], GREEDY, 14))
+    b = eng.submit(Request([20, 21], GREEDY, 14))
+    model.gate.set()
+    a.result(), b.result()
+    assert a.tokens == list(range(3, 17)) and a.finish_reason == "length"
+    assert b.tokens == list(range(22, 36)) and b.finish_reason == "length"
+    assert eng.preemptions >= 1
+    assert eng.pool.n_free == eng.pool.n_blocks
+
+
+def test_a_full_pool_waits_or_raises_as_the_request_asks():
+    eng, model = engine(n_blocks=4, block_size=4)
+    model.gate.clear()
+    a = eng.submit(Request(list(range(1, 13)), GREEDY, 4))  # 16 positions: the whole pool
+    refused = eng.submit(Request([30, 31, 32, 33, 34], GREEDY, 2, if_full="raise"))
+    waits = eng.submit(Request([30, 31, 32, 33, 34], GREEDY, 2))
+    model.gate.set()
+    with pytest.raises(PoolFullError, match="free blocks"):
+        refused.result()
+    assert waits.result() == "<35><36>"
+    assert a.result() == "<13><14><15><16>"
+
+
+def test_a_request_that_can_never_fit_is_refused_at_submit():
+    eng, model = engine(n_ctx=64, n_blocks=4, block_size=4)
+    with pytest.raises(PoolFullError, match="never fit"):
+        eng.submit(Request([1, 2, 3], GREEDY, 20))
+    with pytest.raises(ContextOverflowError, match="context of 64"):
+        eng.submit(Request([1] * 60, GREEDY, 5))
+    assert model.steps == []
+
+
+def test_the_waiting_queue_is_bounded_when_asked():
+    eng, model = engine(n_seq_max=1, max_waiting=1)
+    model.gate.clear()
+    running = eng.submit(Request([1], GREEDY, 2))
+    while eng.waiting:  # the worker takes it and waits at the gate
+        pass
+    queued = eng.submit(Request([2], GREEDY, 2))
+    with pytest.raises(ModelBusyError, match="max_waiting=1"):
+        eng.submit(Request([3], GREEDY, 2))
+    model.gate.set()
+    assert running.result() == "<2><3>" and queued.result() == "<3><4>"
+
+
+def test_cancel_frees_blocks_before_it_returns():
+    eng, model = engine(n_blocks=16, block_size=4)
+    free = eng.pool.n_free
+    model.gate.clear()
+    h = eng.submit(Request(list(range(1, 11)), GREEDY, 30))
+    assert model.entered.wait(10)  # its first step is running
+    cancelling = threading.Thread(target=h.cancel)
+    cancelling.start()
+    cancelling.join(0.2)
+    assert cancelling.is_alive()  # waits for the step that is writing the request's blocks
+    model.gate.set()
+    cancelling.join(10)
+    assert eng.pool.n_free == free
+    assert list(h) == [] and h.finish_reason == "cancelled"
+    waiting = eng.submit(Request([1], GREEDY, 3))
+    waiting.cancel()
+    assert eng.pool.n_free == free
+
+
+def test_a_nan_fails_only_its_own_request():
+    eng, model = engine(poison=5)
+    model.gate.clear()
+    bad = eng.submit(Request([3], GREEDY, 6))  # reaches token 5 on its second step
+    good = eng.submit(Request([20], GREEDY, 6))
+    model.gate.set()
+    with pytest.raises(NumericalError):
+        bad.result()
+    assert good.result() == "<21><22><23><24><25><26>"
+    assert eng.pool.n_free == eng.pool.n_blocks
+
+
+def test_an_asyncio_reader_gets_the_same_pieces():
+    eng, _ = engine()
+
+    async def read():
+        handle = eng.submit(Request([10], GREEDY, 4))
+        return [piece async for piece in handle]
+
+    assert asyncio.run(read()) == ["<11>", "<12>", "<13>", "<14>"]
+
+
+def test_concurrent_prompts_with_a_shared_prefix_compute_it_once():
+    eng, model = engine(n_blocks=64, block_size=4, n_batch=64)
+    prefix = list(range(1, 13))  # three full blocks
+    model.gate.clear()
+    handles = [eng.submit(Request(prefix + [20 + i], GREEDY, 2)) for i in range(6)]
+    model.gate.set()
+    for i, h in enumerate(handles):
+        assert h.result() == f"<{21 + i}><{22 + i}>"
+    computed = [(pos, tok) for s in model.steps for _, pos, tok in s if pos < 12]
+    assert sorted(computed) == list(enumerate(prefix))  # each prefix position ran once
+    assert sorted(h.n_cached for h in handles) == [0] + [12] * 5
