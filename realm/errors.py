@@ -56,7 +56,11 @@ class NumericalError(RealmError, ArithmeticError):
 
 
 class ModelBusyError(RealmError, RuntimeError):
-    """A model is in use by a generation stream of the same thread, which must finish first."""
+    """The engine's queue is full (it holds ``max_waiting`` requests); retry later."""
+
+
+class PoolFullError(RealmError):
+    """The KV block pool has no room for a request; queue it and retry, or refuse it."""
 
 
 class CallOrderError(RealmError, RuntimeError):

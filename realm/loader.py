@@ -50,7 +50,8 @@ def load(
     about ``n_batch * (4 * n_embd + 2 * n_ff) * 4`` bytes.
     ``progress``: show a progress bar; ``None`` shows one for large files on a terminal.
     ``kv_size``: positions the paged KV cache may hold over all sequences together (default
-    and minimum: ``n_ctx``); its memory grows with the positions in use, up to this.
+    ``max(n_ctx, 16384)``; at least ``n_ctx``); its memory grows with the positions in use,
+    up to this. Past it, requests wait for running ones to finish.
     ``n_seq_max``: the most sequences the engine runs in one step (default 32, at most
     ``n_batch``); more requests wait in its queue.
 
@@ -77,6 +78,12 @@ def load(
                 f"({config.arch}.context_length); positions past them give unreliable output. "
                 f"Pass n_ctx <= {config.n_ctx_train}, or None for the trained length"
             )
+        n_ctx = n_ctx or config.n_ctx_train
+        if kv_size is not None and kv_size < n_ctx:
+            raise InvalidParameterError(
+                f"kv_size={kv_size} is less than n_ctx={n_ctx}: one full-length sequence would not fit; "
+                f"pass kv_size >= {n_ctx}, or a smaller n_ctx"
+            )
         arch = arch_class(config, gguf.metadata)
         tokenizer = Tokenizer.from_metadata(gguf.metadata)
         backend = get_backend(device, n_threads=n_threads)
@@ -86,9 +93,7 @@ def load(
             else (gguf.file_size >= PROGRESS_MIN_BYTES and sys.stderr.isatty())
         )
         weights = _load_weights(WeightLoader(gguf, backend, config, arch), config.n_layer, show, path.name)
-        transformer = Transformer(
-            config, arch, weights, backend, n_ctx or config.n_ctx_train, n_batch=n_batch, kv_size=kv_size
-        )
+        transformer = Transformer(config, arch, weights, backend, n_ctx, n_batch=n_batch, kv_size=kv_size)
         warmup = getattr(backend, "warmup", None)  # optional: compile kernels now, before any text
         if warmup is not None:
             warmup(qtypes={t.qtype for t in gguf.tensors.values()}, progress=progress)

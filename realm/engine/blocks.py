@@ -29,16 +29,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from realm.arguments import check_int
-from realm.errors import InvalidParameterError, RealmError
+from realm.errors import InvalidParameterError, PoolFullError
+
+__all__ = ["DEFAULT_BLOCK_SIZE", "BlockPool", "BlockTable", "PoolFullError"]
 
 # vLLM's default; a block of 16 positions wastes at most 15 per sequence.
 DEFAULT_BLOCK_SIZE = 16
 
 _NO_PARENT = 0  # the chain hash "before" a sequence's first block
-
-
-class PoolFullError(RealmError):
-    """The KV block pool has no free block for a request; queue it and retry, or refuse it."""
 
 
 @dataclass(eq=False)

@@ -345,7 +345,7 @@ class Engine:
         except Exception as exc:
             self._end(seq, _Event(error=exc))
             return
-        if token in self.tokenizer.eot_ids:
+        if token in self.tokenizer.eot_ids and not seq.request.ignore_eos:
             self._finish(seq, "stop")
             return
         seq.ids.append(token)

@@ -30,7 +30,8 @@ class Request:
     at every prompt position (``max_tokens`` is then 0 and nothing is sampled).
     ``if_full`` says what happens when the KV pool cannot hold the prompt now: ``"wait"``
     until running requests free blocks, or ``"raise"`` `PoolFullError` from the handle.
-    ``keep_logits`` keeps, for each generated token, the logits it was sampled from
+    ``ignore_eos`` generates past end-of-generation tokens, always ``max_tokens`` of them
+    (benchmarks). ``keep_logits`` keeps, for each generated token, the logits it was sampled from
     (``RequestHandle.token_logits``; log-probabilities are computed from them).
     """
 
@@ -41,6 +42,7 @@ class Request:
     all_logits: bool = False
     if_full: IfFull = "wait"
     keep_logits: bool = False
+    ignore_eos: bool = False
 
 
 @dataclass

@@ -34,6 +34,9 @@ from realm.model.weights import ModelWeights
 Hook = Callable[[str, np.ndarray], "np.ndarray | None"]
 
 LOGITS_BUFFER_BYTES = 16 * 1024 * 1024  # bounds the rows of logits computed at once
+# Positions the KV pool may hold over all sequences unless load(kv_size=) says otherwise: its
+# memory grows with use, so this bounds what a busy engine can take before requests queue.
+DEFAULT_KV_SIZE = 16384
 
 
 @dataclass
@@ -134,7 +137,7 @@ class Transformer:
         self.n_ctx = n_ctx  # the most positions one sequence may have
         self.n_batch = n_batch
         self.state = RunState.allocate(backend, cfg, n_batch)
-        self.cache = KVCache(backend, cfg, max(n_ctx, kv_size or 0))
+        self.cache = KVCache(backend, cfg, kv_size or max(n_ctx, DEFAULT_KV_SIZE))
         self.hooks: dict[str, Hook] = {}
         self.lock = threading.RLock()
         self._solo: BlockTable | None = None  # the research API's sequence
