@@ -12,6 +12,9 @@ import threading
 
 import numpy as np
 import pytest
+from fuzzing import FUZZ_EXAMPLES, FUZZ_SETTINGS
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from realm.engine.blocks import BlockPool, PoolFullError
 from realm.engine.engine import Engine
@@ -221,3 +224,54 @@ def test_concurrent_prompts_with_a_shared_prefix_compute_it_once():
     computed = [(pos, tok) for s in model.steps for _, pos, tok in s if pos < 12]
     assert sorted(computed) == list(enumerate(prefix))  # each prefix position ran once
     assert sorted(h.n_cached for h in handles) == [0] + [12] * 5
+
+
+@settings(FUZZ_SETTINGS, max_examples=max(1, FUZZ_EXAMPLES // 4))
+@given(
+    data=st.data(),
+    n_blocks=st.integers(8, 40),
+    n_batch=st.integers(4, 24),
+    n_seq_max=st.integers(1, 8),
+)
+def test_many_streams_with_cancels_lose_and_mix_nothing(data, n_blocks, n_batch, n_seq_max):
+    eng, model = engine(n_blocks=n_blocks, block_size=4, n_batch=n_batch, n_seq_max=n_seq_max, n_ctx=32)
+    requests = data.draw(
+        st.lists(
+            st.tuples(
+                st.lists(st.integers(0, 47), min_size=1, max_size=12),  # prompt
+                st.integers(1, 16),  # max_tokens
+                st.one_of(st.none(), st.integers(0, 4)),  # cancel after this many pieces
+            ),
+            min_size=1,
+            max_size=12,
+        )
+    )
+    handles = [eng.submit(Request(p, GREEDY, n)) for p, n, _ in requests]
+    errors: list[BaseException] = []
+
+    def read(handle, cancel_after):
+        try:
+            for i, _ in enumerate(handle):
+                if cancel_after is not None and i + 1 >= cancel_after:
+                    handle.cancel()
+                    break
+            if cancel_after == 0:
+                handle.cancel()
+        except BaseException as exc:
+            errors.append(exc)
+
+    readers = [threading.Thread(target=read, args=(h, r[2])) for h, r in zip(handles, requests, strict=True)]
+    for t in readers:
+        t.start()
+    for t in readers:
+        t.join(timeout=60)
+    assert not errors, errors
+    for handle, (prompt, n, cancel_after) in zip(handles, requests, strict=True):
+        expected = list(range(prompt[-1] + 1, END))[:n]  # counts up to the end token
+        if cancel_after is None:
+            assert handle.tokens == expected
+        else:
+            assert handle.tokens == expected[: len(handle.tokens)]  # a prefix: nothing mixed in
+    eng.close()
+    assert eng.pool.n_free == eng.pool.n_blocks  # every block came back
+    assert not eng.running and not eng.waiting

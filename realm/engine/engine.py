@@ -212,18 +212,16 @@ class Engine:
 
     def _schedule(self) -> list[_Scheduled]:
         """(Under the lock.) This step's chunks: decodes first, then prompts within the budget."""
+        self._make_room()
         budget = self.transformer.n_batch
         one_sequence = bool(self.transformer.hooks)  # hooks see one sequence's tensors at a time
         plan: list[_Scheduled] = []
-        for seq in list(self.running):
-            if seq not in self.running:  # preempted while an earlier one got its block
-                continue
+        # decode tokens first (one each, so streams never stall), then prompt chunks, oldest first
+        for seq in sorted(self.running, key=lambda s: s.n_pending != 1):
             count = min(seq.n_pending, budget)
             if count == 0 or (one_sequence and plan):
                 continue
             assert seq.table is not None
-            if not self._reserve(seq, seq.table.n_tokens + count):
-                continue
             plan.append(_Scheduled(seq, seq.table.n_tokens, count))
             budget -= count
         while self.waiting and budget > 0 and len(self.running) < self.n_seq_max:
@@ -236,23 +234,27 @@ class Engine:
             count = min(seq.n_pending, budget)
             plan.append(_Scheduled(seq, seq.table.n_tokens, count))
             budget -= count
-        # decode tokens first (they are short), then by admission order
-        plan.sort(key=lambda item: item.count != 1)
         return plan
 
-    def _reserve(self, seq: _Sequence, n_tokens: int) -> bool:
-        """Blocks for ``n_tokens`` positions of a running sequence, preempting newer ones if needed."""
-        assert seq.table is not None
-        while True:
-            try:
-                self.pool.reserve(seq.table, n_tokens)
-                return True
-            except PoolFullError as exc:
-                victims = [s for s in self.running if s is not seq]
-                if not victims:
-                    self._end(seq, _Event(error=exc))
-                    return False
-                self._preempt(victims[-1])
+    def _make_room(self) -> None:
+        """Blocks for every known token of every running sequence, preempting if the pool is out.
+
+        A prompt's blocks come with its admission, so only a decode token that starts a new
+        block needs one here. Sequences are served oldest first; when the pool has none left,
+        the newest other running sequence is preempted, or this one if it is the newest
+        (vLLM's order). A sequence alone that cannot get a block fails with `PoolFullError`.
+        """
+        for seq in list(self.running):
+            while seq in self.running:
+                assert seq.table is not None
+                try:
+                    self.pool.reserve(seq.table, len(seq.ids))
+                    break
+                except PoolFullError as exc:
+                    if len(self.running) == 1:
+                        self._end(seq, _Event(error=exc))
+                    else:
+                        self._preempt(self.running[-1])
 
     def _preempt(self, seq: _Sequence) -> None:
         assert seq.table is not None
