@@ -203,6 +203,23 @@ def test_a_nan_fails_only_its_own_request():
     assert eng.pool.n_free == eng.pool.n_blocks
 
 
+def test_a_failing_step_fails_its_requests_and_the_engine_goes_on():
+    eng, model = engine()
+
+    class Broken(BaseException):  # not an Exception: gets past the step's own handler
+        pass
+
+    forward = model.forward
+    model.forward = lambda batch: (_ for _ in ()).throw(Broken("worker bug"))
+    handles = [eng.submit(Request([i], GREEDY, 3)) for i in (1, 2)]
+    for h in handles:
+        with pytest.raises(Broken, match="worker bug"):
+            h.result()
+    assert eng.pool.n_free == eng.pool.n_blocks
+    model.forward = forward
+    assert run(eng, [7], max_tokens=2).text == "<8><9>"
+
+
 def test_an_asyncio_reader_gets_the_same_pieces():
     eng, _ = engine()
 

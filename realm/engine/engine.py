@@ -183,7 +183,16 @@ class Engine:
                 if not self.waiting and not self.running:
                     self._worker = None
                     return
-            if not self.step():
+            try:
+                stepped = self.step()
+            except BaseException as exc:  # an engine bug: every reader gets it, none hangs
+                with self._cond:
+                    for seq in [*self.running, *self.waiting]:
+                        self._end(seq, _Event(error=exc))
+                    self.waiting.clear()
+                    self._worker = None
+                return
+            if not stepped:
                 with self._cond:
                     self._cond.wait(IDLE_WAIT_SECONDS)
 
