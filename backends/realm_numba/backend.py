@@ -44,10 +44,6 @@ _QUANT_OPS = frozenset({"dequantize", "matmul", "get_rows"})
 
 # The paged KV ops, supported here whether or not `realm.backend.OPS` lists them yet.
 
-# From this many tokens on, a matmul decodes each weight row once into a tile and runs
-# the register-blocked GEMM; below it, the fused per-block kernels read the blocks directly.
-PREFILL_MIN_TOKENS = 4
-
 # Attention below this many multiply-adds runs on the calling thread: a parallel region
 # costs a few microseconds, more than a short decode step's attention.
 ATTENTION_PARALLEL_MIN_MACS = 1 << 17
@@ -97,12 +93,11 @@ class CpuQuantTensor(QuantTensor):
     """A `QuantTensor` plus what the CPU kernels need, worked out once at upload.
 
     ``data`` is the raw blocks as a read-only ``uint8 [rows, row_bytes]`` view of the
-    caller's buffer; ``rows`` is the same memory viewed as the fast kernel wants it
-    (float32 or uint16 for the plain float types); ``matvec`` is that kernel or None.
+    caller's buffer; ``rows`` is the same memory as float32 ``[rows, k]`` for an F32
+    tensor (multiplied in place), else None; ``lanes`` is its decoder's (matvec.LANES).
     """
 
     rows: np.ndarray | None = field(default=None, repr=False)
-    matvec: Any = field(default=None, repr=False)
     lanes: int = 0
 
 
@@ -208,9 +203,8 @@ class NumbaBackend:
         if blocks.ndim != 2:
             traits = type_traits(qtype)
             blocks = blocks.reshape(-1, w.shape[-1] // traits.block_size * traits.type_size)
-        matvec, lanes, view = self._k.FAST_MATVEC.get(qtype, (None, 0, None))
-        rows = blocks if view is None else blocks.view(view)
-        return CpuQuantTensor(blocks, qtype, tuple(w.shape), w.name, rows, matvec, lanes)
+        rows = blocks.view(np.float32) if qtype == GGMLType.F32 else None
+        return CpuQuantTensor(blocks, qtype, tuple(w.shape), w.name, rows, self._k.LANES.get(qtype, 0))
 
     def download(self, x: np.ndarray) -> np.ndarray:
         """A host copy of `x`."""
@@ -241,31 +235,26 @@ class NumbaBackend:
         self._k.dequantize_rows(int(p.qtype), p.data, out.reshape(p.data.shape[0], p.shape[-1]))
 
     def matmul(self, x: np.ndarray, w: QuantTensor | np.ndarray, out: np.ndarray) -> None:
-        """``out [n, m] = x [n, k] @ w [m, k].T``, straight from the blocks of a quantized `w`."""
+        """``out [n, m] = x [n, k] @ w [m, k].T``, straight from the blocks of a quantized `w`.
+
+        Batch-invariant: row ``i`` of `out` has the same bits whatever the other rows of `x`
+        and however many there are, on any thread count (one kernel for every ``n``, see
+        gemm.py), so a sequence's tokens do not depend on what shares its batch.
+        """
         CHECKS.matmul(x, w, out)
-        n = x.shape[0]
-        if isinstance(w, QuantTensor):
-            p = self._prepare(w)
         if np.may_share_memory(x, out):  # the kernels read x while writing out
             x = x.copy()
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
         threads = self._threads()
-        k_ = self._k
         if not isinstance(w, QuantTensor):
-            if n < PREFILL_MIN_TOKENS:
-                k_.matvec_f32(x, w, out, 0)
-            else:
-                k_.gemm_f32(x, w, out, threads)
-        elif n < PREFILL_MIN_TOKENS:
-            if p.matvec is not None:
-                p.matvec(x, p.rows, out, p.lanes)
-            else:
-                k_.matvec_generic(int(p.qtype), x, p.data, out, threads)
-        elif p.qtype == GGMLType.F32:
-            k_.gemm_f32(x, p.rows, out, threads)
+            self._k.matmul_f32(x, w, out, threads)
+            return
+        p = self._prepare(w)
+        if p.rows is not None:
+            self._k.matmul_f32(x, p.rows, out, threads)
         else:
-            k_.gemm_quant(int(p.qtype), x, p.data, out, threads)
+            self._k.matmul_quant(int(p.qtype), x, p.data, out, threads, p.lanes)
 
     def get_rows(self, w: QuantTensor | np.ndarray, ids: np.ndarray, out: np.ndarray) -> None:
         """``out [n, d] = w[ids]``, decoding only the rows asked for."""

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import pathlib
 
-import numpy as np
-
 from realm.gguf.types import GGMLType
 from realm_numba.cache import drop_stale_kernels, ensure_cache_location, kernel_cache_dir
 
 _PACKAGE = pathlib.Path(__file__).parent
 ensure_cache_location(_PACKAGE)  # before numba's decorators look for a cache directory
 
-from realm_numba import matvec as mv  # noqa: E402
 from realm_numba.attention import (  # noqa: E402
     attention_paged,
     attention_parallel,
@@ -25,33 +22,38 @@ from realm_numba.attention import (  # noqa: E402
     set_rows,
 )
 from realm_numba.elementwise import add, copy_rows, geglu, rms_norm, rope, scale, swiglu  # noqa: E402
-from realm_numba.gemm import gemm_f32, gemm_quant  # noqa: E402
-from realm_numba.matvec import matvec_f32  # noqa: E402
-from realm_numba.rows import DECODABLE, dequantize_rows, get_rows, matvec_generic, take_rows  # noqa: E402
+from realm_numba.gemm import matmul_f32, matmul_quant  # noqa: E402
+from realm_numba.matvec import LANES  # noqa: E402
+from realm_numba.rows import DECODABLE, dequantize_rows, get_rows, take_rows  # noqa: E402
 
 # Decorating a kernel only locates its cache; kernels load at their first call, so the
 # stale ones can still be dropped here, in the directory numba actually uses.
-drop_stale_kernels(_PACKAGE, kernel_cache_dir(mv.matvec_q4_0, _PACKAGE))
+drop_stale_kernels(_PACKAGE, kernel_cache_dir(matmul_quant, _PACKAGE))
 
-# Types with a fused decode kernel: (kernel, lanes, dtype to view the raw rows as).
-# Every other decodable type goes through `matvec_generic` (decode a row, then dot).
-FAST_MATVEC = {
-    GGMLType.F32: (mv.matvec_f32, 0, np.float32),
-    GGMLType.F16: (mv.matvec_f16, 0, np.uint16),
-    GGMLType.BF16: (mv.matvec_bf16, 0, np.uint16),
-    GGMLType.Q4_0: (mv.matvec_q4_0, 16, None),
-    GGMLType.Q4_1: (mv.matvec_q4_1, 16, None),
-    GGMLType.Q5_0: (mv.matvec_q5_0, 16, None),
-    GGMLType.Q5_1: (mv.matvec_q5_1, 16, None),
-    GGMLType.Q8_0: (mv.matvec_q8_0, 32, None),
-    GGMLType.Q4_K: (mv.matvec_q4_k, 32, None),
-    GGMLType.Q5_K: (mv.matvec_q5_k, 32, None),
-    GGMLType.Q6_K: (mv.matvec_q6_k, 32, None),
-}
+# The types with a matmul decoder of their own (matvec.py; F32 is multiplied in place):
+# warmup runs each once. Every other type goes through the exact decoder
+# (`rows.decode_row`) in the same kernel. The name is the old one, which
+# tests/test_numba_backend.py imports.
+FAST_MATVEC = frozenset({GGMLType.F32, *LANES})
 
 __all__ = [
-    "DECODABLE", "FAST_MATVEC", "add", "attention_paged", "attention_parallel", "attention_serial",
+    "DECODABLE",
+    "FAST_MATVEC",
+    "LANES",
+    "add",
+    "attention_paged",
+    "attention_parallel",
+    "attention_serial",
     "copy_rows",
-    "dequantize_rows", "geglu", "gemm_f32", "gemm_quant", "get_rows", "matvec_f32",
-    "matvec_generic", "rms_norm", "rope", "scale", "set_rows", "swiglu", "take_rows",
+    "dequantize_rows",
+    "geglu",
+    "get_rows",
+    "matmul_f32",
+    "matmul_quant",
+    "rms_norm",
+    "rope",
+    "scale",
+    "set_rows",
+    "swiglu",
+    "take_rows",
 ]

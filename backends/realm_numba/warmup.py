@@ -3,9 +3,9 @@
 Going through the public ops (rather than calling kernels directly) compiles exactly the
 type signatures real calls use: read-only uint8 blocks, C-contiguous float32 activations.
 Given the model's GGML types, only their kernels are compiled: a cold compile of every
-kernel takes 45-75 s on a 2-vCPU EPYC, most of it the generic paths (a decoder for every
-format), which a model whose weights all have fused kernels still needs for prefill and
-the embedding lookup.
+kernel takes 45-75 s on a 2-vCPU EPYC, most of it the decoders of every format, which
+the one quantized matmul kernel (any type, any number of tokens) and the embedding
+lookup hold.
 """
 
 from __future__ import annotations
@@ -40,23 +40,23 @@ def warm_steps(be: Any, qtypes: Iterable[GGMLType] | None = None) -> list[tuple[
     quantized = everything or any(q != GGMLType.F32 for q in wanted)
     x1, x4 = be.upload(np.zeros((1, _K))), be.upload(np.zeros((4, _K)))
     out1, out4 = be.empty((1, 4)), be.empty((4, 4))
-    # Any type without a fused kernel exercises the generic (decode a row, then dot) paths.
+    # Any type without a decoder of its own runs the exact (generic) decoder.
     generic = _zero_weight(be, GGMLType.Q2_K)
     steps: list[tuple[str, Callable[[], Any]]] = []
 
     def step(group: str, fn: Callable[[], Any]) -> None:
         steps.append((group, fn))
 
-    for qtype in fast:
+    # One kernel serves every quantized type and every number of tokens (gemm.py): the
+    # first quantized step compiles it, the others run their type's decoder once. F32
+    # weights have a kernel of their own.
+    for qtype in sorted(fast):
         if everything or qtype in wanted:
             w = _zero_weight(be, qtype)
             step(f"matmul decode {qtype.name}", lambda w=w: be.matmul(x1, w, out1))
     if everything or any(q not in fast for q in wanted):
         step("matmul decode (other types)", lambda: be.matmul(x1, generic, out1))
-    if everything or GGMLType.F32 in wanted:
-        w32 = _zero_weight(be, GGMLType.F32)
-        step("matmul prefill F32", lambda: be.matmul(x4, w32, out4))
-    if quantized:  # one kernel decodes a tile of any quantized type
+    if quantized:  # a prompt's rows: the same kernel
         w8 = _zero_weight(be, GGMLType.Q8_0)
         step("matmul prefill (quantized)", lambda: be.matmul(x4, w8, out4))
     ids = be.upload(np.array([1, 0], np.int32))
@@ -64,7 +64,7 @@ def warm_steps(be: Any, qtypes: Iterable[GGMLType] | None = None) -> list[tuple[
     step("get_rows", lambda: be.get_rows(generic, ids, rows_out))
     if everything:  # plain float32 weights and full dequantization: tests and research code
         w_float = be.upload(np.zeros((4, _K)))
-        step("matmul float32 array", lambda: (be.matmul(x1, w_float, out1), be.matmul(x4, w_float, out4)))
+        step("matmul float32 array", lambda: be.matmul(x4, w_float, out4))
         step("get_rows float32 array", lambda: be.get_rows(w_float, ids, rows_out))
         step("dequantize", lambda: be.dequantize(generic, be.empty((4, _K))))
 
@@ -76,8 +76,12 @@ def warm_steps(be: Any, qtypes: Iterable[GGMLType] | None = None) -> list[tuple[
     step("attention", lambda: be.attention(h, cache, cache, 5, 0.125, be.empty(h.shape)))
     big_q = be.upload(np.ones((32, 4, 64)))
     big_cache = be.upload(np.ones((64, 1, 64)))
-    step("attention parallel", lambda: be.attention(big_q, big_cache, big_cache, 32, 0.125,
-                                                    be.empty(big_q.shape), window=16, softcap=30.0))
+    step(
+        "attention parallel",
+        lambda: be.attention(
+            big_q, big_cache, big_cache, 32, 0.125, be.empty(big_q.shape), window=16, softcap=30.0
+        ),
+    )
     if everything:
         # The paged KV cache: no model run uses it yet (the batching engine will), so a model's
         # load does not pay for it. A pool of 4 blocks of 4 slots, two sequences; one token's
@@ -85,19 +89,31 @@ def warm_steps(be: Any, qtypes: Iterable[GGMLType] | None = None) -> list[tuple[
         pool = be.upload(np.ones((16, 1, 64)))
         table = be.upload(np.array([[2, 0], [1, 3]], np.int32))
         seq_ids = be.upload(np.array([0, 1, 1], np.int32))
-        step("attention_paged", lambda: be.attention_paged(
-            h, pool, pool, table, 4, seq_ids, pos, 0.125, be.empty(h.shape), window=2, softcap=30.0))
+        step(
+            "attention_paged",
+            lambda: be.attention_paged(
+                h, pool, pool, table, 4, seq_ids, pos, 0.125, be.empty(h.shape), window=2, softcap=30.0
+            ),
+        )
         step("set_rows", lambda: be.set_rows(h[:2, :1], pool, be.upload(np.array([5, 9], np.int32))))
-    step("swiglu, geglu", lambda: (be.swiglu(x4, x4, be.empty(x4.shape)),
-                                   be.geglu(x4, x4, be.empty(x4.shape))))
-    step("add, scale, copy_rows", lambda: (
-        be.add(x4, x4, be.empty(x4.shape)), be.add(x4, x1, be.empty(x4.shape)),
-        be.scale(x4, 2.0, be.empty(x4.shape)), be.copy_rows(h[:1, :1], cache, 2)))
+    step(
+        "swiglu, geglu", lambda: (be.swiglu(x4, x4, be.empty(x4.shape)), be.geglu(x4, x4, be.empty(x4.shape)))
+    )
+    step(
+        "add, scale, copy_rows",
+        lambda: (
+            be.add(x4, x4, be.empty(x4.shape)),
+            be.add(x4, x1, be.empty(x4.shape)),
+            be.scale(x4, 2.0, be.empty(x4.shape)),
+            be.copy_rows(h[:1, :1], cache, 2),
+        ),
+    )
     return steps
 
 
-def warm_all(be: Any, qtypes: Iterable[GGMLType] | None = None,
-             progress: bool | None = None) -> dict[str, float]:
+def warm_all(
+    be: Any, qtypes: Iterable[GGMLType] | None = None, progress: bool | None = None
+) -> dict[str, float]:
     """Run each step of `warm_steps` once; returns seconds spent per kernel group.
 
     ``progress``: None shows a bar on a terminal once a kernel actually compiles (the
@@ -121,8 +137,9 @@ def warm_all(be: Any, qtypes: Iterable[GGMLType] | None = None,
             elif show_bar and NOTICE.compiled > compiled_before:
                 from tqdm import tqdm
 
-                bar = tqdm(total=len(steps), initial=done, desc="realm: CPU kernels",
-                           unit="kernel", file=sys.stderr)
+                bar = tqdm(
+                    total=len(steps), initial=done, desc="realm: CPU kernels", unit="kernel", file=sys.stderr
+                )
     finally:
         if progress is False:
             NOTICE.quiet -= 1
