@@ -66,3 +66,23 @@ def test_bad_paged_arguments_are_refused_alike(backend, rng):
     with pytest.raises(BackendArgumentError, match="rows"):
         backend.set_rows(backend.upload(np.ones((2, 3), np.float32)), backend.empty((4, 3)),
                          backend.upload(np.array([0, 4], np.int32)))
+
+
+def test_indices_changed_in_place_after_a_good_call_are_checked_again(backend, rng):
+    """Each layer of a step passes the same indices: a backend may skip checking them again
+    while they are unchanged, never once they changed."""
+    _, k_pool, v_pool, table, q, seq_ids, positions = make_batch(rng, 4, 2, 8)
+    dq, dk, dv, ds, dp = _upload(backend, q, k_pool, v_pool, seq_ids, positions)
+    out = backend.empty(q.shape)
+    host_table = table.copy()
+    dt = backend.upload(host_table)
+    backend.attention_paged(dq, dk, dv, dt, BLOCK, ds, dp, 1.0, out)
+    backend.attention_paged(dq, dk, dv, dt, BLOCK, ds, dp, 1.0, out)  # the same: fine
+    host_table[seq_ids[0], 0] = len(k_pool) // BLOCK  # one block past the pool
+    if isinstance(dt, np.ndarray):  # host backends: the very array already checked, changed in place
+        dt[...] = host_table
+        bad = dt
+    else:
+        bad = backend.upload(host_table)
+    with pytest.raises(BackendArgumentError, match="block_table"):
+        backend.attention_paged(dq, dk, dv, bad, BLOCK, ds, dp, 1.0, out)

@@ -33,7 +33,7 @@ from realm.errors import BackendArgumentError, BackendUnavailableError
 from realm.gguf.types import GGMLType, type_traits
 from realm.op_checks import (
     OpChecks,
-    check_paged_indices,
+    PagedIndexCheck,
     refuse_bad_id,
     refuse_bad_row,
     refuse_repeated_rows,
@@ -48,8 +48,10 @@ _QUANT_OPS = frozenset({"dequantize", "matmul", "get_rows"})
 # costs a few microseconds, more than a short decode step's attention.
 ATTENTION_PARALLEL_MIN_MACS = 1 << 17
 
-# Thread id -> the numba thread count last applied on it (see NumbaBackend._threads).
-_THREADS_SET: dict[int, int] = {}
+# The numba thread count last applied on each thread (see NumbaBackend._threads). Thread-local,
+# not keyed by thread id: ids are reused, and the engine starts a fresh worker thread whenever
+# work arrives after an idle spell.
+_THREADS_SET = threading.local()
 
 # The kernels write every out as flat rows; inputs may be strided (numba reads any layout,
 # and matmul makes x contiguous itself).
@@ -151,6 +153,7 @@ class NumbaBackend:
         self._numba = numba
         self._k = kernels
         self._no_freq_factors = np.ones(0, np.float32)
+        self._check_paged_indices = PagedIndexCheck()  # each layer of a step passes the same indices
         self._threads()
 
     @property
@@ -170,10 +173,9 @@ class NumbaBackend:
             n = adaptive.recheck()
         # numba's thread count belongs to the calling thread: apply ours wherever an op runs.
         # Asking numba each call costs ~2 us, so remember what was set on which thread.
-        tid = threading.get_ident()
-        if _THREADS_SET.get(tid) != n:
+        if getattr(_THREADS_SET, "n", None) != n:
             self._numba.set_num_threads(n)
-            _THREADS_SET[tid] = n
+            _THREADS_SET.n = n
         return n
 
     # ------------------------------------------------------------------ memory
@@ -345,7 +347,7 @@ class NumbaBackend:
         """
         CHECKS.attention_paged(q, k_pool, v_pool, block_table, block_size, seq_ids, positions, out,
                                window, softcap)
-        check_paged_indices(block_table, block_size, len(k_pool), seq_ids, positions)
+        self._check_paged_indices(block_table, block_size, len(k_pool), seq_ids, positions)
         n, n_head, head_dim = q.shape
         if n == 0:
             return
