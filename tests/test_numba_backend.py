@@ -1,12 +1,14 @@
 """What the conformance suite does not reach on the numba "cpu" backend: its device and
 thread arguments, the default thread count under contention, zero-copy uploads, the
-kernel paths chosen by batch size (fused 2-3 token decode, tiled prefill with leftover
-rows and tokens), thread-count independence, aliasing, warmup and the first-compile
-message."""
+matmul's weight paths (each vectorized row decoder, the F32 kernel and the exact-decoder
+fallback, over a partial tile of rows), thread-count independence, aliasing, what warmup
+compiles and the first-compile message. Batch invariance of the matmul has its own file,
+test_batch_invariance_matmul.py."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -24,8 +26,18 @@ pytest.importorskip("numba")
 from realm_numba import CpuQuantTensor, NumbaBackend  # noqa: E402
 from realm_numba import threads as th  # noqa: E402
 from realm_numba.compile_notice import MESSAGE, CompileNotice  # noqa: E402
-from realm_numba.kernels import FAST_MATVEC  # noqa: E402
+from realm_numba.kernels import LANES  # noqa: E402
 from realm_numba.warmup import warm_steps  # noqa: E402
+
+# After kernels.py, which sets numba's cache location before any kernel module is imported.
+matvec = importlib.import_module("realm_numba.matvec")
+# The types with a vectorized matmul row decoder in matvec.py, read from its ``<type>_row``
+# functions rather than from the LANES table that the backend hands them.
+ROW_DECODERS = frozenset(
+    GGMLType[name[: -len("_row")].upper()]
+    for name in vars(matvec)
+    if name.endswith("_row") and name[: -len("_row")].upper() in GGMLType.__members__
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +65,12 @@ def _check_matmul(be, reference, raw, qtype, shape, x):
 
 
 def test_probe_does_not_import_numba():
-    code = ("import sys; from realm_numba import NumbaBackend; a = NumbaBackend.probe(); "
-            "assert a.available, a; assert 'numba' not in sys.modules, 'probe imported numba'; "
-            "d = a.devices[0]; assert (d.device, d.kind) == ('cpu', 'cpu'), d; "
-            "assert d.name.endswith('threads)'), d.name")
+    code = (
+        "import sys; from realm_numba import NumbaBackend; a = NumbaBackend.probe(); "
+        "assert a.available, a; assert 'numba' not in sys.modules, 'probe imported numba'; "
+        "d = a.devices[0]; assert (d.device, d.kind) == ('cpu', 'cpu'), d; "
+        "assert d.name.endswith('threads)'), d.name"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -68,8 +82,9 @@ def test_other_devices_are_refused(device):
 
 def test_probe_says_how_to_install_numba(monkeypatch):
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "numba" else find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "numba" else find_spec(name, *a)
+    )
     availability = NumbaBackend.probe()
     assert not availability.available
     assert availability.reason == "numba is not installed; pip install numba (the 'cpu' extra of realm)"
@@ -104,8 +119,10 @@ def test_default_threads_follow_the_cpus_others_leave_free():
     assert [adaptive.current() for _ in range(5)] == [2, 1, 1, 1, 2]
 
 
-@pytest.mark.parametrize(("free", "limit", "expected"), [
-    (2.0, 2, 2), (1.8, 2, 2), (1.7, 2, 1), (0.2, 2, 1), (7.9, 8, 8), (6.5, 8, 6), (8.0, 4, 4)])
+@pytest.mark.parametrize(
+    ("free", "limit", "expected"),
+    [(2.0, 2, 2), (1.8, 2, 2), (1.7, 2, 1), (0.2, 2, 1), (7.9, 8, 8), (6.5, 8, 6), (8.0, 4, 4)],
+)
 def test_a_cpu_counts_as_free_when_others_use_little_of_it(free, limit, expected):
     assert th.threads_for(free, limit) == expected
 
@@ -196,11 +213,25 @@ def test_upload_quant_errors_name_the_tensor(cpu, rng):
         cpu.upload_quant(raw, GGMLType.Q8_K, shape, name="w.q")
 
 
-@pytest.mark.parametrize("qtype", sorted(FAST_MATVEC), ids=lambda t: t.name)
-@pytest.mark.parametrize("n", [2, 3, 4, 5], ids=lambda n: f"n{n}")
+def test_every_row_decoder_has_its_lanes():
+    """`upload_quant` hands each decoder its ``lanes`` from LANES (0 when missing): a decoder
+    without an entry would walk no bytes and leave its tile row unwritten."""
+    assert len(ROW_DECODERS) >= 10, sorted(ROW_DECODERS)
+    assert set(LANES) == ROW_DECODERS
+    assert all(LANES[t] in (16, 32) for t in ROW_DECODERS if type_traits(t).block_size > 1)
+
+
+# Every vectorized decoder, F32 (multiplied in place) and two types that go through the
+# exact decoder (one per block size).
+MATMUL_PATHS = sorted(ROW_DECODERS | {GGMLType.F32, GGMLType.IQ4_NL, GGMLType.Q2_K})
+
+
+@pytest.mark.parametrize("qtype", MATMUL_PATHS, ids=lambda t: t.name)
+@pytest.mark.parametrize("n", [1, 5], ids=lambda n: f"n{n}")
 def test_matmul_batch_paths(cpu, reference, rng, qtype, n):
-    """2-3 tokens take the fused kernels token by token; 4-5 the tiled path with a leftover
-    token and (m = 7) a partial tile of rows."""
+    """Each of the matmul's weight paths against the reference, for one row of x and several.
+    m = 7 is one full tile of four weight rows and a partial one (three rows decoded, the
+    fourth scratch row's result dropped), one tile per thread on two threads."""
     raw, shape = _weight(qtype, 7, 2, rng)
     _check_matmul(cpu, reference, raw, qtype, shape, rng.standard_normal((n, shape[1])).astype(np.float32))
 
@@ -243,8 +274,7 @@ def test_get_rows_out_of_range_names_the_id(cpu, rng):
     with pytest.raises(RealmError, match=r"'token_embd\.weight' \(4 rows\): id 4 at position 1"):
         cpu.get_rows(w, np.array([0, 4], np.int32), np.empty((2, 32), np.float32))
     with pytest.raises(RealmError, match="id -1"):
-        cpu.get_rows(np.zeros((4, 8), np.float32), np.array([-1], np.int32),
-                     np.empty((1, 8), np.float32))
+        cpu.get_rows(np.zeros((4, 8), np.float32), np.array([-1], np.int32), np.empty((1, 8), np.float32))
 
 
 def test_non_contiguous_out_is_refused(cpu):
@@ -256,7 +286,8 @@ def test_non_contiguous_out_is_refused(cpu):
 
 def test_warmup_reports_each_group_and_leaves_the_backend_usable(cpu, rng):
     seconds = cpu.warmup(progress=False)
-    assert {"matmul prefill (quantized)", "attention", "rms_norm", "dequantize"} <= set(seconds)
+    assert list(seconds) == list(dict.fromkeys(group for group, _ in warm_steps(cpu)))
+    assert {"get_rows", "attention", "rms_norm", "dequantize"} <= set(seconds)
     assert all(isinstance(v, float) and v >= 0 for v in seconds.values())
     x = np.full((1, 4), 2.0, np.float32)
     out = np.empty_like(x)
@@ -264,14 +295,60 @@ def test_warmup_reports_each_group_and_leaves_the_backend_usable(cpu, rng):
     assert out.tolist() == [[3.0, 3.0, 3.0, 3.0]]
 
 
-def test_warmup_for_a_model_compiles_only_its_types(cpu):
-    groups = [group for group, _ in warm_steps(cpu, {GGMLType.Q4_1, GGMLType.Q8_0, GGMLType.F32})]
-    assert {"matmul decode Q4_1", "matmul decode Q8_0", "matmul prefill (quantized)"} <= set(groups)
-    assert "get_rows" in groups
-    assert "matmul decode Q6_K" not in groups and "matmul decode (other types)" not in groups
-    assert "dequantize" not in groups
-    assert "matmul decode (other types)" in [g for g, _ in warm_steps(cpu, {GGMLType.IQ2_XS})]
-    assert cpu.warmup({GGMLType.Q4_1}, progress=False)["matmul decode Q4_1"] >= 0
+# Run in a fresh process, where no kernel is loaded yet: warm up for a model's types, note
+# the signatures each kernel then holds (compiled or loaded from the disk cache), then do
+# what the model's weights see (matmuls of 1 to 9 rows, embedding lookups) and note them again.
+_WARMUP_PROBE = """
+import json, sys
+import numpy as np
+from realm.gguf.types import GGMLType
+from realm.testing import random_quant_tensor
+from realm_numba import NumbaBackend
+
+be = NumbaBackend(n_threads=2)
+kernels = {n: getattr(be._k, n) for n in be._k.__all__ if hasattr(getattr(be._k, n), "signatures")}
+
+def held():
+    return {n: sorted(map(str, d.signatures)) for n, d in kernels.items()}
+
+qtypes = [GGMLType[t] for t in sys.argv[1:]]
+before = held()
+be.warmup(set(qtypes), progress=False)
+warmed = held()
+rng = np.random.default_rng(0)
+for qtype in qtypes:
+    shape = (5, 256)
+    w = be.upload_quant(random_quant_tensor(qtype, shape, rng), qtype, shape, name=qtype.name)
+    for n in (1, 2, 4, 9):
+        be.matmul(rng.standard_normal((n, 256)).astype(np.float32), w, be.empty((n, 5)))
+    be.get_rows(w, be.upload(np.array([4, 0], np.int32)), be.empty((2, 256)))
+print(json.dumps({"before": before, "warmed": warmed, "used": held()}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("qtypes", "matmul_kernels"),
+    [
+        (["Q4_1", "Q8_0", "F32"], {"matmul_quant", "matmul_f32"}),
+        (["IQ2_XS"], {"matmul_quant"}),  # no decoder of its own: the exact one, same kernel
+    ],
+    ids=["Q4_1+Q8_0+F32", "IQ2_XS"],
+)
+def test_warmup_for_a_model_compiles_what_its_weights_need(qtypes, matmul_kernels):
+    """After ``warmup(model's types)``, the model's matmuls (any number of rows) and embedding
+    lookups compile nothing more; and warmup compiled neither a matmul kernel the model's
+    types do not use nor full dequantization or float32-table lookups (tests only)."""
+    run = subprocess.run(
+        [sys.executable, "-c", _WARMUP_PROBE, *qtypes], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    held = json.loads(run.stdout.splitlines()[-1])
+    assert not any(held["before"].values()), held["before"]  # the probe starts from nothing
+    compiled = {name for name, sigs in held["warmed"].items() if sigs}
+    assert {name for name in compiled if name.startswith("matmul")} == matmul_kernels
+    assert "get_rows" in compiled
+    assert not compiled & {"dequantize_rows", "take_rows"}  # full dequantization, float32 tables
+    assert held["used"] == held["warmed"]
 
 
 def test_compile_notice_speaks_once_and_only_for_realm_kernels(capsys):
@@ -286,13 +363,17 @@ def test_compile_notice_speaks_once_and_only_for_realm_kernels(capsys):
 def test_compile_message_only_when_the_cache_is_cold(tmp_path):
     """A fresh NUMBA_CACHE_DIR: the first process compiles one kernel and says so on stderr;
     the second loads it from the cache and says nothing."""
-    code = ("import numpy as np; from realm_numba import NumbaBackend; "
-            "be = NumbaBackend(n_threads=1); out = np.empty((1, 3), np.float32); "
-            "be.matmul(np.ones((1, 8), np.float32), np.ones((3, 8), np.float32), out); "
-            "assert out.tolist() == [[8.0, 8.0, 8.0]], out")
+    code = (
+        "import numpy as np; from realm_numba import NumbaBackend; "
+        "be = NumbaBackend(n_threads=1); out = np.empty((1, 3), np.float32); "
+        "be.matmul(np.ones((1, 8), np.float32), np.ones((3, 8), np.float32), out); "
+        "assert out.tolist() == [[8.0, 8.0, 8.0]], out"
+    )
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
-    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                           timeout=300) for _ in range(2)]
+    runs = [
+        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        for _ in range(2)
+    ]
     for run in runs:
         assert run.returncode == 0, run.stderr
     assert runs[0].stderr.count(MESSAGE) == 1, runs[0].stderr

@@ -30,10 +30,10 @@ from realm_numba.rows import DECODABLE, dequantize_rows, get_rows, take_rows  # 
 # stale ones can still be dropped here, in the directory numba actually uses.
 drop_stale_kernels(_PACKAGE, kernel_cache_dir(matmul_quant, _PACKAGE))
 
-# The types with a matmul decoder of their own (matvec.py; F32 is multiplied in place):
-# warmup runs each once. Every other type goes through the exact decoder
-# (`rows.decode_row`) in the same kernel. The name is the old one, which
-# tests/test_numba_backend.py imports.
+# The types warmup.py gives a matmul step of their own: those with a vectorized decoder
+# (matvec.LANES) and F32 (multiplied in place by `matmul_f32`). Every other type goes
+# through the exact decoder (`rows.decode_row`) inside the same `matmul_quant`. The name
+# is the one warmup.py reads (`be._k.FAST_MATVEC`).
 FAST_MATVEC = frozenset({GGMLType.F32, *LANES})
 
 __all__ = [

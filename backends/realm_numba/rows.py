@@ -1,5 +1,6 @@
-"""Whole-row decoding for every GGML type, and the kernels built on it: dequantize,
-get_rows and the generic quantized matmul.
+"""Whole-row decoding for every GGML type, bit-identical to the reference, and the
+kernels built on it: dequantize and get_rows. The matmul (gemm.py) decodes with it every
+type that has no vectorized decoder in matvec.py.
 
 A weight is a C-contiguous ``uint8 [rows, row_bytes]`` view of its raw blocks. The
 type is passed as its integer GGML id and resolved once per row, not per block, so
@@ -8,14 +9,13 @@ one compiled kernel serves every type.
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit, prange
 
 from realm.gguf.types import TYPE_TRAITS, GGMLType
 from realm_numba import decode_iquants as iq
 from realm_numba import decode_kquants as kq
 from realm_numba import decode_simple as sq
-from realm_numba.scalars import JIT, JIT_FAST, JIT_PARALLEL
+from realm_numba.scalars import JIT
 
 # Type ids as plain ints: numba folds module-level ints into constants.
 F32, F16, BF16, F64 = (int(GGMLType[n]) for n in ("F32", "F16", "BF16", "F64"))
@@ -34,7 +34,7 @@ DECODABLE = frozenset(GGMLType(t) for t in (
     F32, F16, BF16, F64, I8, I16, I32, I64, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
     IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M, IQ4_NL, IQ4_XS,
     TQ1_0, TQ2_0, MXFP4, NVFP4,
-))
+))  # fmt: skip
 
 
 def _ts(name: str) -> int:
@@ -45,11 +45,11 @@ def _ts(name: str) -> int:
 _TS = {n: _ts(n) for n in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K",
                             "Q5_K", "Q6_K", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S",
                             "IQ1_S", "IQ1_M", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4",
-                            "NVFP4")}
+                            "NVFP4")}  # fmt: skip
 assert _TS == {"Q4_0": 18, "Q4_1": 20, "Q5_0": 22, "Q5_1": 24, "Q8_0": 34, "Q2_K": 84,
                "Q3_K": 110, "Q4_K": 144, "Q5_K": 176, "Q6_K": 210, "IQ2_XXS": 66, "IQ2_XS": 74,
                "IQ2_S": 82, "IQ3_XXS": 98, "IQ3_S": 110, "IQ1_S": 50, "IQ1_M": 56, "IQ4_NL": 18,
-               "IQ4_XS": 136, "TQ1_0": 54, "TQ2_0": 66, "MXFP4": 17, "NVFP4": 36}, _TS
+               "IQ4_XS": 136, "TQ1_0": 54, "TQ2_0": 66, "MXFP4": 17, "NVFP4": 36}, _TS  # fmt: skip
 
 
 @njit(**JIT)
@@ -159,29 +159,6 @@ def get_rows(code, w, ids, out):
     for i in range(ids.shape[0]):
         decode_row(code, w[ids[i]], out[i])
     return -1
-
-
-@njit(**JIT_FAST)
-def _dot(a, b):
-    acc = np.float32(0.0)
-    for i in range(a.shape[0]):
-        acc += a[i] * b[i]
-    return acc
-
-
-@njit(**JIT_PARALLEL)
-def matvec_generic(code, x, w, out, n_chunks):
-    """``out = x @ decode(w).T`` for a few tokens, any format: each thread decodes its fixed
-    range of weight rows one at a time into a scratch row and dots it with every token."""
-    m = w.shape[0]
-    n, k = x.shape
-    n_chunks = max(1, min(n_chunks, m))
-    for c in prange(n_chunks):
-        row = np.empty(k, dtype=np.float32)
-        for r in range(c * m // n_chunks, (c + 1) * m // n_chunks):
-            decode_row(code, w[r], row)
-            for t in range(n):
-                out[t, r] = _dot(x[t], row)
 
 
 @njit(**JIT)
