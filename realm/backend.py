@@ -197,6 +197,9 @@ class Backend(Protocol):
     # ``warmup(qtypes, progress)`` compiles the kernels a model with tensors of ``qtypes``
     # will run, so `realm.load` pays a first-run compile up front and can show it, instead of
     # the first generated token paying it in silence. ``progress`` is load()'s argument.
+    # ``release_threads()`` says the calling thread launches no kernels for a while, so a
+    # backend whose worker threads belong to the launching thread (numba on GNU OpenMP)
+    # can free them: `realm.load` calls it, since the engine's own thread runs the model.
 
 
 OPS = (

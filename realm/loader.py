@@ -97,6 +97,9 @@ def load(
         warmup = getattr(backend, "warmup", None)  # optional: compile kernels now, before any text
         if warmup is not None:
             warmup(qtypes={t.qtype for t in gguf.tensors.values()}, progress=progress)
+        release = getattr(backend, "release_threads", None)  # the engine's thread runs the model
+        if release is not None:
+            release()
     except BaseException:
         gguf.close()
         raise

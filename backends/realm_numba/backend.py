@@ -38,6 +38,7 @@ from realm.op_checks import (
     refuse_bad_row,
     refuse_repeated_rows,
 )
+from realm_numba.openmp import release_thread_pool
 from realm_numba.threads import affinity_cpus, default_threads, shared_adaptive
 
 _QUANT_OPS = frozenset({"dequantize", "matmul", "get_rows"})
@@ -155,6 +156,11 @@ class NumbaBackend:
         self._no_freq_factors = np.ones(0, np.float32)
         self._check_paged_indices = PagedIndexCheck()  # each layer of a step passes the same indices
         self._threads()
+
+    def release_threads(self) -> None:
+        """The calling thread launches no kernels for a while: free its OpenMP workers, so that
+        another thread's kernels (the engine's worker) have the CPUs to themselves (openmp.py)."""
+        release_thread_pool()
 
     @property
     def threads_now(self) -> int:
