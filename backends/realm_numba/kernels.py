@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pathlib
 
-from realm.gguf.types import GGMLType
 from realm_numba.cache import drop_stale_kernels, ensure_cache_location, kernel_cache_dir
 
 _PACKAGE = pathlib.Path(__file__).parent
@@ -30,15 +29,8 @@ from realm_numba.rows import DECODABLE, dequantize_rows, get_rows, take_rows  # 
 # stale ones can still be dropped here, in the directory numba actually uses.
 drop_stale_kernels(_PACKAGE, kernel_cache_dir(matmul_quant, _PACKAGE))
 
-# The types warmup.py gives a matmul step of their own: those with a vectorized decoder
-# (matvec.LANES) and F32 (multiplied in place by `matmul_f32`). Every other type goes
-# through the exact decoder (`rows.decode_row`) inside the same `matmul_quant`. The name
-# is the one warmup.py reads (`be._k.FAST_MATVEC`).
-FAST_MATVEC = frozenset({GGMLType.F32, *LANES})
-
 __all__ = [
     "DECODABLE",
-    "FAST_MATVEC",
     "LANES",
     "add",
     "attention_paged",

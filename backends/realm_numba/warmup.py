@@ -34,7 +34,7 @@ def _zero_weight(be: Any, qtype: GGMLType, rows: int = 4) -> Any:
 def warm_steps(be: Any, qtypes: Iterable[GGMLType] | None = None) -> list[tuple[str, Callable[[], Any]]]:
     """(kernel group, a call that compiles it) for every kernel a model of `qtypes` uses;
     every kernel when `qtypes` is None."""
-    fast = be._k.FAST_MATVEC
+    fast = frozenset({GGMLType.F32, *be._k.LANES})  # types with a decoder of their own
     wanted = None if qtypes is None else {GGMLType(q) for q in qtypes}
     everything = wanted is None
     quantized = everything or any(q != GGMLType.F32 for q in wanted)
@@ -72,30 +72,29 @@ def warm_steps(be: Any, qtypes: Iterable[GGMLType] | None = None) -> list[tuple[
     step("rms_norm", lambda: be.rms_norm(h, be.upload(np.ones(64)), 1e-6, h))
     pos = be.upload(np.arange(3, dtype=np.int32))
     step("rope", lambda: be.rope(h, pos, 64, 10000.0, RopeMode.NEOX, h))
-    cache = be.upload(np.ones((8, 1, 64)))
-    step("attention", lambda: be.attention(h, cache, cache, 5, 0.125, be.empty(h.shape)))
-    big_q = be.upload(np.ones((32, 4, 64)))
-    big_cache = be.upload(np.ones((64, 1, 64)))
+    # The model's attention: the paged KV cache. A pool of 4 blocks of 4 slots, two sequences;
+    # one token's call and a batch's go through the same kernel (see attention.attention_paged).
+    pool = be.upload(np.ones((16, 1, 64)))
+    table = be.upload(np.array([[2, 0], [1, 3]], np.int32))
+    seq_ids = be.upload(np.array([0, 1, 1], np.int32))
     step(
-        "attention parallel",
-        lambda: be.attention(
-            big_q, big_cache, big_cache, 32, 0.125, be.empty(big_q.shape), window=16, softcap=30.0
+        "attention_paged",
+        lambda: be.attention_paged(
+            h, pool, pool, table, 4, seq_ids, pos, 0.125, be.empty(h.shape), window=2, softcap=30.0
         ),
     )
-    if everything:
-        # The paged KV cache: no model run uses it yet (the batching engine will), so a model's
-        # load does not pay for it. A pool of 4 blocks of 4 slots, two sequences; one token's
-        # call and a batch's go through the same kernel (see attention.attention_paged).
-        pool = be.upload(np.ones((16, 1, 64)))
-        table = be.upload(np.array([[2, 0], [1, 3]], np.int32))
-        seq_ids = be.upload(np.array([0, 1, 1], np.int32))
+    step("set_rows", lambda: be.set_rows(h[:2, :1], pool, be.upload(np.array([5, 9], np.int32))))
+    cache = be.upload(np.ones((8, 1, 64)))
+    if everything:  # dense attention over one sequence's cache: the contract's op, no model run uses it
+        step("attention", lambda: be.attention(h, cache, cache, 5, 0.125, be.empty(h.shape)))
+        big_q = be.upload(np.ones((32, 4, 64)))
+        big_cache = be.upload(np.ones((64, 1, 64)))
         step(
-            "attention_paged",
-            lambda: be.attention_paged(
-                h, pool, pool, table, 4, seq_ids, pos, 0.125, be.empty(h.shape), window=2, softcap=30.0
+            "attention parallel",
+            lambda: be.attention(
+                big_q, big_cache, big_cache, 32, 0.125, be.empty(big_q.shape), window=16, softcap=30.0
             ),
         )
-        step("set_rows", lambda: be.set_rows(h[:2, :1], pool, be.upload(np.array([5, 9], np.int32))))
     step(
         "swiglu, geglu", lambda: (be.swiglu(x4, x4, be.empty(x4.shape)), be.geglu(x4, x4, be.empty(x4.shape)))
     )

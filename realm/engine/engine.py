@@ -30,7 +30,7 @@ import numpy as np
 
 from realm.arguments import check_int
 from realm.engine.blocks import BlockTable, PoolFullError
-from realm.engine.request import Request, RequestHandle, _Event
+from realm.engine.request import Request, RequestHandle, Wakeups, _Event
 from realm.errors import CallOrderError, ContextOverflowError, InvalidParameterError, ModelBusyError
 from realm.generate import Sampler, TextAssembler
 from realm.model.transformer import Batch, Transformer
@@ -100,6 +100,7 @@ class Engine:
         self.steps = 0  # engine steps run, for tests and metrics
         self.prefix_hit_tokens = 0  # prompt tokens whose keys/values came from the prefix cache
         self.preemptions = 0
+        self._wakeups: Wakeups | None = None  # set while a step's results are handed out
 
     # ------------------------------------------------------------------ callers
 
@@ -214,7 +215,12 @@ class Engine:
                 return True
             self.steps += 1
             with self._cond:
-                self._after_step(plan, batch, logits)
+                self._wakeups = Wakeups()  # asyncio readers are woken once per loop, after the step
+                try:
+                    self._after_step(plan, batch, logits)
+                finally:
+                    wakeups, self._wakeups = self._wakeups, None
+            wakeups.fire()
         return True
 
     # ------------------------------------------------------------------ scheduling
@@ -362,7 +368,7 @@ class Engine:
         seq.ids.append(token)
         seq.n_generated += 1
         kept = logits.copy() if seq.request.keep_logits else None
-        seq.handle._push(_Event(piece=seq.text.push(token), token=token, token_logits=kept))
+        seq.handle._push(_Event(piece=seq.text.push(token), token=token, token_logits=kept), self._wakeups)
         if seq.text.stopped:
             self._end(seq, _Event(finish_reason="stop"))
         elif seq.n_generated >= seq.request.max_tokens:
@@ -371,7 +377,7 @@ class Engine:
     def _finish(self, seq: _Sequence, reason: str) -> None:
         tail = seq.text.flush()
         if tail:
-            seq.handle._push(_Event(piece=tail))
+            seq.handle._push(_Event(piece=tail), self._wakeups)
         self._end(seq, _Event(finish_reason=reason))
 
     def _end(self, seq: _Sequence, last: _Event) -> None:
@@ -383,7 +389,7 @@ class Engine:
         if seq in self.running:
             self.running.remove(seq)
         self._cancelled.discard(seq.handle)
-        seq.handle._push(last)
+        seq.handle._push(last, self._wakeups)
         seq.handle.done.set()
 
     def _drop_cancelled(self) -> None:

@@ -7,7 +7,7 @@ thread (iteration blocks) or from an asyncio loop (``async for``), and may cance
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -75,7 +75,8 @@ class RequestHandle:
         self._cancel = cancel
         self._events: deque[_Event] = deque()
         self._cond = threading.Condition()
-        self._wakers: list[Callable[[], None]] = []  # asyncio readers waiting for an event
+        # asyncio readers waiting for an event: (their loop, the future that wakes them)
+        self._wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self.done = threading.Event()  # set once the request is over and its blocks are free
 
     @property
@@ -84,13 +85,17 @@ class RequestHandle:
 
     # ------------------------------------------------------------------ the worker's side
 
-    def _push(self, event: _Event) -> None:
+    def _push(self, event: _Event, wakeups: Wakeups | None = None) -> None:
+        """Add an event; asyncio readers are woken now, or by ``wakeups.fire()`` when given."""
         with self._cond:
             self._events.append(event)
             self._cond.notify_all()
             wakers, self._wakers = self._wakers, []
-        for wake in wakers:
-            wake()
+        batch = wakeups if wakeups is not None else Wakeups()
+        for loop, future in wakers:
+            batch.add(loop, future)
+        if wakeups is None:
+            batch.fire()
 
     # ------------------------------------------------------------------ the caller's side
 
@@ -117,7 +122,7 @@ class RequestHandle:
                 if self._events:
                     return self._events.popleft()
                 ready = loop.create_future()
-                self._wakers.append(functools.partial(loop.call_soon_threadsafe, _set_once, ready))
+                self._wakers.append((loop, ready))
             await ready
 
     async def __aiter__(self) -> AsyncIterator[str]:
@@ -164,6 +169,28 @@ class RequestHandle:
         return event.piece
 
 
-def _set_once(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+class Wakeups:
+    """asyncio readers to wake, gathered over an engine step and woken with one call per loop.
+
+    Each wake-up of a reader's thread costs the step in flight: on a machine whose cores all
+    run the kernels, the woken thread takes a core from them. So the engine wakes each event
+    loop once per step, whatever number of its requests got a token.
+    """
+
+    def __init__(self) -> None:
+        self._futures: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+
+    def add(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+        self._futures.setdefault(loop, []).append(future)
+
+    def fire(self) -> None:
+        futures, self._futures = self._futures, {}
+        for loop, waiting in futures.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+                loop.call_soon_threadsafe(_set_all, waiting)
+
+
+def _set_all(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
