@@ -8,6 +8,7 @@ import pytest
 import realm
 from realm.errors import (
     BackendUnavailableError,
+    CallOrderError,
     ContextOverflowError,
     GGUFFormatError,
     UnsupportedModelError,
@@ -215,3 +216,15 @@ def test_layer_by_layer_pass_equals_eval_and_exposes_the_residual(model):
         t.forward_layer(0)
     with pytest.raises(ValueError, match="n_batch"):
         t.embed([1] * (t.n_batch + 1))
+
+
+def test_a_call_during_this_threads_open_research_pass_is_refused_not_deadlocked(model):
+    t = model.transformer
+    t.reset()
+    t.embed([3, 4, 5])
+    with pytest.raises(CallOrderError, match="research pass"):
+        model.generate([1, 2], max_tokens=2)
+    with pytest.raises(CallOrderError, match="research pass"):
+        model.logits([1, 2])
+    t.reset()  # ends the pass: the model runs again
+    assert model.generate([1, 2], max_tokens=2, temperature=0).completion_tokens == 2

@@ -246,6 +246,11 @@ class Model:
     def _submit(self, request: Request) -> RequestHandle:
         if self._closed:
             raise CallOrderError(f"model {self.path.name} is closed; load it again to use it")
+        if self.transformer.pass_open_in_this_thread():  # the engine would wait for it forever
+            raise CallOrderError(
+                "this thread has a research pass open (transformer.embed without finish); call "
+                "transformer.finish() or transformer.reset() before generate, chat or logits"
+            )
         return self.engine.submit(request)
 
     # ------------------------------------------------------------------ description

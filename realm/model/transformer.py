@@ -143,6 +143,7 @@ class Transformer:
         self._solo: BlockTable | None = None  # the research API's sequence
         self._pass: _Pass | None = None
         self._pass_holds_lock = False
+        self._pass_thread: int | None = None  # the thread whose research pass holds the lock
         self._watch: Hook | None = None  # sees every intermediate while a NaN is being traced
         self._embd_scale = arch.embedding_scale()
         self._attn_scale = arch.attention_scale()
@@ -237,6 +238,7 @@ class Transformer:
         if not self._pass_holds_lock:
             self.lock.acquire()
             self._pass_holds_lock = True
+            self._pass_thread = threading.get_ident()
         try:
             self._pass = None
             if self._solo is None:
@@ -273,7 +275,12 @@ class Transformer:
         self._pass = None
         if self._pass_holds_lock:
             self._pass_holds_lock = False
+            self._pass_thread = None
             self.lock.release()
+
+    def pass_open_in_this_thread(self) -> bool:
+        """True between this thread's `embed` and its `finish` or `reset`."""
+        return self._pass_thread == threading.get_ident()
 
     def _check_fits(self, n_positions: int) -> None:
         if n_positions > self.n_ctx:
