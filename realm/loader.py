@@ -38,6 +38,7 @@ def load(
     progress: bool | None = None,
     kv_size: int | None = None,
     n_seq_max: int | None = None,
+    max_waiting: int | None = None,
 ) -> Model:
     """Load a GGUF model onto a backend.
 
@@ -54,6 +55,8 @@ def load(
     up to this. Past it, requests wait for running ones to finish.
     ``n_seq_max``: the most sequences the engine runs in one step (default 32, at most
     ``n_batch``); more requests wait in its queue.
+    ``max_waiting``: the most requests that queue (None: no bound); past it a request
+    raises `ModelBusyError` at once.
 
     >>> model = realm.load("SmolLM2-135M-Instruct.Q4_1.gguf", device="cpu")   # doctest: +SKIP
     """
@@ -67,7 +70,15 @@ def load(
     n_threads = check_int("n_threads", n_threads, minimum=1, allow_none=True)
     n_batch = check_int("n_batch", n_batch, minimum=1, maximum=MAX_N_BATCH)
     kv_size = check_int("kv_size", kv_size, minimum=1, maximum=MAX_KV_SIZE, allow_none=True)
-    n_seq_max = check_int("n_seq_max", n_seq_max, minimum=1, allow_none=True)
+    n_seq_max = check_int(
+        "n_seq_max",
+        n_seq_max,
+        minimum=1,
+        maximum=n_batch,
+        allow_none=True,
+        hint=" (a step runs at most n_batch tokens)",
+    )
+    max_waiting = check_int("max_waiting", max_waiting, minimum=0, allow_none=True)
     gguf = read_gguf(path)
     try:
         arch_class = architecture_class(gguf.metadata)
@@ -104,7 +115,15 @@ def load(
         gguf.close()
         raise
     return Model(
-        path, gguf, config, backend, tokenizer, transformer, time.perf_counter() - t0, n_seq_max=n_seq_max
+        path,
+        gguf,
+        config,
+        backend,
+        tokenizer,
+        transformer,
+        time.perf_counter() - t0,
+        n_seq_max=n_seq_max,
+        max_waiting=max_waiting,
     )
 
 

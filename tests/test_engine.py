@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from realm.engine.blocks import BlockPool, PoolFullError
 from realm.engine.engine import Engine
 from realm.engine.request import Request
-from realm.errors import ContextOverflowError, ModelBusyError, NumericalError
+from realm.errors import ContextOverflowError, InvalidParameterError, ModelBusyError, NumericalError
 from realm.generate import SamplingParams
 
 VOCAB = 50
@@ -32,6 +32,7 @@ class Counting:
 
     def __init__(self, n_ctx=256, n_batch=16, n_blocks=64, block_size=4, poison=None):
         self.n_ctx, self.n_batch = n_ctx, n_batch
+        self.cfg = type("Config", (), {"n_vocab": VOCAB})()
         self.cache = type("Cache", (), {})()
         self.cache.pool = BlockPool(n_blocks, block_size)
         self.lock = threading.RLock()
@@ -56,6 +57,9 @@ class Counting:
             if token == self.poison:
                 logits[row] = np.nan
         return logits
+
+    def pass_open_in_this_thread(self):
+        return False
 
     def nonfinite_error(self, batch):
         return NumericalError("NaN in the stand-in")
@@ -292,3 +296,61 @@ def test_many_streams_with_cancels_lose_and_mix_nothing(data, n_blocks, n_batch,
     eng.close()
     assert eng.pool.n_free == eng.pool.n_blocks  # every block came back
     assert not eng.running and not eng.waiting
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        (dict(ids=[1.5, 2.0]), "ids"),
+        (dict(ids=[True, False]), "ids"),
+        (dict(ids="hello"), "ids"),
+        (dict(ids=[1], max_tokens=0), "max_tokens"),
+        (dict(ids=[1], max_tokens=-1), "max_tokens"),
+        (dict(ids=[1], max_tokens=2.5), "max_tokens"),
+        (dict(ids=[1], max_tokens="4"), "max_tokens"),
+        (dict(ids=[1], params={"temperature": 0}), "params"),
+        (dict(ids=[1], stop=(1,)), "stop"),
+        (dict(ids=[1], stop=("",)), "stop"),
+        (dict(ids=[1], if_full="maybe"), "if_full"),
+        (dict(ids=[1], all_logits="yes"), "all_logits"),
+        (dict(ids=[1], keep_logits=1), "keep_logits"),
+        (dict(ids=[1], ignore_eos="no"), "ignore_eos"),
+        (dict(ids=[1], all_logits=True, max_tokens=5), "max_tokens"),
+    ],
+)
+def test_a_bad_request_field_is_refused_where_it_enters(fields, param):
+    with pytest.raises(InvalidParameterError, match=param):
+        Request(**fields)
+
+
+def test_submit_refuses_what_is_not_a_request_or_past_the_vocabulary_before_anything_runs():
+    eng, model = engine()
+    with pytest.raises(InvalidParameterError, match="Request"):
+        eng.submit("hello")
+    with pytest.raises(InvalidParameterError, match="ids"):
+        eng.submit(Request([1, VOCAB]))
+    with pytest.raises(InvalidParameterError, match="empty"):
+        eng.submit(Request([]))
+    assert model.steps == [] and not eng.waiting
+
+
+def test_numpy_ids_and_a_single_stop_string_are_taken():
+    eng, _ = engine()
+    h = run(eng, np.array([1, 2], np.int64), max_tokens=20, stop="<6>")
+    assert h.text == "<3><4><5>"
+
+
+def test_an_all_logits_request_does_not_count_generated_tokens_against_the_context():
+    eng, _ = engine(n_ctx=16)
+    h = eng.submit(Request([1, 2, 3], all_logits=True))
+    assert h.logits().shape == (3, VOCAB)
+
+
+def test_a_preempted_request_that_asked_not_to_wait_still_finishes():
+    eng, model = engine(n_blocks=6, block_size=4, n_batch=16)
+    model.gate.clear()
+    a = eng.submit(Request([1, 2], GREEDY, 14))
+    b = eng.submit(Request([20, 21], GREEDY, 14, if_full="raise"))  # admitted, later preempted
+    model.gate.set()
+    assert a.result() and b.result()
+    assert b.tokens == list(range(22, 36)) and eng.preemptions >= 1

@@ -143,3 +143,58 @@ def test_a_closed_model_refuses_to_run(tmp_path):
         model.generate([1, 2], max_tokens=1)
     with pytest.raises(CallOrderError, match="closed"):
         model.logits([1, 2])
+
+
+def test_closing_a_stream_from_another_thread_ends_its_blocked_reader(model):
+    pool = model.engine.pool
+    free = pool.n_free
+    stream = model.generate(PROMPTS[0], max_tokens=20, temperature=0, stream=True)
+    got: list[str] = []
+    model.transformer.lock.acquire()  # hold the steps, so the reader is blocked waiting
+    try:
+        reader = threading.Thread(target=lambda: got.extend(stream))
+        reader.start()
+        reader.join(0.3)
+        assert reader.is_alive()
+        closer = threading.Thread(target=stream.close)
+        closer.start()
+    finally:
+        model.transformer.lock.release()
+    closer.join(60)
+    reader.join(60)
+    assert not reader.is_alive() and not closer.is_alive()
+    assert stream.finish_reason == "cancelled" and pool.n_free == free
+
+
+def test_a_stream_closed_before_it_starts_runs_nothing(model):
+    steps = model.engine.steps
+    stream = model.generate(PROMPTS[0], max_tokens=4, stream=True)
+    stream.close()
+    assert list(stream) == [] and stream.finish_reason == "cancelled"
+    assert model.engine.steps == steps
+
+
+def test_closing_the_model_under_a_running_call_is_an_error_not_a_short_answer(tmp_path):
+    path = write_model(tmp_path / "c.gguf", n_layer=1, qtype=GGMLType.Q8_0, seed=3)
+    model = realm.load(path, device="cpu")
+    errors: list[BaseException] = []
+    model.transformer.lock.acquire()  # the call is admitted but its steps wait
+
+    def call():
+        try:
+            model.generate([1, 2, 3], max_tokens=50, temperature=0)
+        except BaseException as exc:
+            errors.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    while not model.engine.running and not model.engine.waiting:
+        pass
+    closer = threading.Thread(target=model.close)
+    closer.start()
+    model.transformer.lock.release()
+    caller.join(60)
+    closer.join(60)
+    assert len(errors) == 1 and isinstance(errors[0], CallOrderError), errors
+    with pytest.raises(CallOrderError, match="closed"):
+        model.transformer.eval([1, 2])  # the research API is closed too

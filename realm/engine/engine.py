@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from realm.arguments import check_int
+from realm.arguments import check_int, check_token_ids
 from realm.engine.blocks import BlockTable, PoolFullError
 from realm.engine.request import Request, RequestHandle, Wakeups, _Event
 from realm.errors import CallOrderError, ContextOverflowError, InvalidParameterError, ModelBusyError
@@ -52,6 +52,7 @@ class _Sequence:
     logits_parts: list[np.ndarray] = field(default_factory=list)
     n_generated: int = 0
     inflight: list[int] = field(default_factory=list)  # prompt block hashes this sequence is computing
+    admitted: bool = False  # ran before (a preempted sequence waits for room whatever if_full says)
 
     @property
     def request(self) -> Request:
@@ -82,13 +83,22 @@ class Engine:
         self,
         transformer: Transformer,
         tokenizer: Tokenizer,
-        n_seq_max: int = DEFAULT_N_SEQ_MAX,
+        n_seq_max: int | None = None,
         max_waiting: int | None = None,
     ) -> None:
         self.transformer = transformer
         self.tokenizer = tokenizer
         self.pool = transformer.cache.pool
-        self.n_seq_max = min(check_int("n_seq_max", n_seq_max, minimum=1), transformer.n_batch)
+        if n_seq_max is None:
+            self.n_seq_max = min(DEFAULT_N_SEQ_MAX, transformer.n_batch)
+        else:
+            self.n_seq_max = check_int(
+                "n_seq_max",
+                n_seq_max,
+                minimum=1,
+                maximum=transformer.n_batch,
+                hint=" (a step runs at most n_batch tokens, one per decoding sequence)",
+            )
         self.max_waiting = check_int("max_waiting", max_waiting, minimum=0, allow_none=True)
         self.waiting: deque[_Sequence] = deque()
         self.running: list[_Sequence] = []
@@ -106,10 +116,20 @@ class Engine:
 
     def submit(self, request: Request) -> RequestHandle:
         """Queue a request; its handle streams the result. Any thread may call this."""
-        n_ctx = self.transformer.n_ctx
-        need = len(request.ids) + request.max_tokens
+        if not isinstance(request, Request):
+            raise InvalidParameterError(
+                f"submit takes a realm.engine.request.Request, got {type(request).__name__}"
+            )
         if not request.ids:
             raise InvalidParameterError("the prompt is empty: give at least one token")
+        check_token_ids("ids", request.ids, self.transformer.cfg.n_vocab)
+        if self.transformer.pass_open_in_this_thread():  # the step would wait for it forever
+            raise CallOrderError(
+                "this thread has a research pass open (transformer.embed without finish); call "
+                "transformer.finish() or transformer.reset() before submitting requests"
+            )
+        n_ctx = self.transformer.n_ctx
+        need = len(request.ids) + request.max_tokens
         if need > n_ctx:
             raise ContextOverflowError(
                 f"prompt ({len(request.ids)} tokens) + max_tokens ({request.max_tokens}) exceeds the "
@@ -131,10 +151,11 @@ class Engine:
         with self._cond:
             if self._closed:
                 raise CallOrderError("the engine is closed; load the model again to use it")
-            if self.max_waiting is not None and len(self.waiting) >= self.max_waiting:
+            # requests the next step will admit (free sequence slots) do not count as waiting
+            queued = len(self.waiting) - max(0, self.n_seq_max - len(self.running))
+            if self.max_waiting is not None and queued >= self.max_waiting:
                 raise ModelBusyError(
-                    f"{len(self.waiting)} requests are already waiting (max_waiting={self.max_waiting}); "
-                    "retry later"
+                    f"{queued} requests are already waiting (max_waiting={self.max_waiting}); retry later"
                 )
             self.waiting.append(seq)
             self._start_worker()
@@ -293,13 +314,14 @@ class Engine:
             try:
                 seq.table = self.pool.new_sequence(seq.ids, share=share_seq)
             except PoolFullError as exc:
-                if req.if_full == "raise":
+                if req.if_full == "raise" and not seq.admitted:
                     self.waiting.remove(seq)
                     self._end(seq, _Event(error=exc))
                     continue
                 return None  # first come, first served: later requests wait behind it
             self.waiting.remove(seq)
             self.running.append(seq)
+            seq.admitted = True
             seq.handle.n_cached = seq.table.n_cached
             self.prefix_hit_tokens += seq.table.n_cached
             seq.inflight = [h for h in hashes[n_cached:] if h not in self._inflight]

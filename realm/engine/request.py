@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -16,18 +17,22 @@ from typing import Literal
 
 import numpy as np
 
-from realm.errors import CallOrderError
+from realm.arguments import check_bool, check_int, check_stop, check_token_ids
+from realm.errors import CallOrderError, InvalidParameterError
 from realm.generate import SamplingParams
 
 IfFull = Literal["wait", "raise"]
+DEFAULT_MAX_TOKENS = 256
+MAX_TOKEN_ID = 2**31 - 1  # ids are int32 on the device; the vocabulary is checked by submit
 
 
 @dataclass(frozen=True)
 class Request:
     """What to run: a prompt's token ids and how to continue it.
 
-    ``max_tokens`` tokens are generated at most. ``all_logits`` asks instead for the logits
-    at every prompt position (``max_tokens`` is then 0 and nothing is sampled).
+    ``max_tokens`` (>= 1; None means 256) tokens are generated at most. ``all_logits`` asks
+    instead for the logits at every prompt position: nothing is sampled, and ``max_tokens``
+    must be None or 0. ``stop``: a string or a sequence of non-empty strings.
     ``if_full`` says what happens when the KV pool cannot hold the prompt now: ``"wait"``
     until running requests free blocks, or ``"raise"`` `PoolFullError` from the handle.
     ``ignore_eos`` generates past end-of-generation tokens, always ``max_tokens`` of them
@@ -37,12 +42,37 @@ class Request:
 
     ids: list[int]
     params: SamplingParams = field(default_factory=SamplingParams)
-    max_tokens: int = 256
+    max_tokens: int | None = None
     stop: tuple[str, ...] = ()
     all_logits: bool = False
     if_full: IfFull = "wait"
     keep_logits: bool = False
     ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        """Check every field where it enters; `Engine.submit` checks the ids against the vocabulary."""
+        put = functools.partial(object.__setattr__, self)
+        put("ids", check_token_ids("ids", self.ids, MAX_TOKEN_ID, allow_empty=True))
+        if not isinstance(self.params, SamplingParams):
+            raise InvalidParameterError(
+                f"params must be a realm.SamplingParams, got {type(self.params).__name__}"
+            )
+        for name in ("all_logits", "keep_logits", "ignore_eos"):
+            put(name, check_bool(name, getattr(self, name)))
+        if self.all_logits:
+            if self.max_tokens not in (None, 0) or isinstance(self.max_tokens, bool):
+                raise InvalidParameterError(
+                    f"max_tokens must be None or 0 for an all_logits request (nothing is generated), "
+                    f"got {self.max_tokens!r}"
+                )
+            put("max_tokens", 0)
+        elif self.max_tokens is None:
+            put("max_tokens", DEFAULT_MAX_TOKENS)
+        else:
+            put("max_tokens", check_int("max_tokens", self.max_tokens, minimum=1))
+        put("stop", tuple(check_stop(self.stop)))
+        if not isinstance(self.if_full, str) or self.if_full not in ("wait", "raise"):
+            raise InvalidParameterError(f"if_full must be 'wait' or 'raise', got {self.if_full!r}")
 
 
 @dataclass
@@ -100,8 +130,12 @@ class RequestHandle:
     # ------------------------------------------------------------------ the caller's side
 
     def cancel(self) -> None:
-        """Stop the request; its KV blocks are free when this returns."""
+        """Stop the request; its KV blocks are free when this returns (after the step in flight:
+        from asyncio code, run it in an executor). Leaving a ``for`` loop over the handle
+        does not cancel it: the handle, not the loop, owns the request."""
         self._cancel(self)
+        if self.finish_reason is None:
+            self.finish_reason = "cancelled"
 
     def __iter__(self) -> Iterator[str]:
         while True:

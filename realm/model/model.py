@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
@@ -41,6 +42,7 @@ class Model:
         transformer: Transformer,
         load_seconds: float,
         n_seq_max: int | None = None,
+        max_waiting: int | None = None,
     ) -> None:
         self.path = path
         self.gguf = gguf
@@ -50,8 +52,7 @@ class Model:
         self.transformer = transformer
         self.load_seconds = load_seconds
         # Every call that runs the model is a request to the engine; one sequence is a batch of one.
-        limits = {} if n_seq_max is None else {"n_seq_max": n_seq_max}
-        self.engine = Engine(transformer, tokenizer, **limits)
+        self.engine = Engine(transformer, tokenizer, n_seq_max=n_seq_max, max_waiting=max_waiting)
         self._closed = False
 
     # ------------------------------------------------------------------ tokens
@@ -182,8 +183,9 @@ class Model:
             )
         params = SamplingParams(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed)
         requests = [
-            self._generation_request(self._prompt_ids(f"prompts[{i}]", p), params, max_tokens, stop)
+            self._generation_request(self._prompt_ids(name, p), params, max_tokens, stop, name)
             for i, p in enumerate(prompts)
+            for name in [f"prompts[{i}]"]
         ]
         handles: list[RequestHandle] = []
         try:
@@ -208,10 +210,15 @@ class Model:
             )
 
     def _generation_request(
-        self, ids: list[int], params: SamplingParams, max_tokens: int | None, stop: Sequence[str] | str | None
+        self,
+        ids: list[int],
+        params: SamplingParams,
+        max_tokens: int | None,
+        stop: Sequence[str] | str | None,
+        name: str = "prompt",
     ) -> Request:
         if not ids:
-            raise InvalidParameterError("the prompt is empty: give at least one token")
+            raise InvalidParameterError(f"{name} is empty: give at least one token")
         max_tokens = check_int("max_tokens", max_tokens, minimum=1, allow_none=True)
         stops = check_stop(stop)
         self._check_fits(len(ids))
@@ -246,11 +253,6 @@ class Model:
     def _submit(self, request: Request) -> RequestHandle:
         if self._closed:
             raise CallOrderError(f"model {self.path.name} is closed; load it again to use it")
-        if self.transformer.pass_open_in_this_thread():  # the engine would wait for it forever
-            raise CallOrderError(
-                "this thread has a research pass open (transformer.embed without finish); call "
-                "transformer.finish() or transformer.reset() before generate, chat or logits"
-            )
         return self.engine.submit(request)
 
     # ------------------------------------------------------------------ description
@@ -271,7 +273,10 @@ class Model:
         if self._closed:
             return
         self._closed = True
+        if self.transformer.pass_open_in_this_thread():
+            self.transformer.reset()  # the engine's step waits for this thread's open research pass
         self.engine.close()  # cancels what is still running
+        self.transformer.closed = True
         self.gguf.close()
 
     def __enter__(self) -> Model:
@@ -286,6 +291,8 @@ class Model:
 
 def _completion(handle: RequestHandle) -> Completion:
     text = handle.result()
+    if handle.finish_reason == "cancelled":  # only Model.close cancels a call that is not a stream
+        raise CallOrderError("the model was closed while this call ran; its output is incomplete")
     reason = handle.finish_reason or "stop"
     return Completion(text, handle.tokens, reason, handle.n_prompt, len(handle.tokens))
 
@@ -303,7 +310,9 @@ class GenerationStream:
     def __init__(self, model: Model, request: Request) -> None:
         self.model, self.request = model, request
         self.tokens: list[int] = []
-        self.finish_reason = "length"
+        self.finish_reason: str | None = None
+        self._handle: RequestHandle | None = None
+        self._closed = False
         # A weak reference: the generator refers to this stream, and a strong one back would make
         # a cycle that keeps the request running after `for piece in stream: break` until the
         # garbage collector runs. Weakly held, the generator ends (and cancels the request) as
@@ -318,10 +327,14 @@ class GenerationStream:
         return pieces
 
     def close(self) -> None:
-        """Stop generating and free the request's KV blocks."""
+        """Stop generating and free the request's KV blocks; any thread may call it."""
+        self._closed = True
+        if self._handle is not None:
+            self._handle.cancel()  # thread-safe: a reader blocked in another thread ends
         pieces = self._pieces_ref() if self._pieces_ref is not None else None
-        if pieces is not None:
-            pieces.close()
+        if pieces is not None and not pieces.gi_running:
+            with contextlib.suppress(ValueError):  # started running in another thread meanwhile
+                pieces.close()
 
     def __enter__(self) -> GenerationStream:
         return self
@@ -330,10 +343,13 @@ class GenerationStream:
         self.close()
 
     def _pieces(self) -> Generator[str, None, None]:
-        handle = self.model._submit(self.request)
+        if self._closed:
+            self.finish_reason = "cancelled"
+            return
+        handle = self._handle = self.model._submit(self.request)
         self.tokens = handle.tokens  # the handle appends to it as pieces are read
         try:
             yield from handle
-            self.finish_reason = handle.finish_reason or "stop"
         finally:
             handle.cancel()
+            self.finish_reason = handle.finish_reason

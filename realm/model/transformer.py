@@ -144,6 +144,7 @@ class Transformer:
         self._pass: _Pass | None = None
         self._pass_holds_lock = False
         self._pass_thread: int | None = None  # the thread whose research pass holds the lock
+        self.closed = False  # set by Model.close: passes are refused from then on
         self._watch: Hook | None = None  # sees every intermediate while a NaN is being traced
         self._embd_scale = arch.embedding_scale()
         self._attn_scale = arch.attention_scale()
@@ -157,6 +158,7 @@ class Transformer:
         to (`nonfinite_error` says where they came from) and keeps the others.
         """
         with self.lock:
+            self._refuse_closed()
             self._begin(batch)
             try:
                 self._layers()
@@ -235,6 +237,7 @@ class Transformer:
         ids = self._checked_ids(ids)
         if len(ids) > self.n_batch:
             raise InvalidParameterError(f"embed takes at most n_batch={self.n_batch} tokens, got {len(ids)}")
+        self._refuse_closed()
         if not self._pass_holds_lock:
             self.lock.acquire()
             self._pass_holds_lock = True
@@ -317,7 +320,12 @@ class Transformer:
         for il in range(self.cfg.n_layer):
             self.forward_layer(il)
 
+    def _refuse_closed(self) -> None:
+        if self.closed:
+            raise CallOrderError("the model is closed; load it again to use it")
+
     def _current(self) -> _Pass:
+        self._refuse_closed()
         if self._pass is None:
             raise CallOrderError("no pass in progress: call embed(ids) first")
         return self._pass
