@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from realm.arguments import check_int, check_token_ids
-from realm.engine.blocks import BlockTable, PoolFullError
+from realm.engine.blocks import BlockPool, BlockTable, PoolFullError
 from realm.engine.request import Request, RequestHandle, Wakeups, _Event
 from realm.errors import CallOrderError, ContextOverflowError, InvalidParameterError, ModelBusyError
 from realm.generate import Sampler, TextAssembler
@@ -53,6 +53,15 @@ class _Sequence:
     n_generated: int = 0
     inflight: list[int] = field(default_factory=list)  # prompt block hashes this sequence is computing
     admitted: bool = False  # ran before (a preempted sequence waits for room whatever if_full says)
+    hashes: list[int] = field(default_factory=list)  # prefix_hashes' result, for hashed_len ids
+    hashed_len: int = -1
+
+    def prefix_hashes(self, pool: BlockPool) -> list[int]:
+        """`BlockPool.prompt_hashes` of ``ids``, computed once: the queue is looked at every
+        step, and a waiting sequence's ids change only when a preempted one re-joins it."""
+        if self.hashed_len != len(self.ids):
+            self.hashes, self.hashed_len = pool.prompt_hashes(self.ids), len(self.ids)
+        return self.hashes
 
     @property
     def request(self) -> Request:
@@ -176,6 +185,10 @@ class Engine:
             self._cond.notify_all()
         if threading.current_thread() is not self._worker:
             handle.done.wait()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
         """Cancel everything and stop the worker."""
@@ -307,7 +320,7 @@ class Engine:
         for seq in list(self.waiting):
             req = seq.request
             share_seq = share and not req.all_logits  # every position's logits are computed anew
-            hashes = self.pool.prompt_hashes(seq.ids) if share_seq else []
+            hashes = seq.prefix_hashes(self.pool) if share_seq else []
             n_cached = self.pool.n_cached_blocks(hashes)
             if n_cached < len(hashes) and hashes[n_cached] in self._inflight:
                 continue  # another sequence is computing this prefix: take its blocks next step

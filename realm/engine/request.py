@@ -102,6 +102,7 @@ class RequestHandle:
         self.text = ""
         self.finish_reason: str | None = None
         self.n_cached = 0  # prompt tokens whose keys/values came from the prefix cache
+        self._logits: np.ndarray | None = None  # an all_logits request's result
         self._cancel = cancel
         self._events: deque[_Event] = deque()
         self._cond = threading.Condition()
@@ -181,8 +182,6 @@ class RequestHandle:
             pass
         assert self._logits is not None
         return self._logits
-
-    _logits: np.ndarray | None = None
 
     def _read(self, event: _Event) -> str | None:
         """Apply one event: its text piece, or None when the request is over."""

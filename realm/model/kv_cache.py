@@ -33,10 +33,6 @@ class KVCache:
         self.capacity = 0  # positions the buffers hold
         self.sync()
 
-    @property
-    def n_positions(self) -> int:
-        return self.pool.n_blocks * self.block_size
-
     def sync(self) -> None:
         """Grow the buffers to the pool's capacity, keeping what they hold (between passes only)."""
         capacity = self.pool.capacity * self.block_size

@@ -53,7 +53,6 @@ class Model:
         self.load_seconds = load_seconds
         # Every call that runs the model is a request to the engine; one sequence is a batch of one.
         self.engine = Engine(transformer, tokenizer, n_seq_max=n_seq_max, max_waiting=max_waiting)
-        self._closed = False
 
     # ------------------------------------------------------------------ tokens
 
@@ -251,7 +250,7 @@ class Model:
             handle.cancel()  # frees the blocks at once if reading failed
 
     def _submit(self, request: Request) -> RequestHandle:
-        if self._closed:
+        if self.engine.closed:
             raise CallOrderError(f"model {self.path.name} is closed; load it again to use it")
         return self.engine.submit(request)
 
@@ -270,9 +269,8 @@ class Model:
 
     def close(self) -> None:
         """Release the file; later calls that run the model raise `CallOrderError`."""
-        if self._closed:
+        if self.engine.closed:
             return
-        self._closed = True
         if self.transformer.pass_open_in_this_thread():
             self.transformer.reset()  # the engine's step waits for this thread's open research pass
         self.engine.close()  # cancels what is still running
