@@ -287,7 +287,7 @@ def test_non_contiguous_out_is_refused(cpu):
 def test_warmup_reports_each_group_and_leaves_the_backend_usable(cpu, rng):
     seconds = cpu.warmup(progress=False)
     assert list(seconds) == list(dict.fromkeys(group for group, _ in warm_steps(cpu)))
-    assert {"get_rows", "attention", "rms_norm", "dequantize"} <= set(seconds)
+    assert {"get_rows", "attention_paged", "rms_norm", "dequantize"} <= set(seconds)
     assert all(isinstance(v, float) and v >= 0 for v in seconds.values())
     x = np.full((1, 4), 2.0, np.float32)
     out = np.empty_like(x)

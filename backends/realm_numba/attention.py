@@ -1,14 +1,16 @@
-"""Causal softmax attention: grouped-query, sliding window, soft-capping; dense or paged.
+"""Causal softmax attention: grouped-query, sliding window, soft-capping; over a paged KV cache.
 
-One task is one (query token, query head) pair, computed start to end by one thread with
-a fixed summation order; threads take fixed, interleaved sets of tasks and one scores
-scratch each. So a task's result does not depend on how many other tasks share the call
-(batch invariance). Only keys at positions ``<= query position`` are ever read, so cache
-rows (or pool slots) past those may hold anything.
+One task is one token's query heads that share a kv head (or a part of them), computed
+start to end by one thread: each key and value row is loaded once for all of the task's
+heads, which matters because decode attention reads more KV bytes per step than the
+weights once several sequences run. Each head's arithmetic is the same whichever task
+it falls in (its own loops, in a fixed order), and threads take fixed, interleaved sets of
+tasks with one scratch each, so a token's result does not depend on how many other
+tokens share the call or how the heads were split (batch invariance). Only keys at
+positions ``<= query position`` are ever read, so pool slots past those may hold anything.
 
-Both ops share one task body, `_attend_row`: keys reached through a block table. Dense
-attention is the one-block case (the whole cache is block 0), so the softmax, soft-cap
-and window are written once.
+Dense attention over one sequence's cache is the paged kernel with a one-block table
+(the whole cache is block 0): the softmax, soft-cap and window are written once.
 """
 
 from __future__ import annotations
@@ -20,112 +22,157 @@ from numba import njit, prange
 
 from realm_numba.scalars import JIT, JIT_FAST, JIT_PARALLEL, exp_f32
 
+KEYS_PER_PASS = 4  # keys whose dot products (and value rows) one pass over head_dim takes
+
 
 @njit(**JIT_FAST)
-def _attend_row(qv, k_pool, v_pool, table_row, block_size, kv, pos, scale, window, softcap,
-                o, scores):
-    """``o`` = attention of query ``qv`` at position ``pos`` over positions ``0..pos``.
+def _capped(s, scale, softcap):
+    s = s * scale
+    if softcap > 0:
+        s = softcap * math.tanh(s / softcap)
+    return s
 
-    Position ``p``'s key and value sit at slot ``table_row[p // block_size] * block_size +
-    p % block_size``, kv head ``kv``; ``window``/``softcap`` <= 0 mean off. The blocks are
-    walked in order, so the slot costs no division per key.
-    """
-    head_dim = qv.shape[0]
-    first = max(0, pos - window + 1) if window > 0 else 0
-    first_block = first // block_size
-    last_block = pos // block_size
-    best = np.float32(-np.inf)
-    for b in range(first_block, last_block + 1):
+
+@njit(**JIT_FAST)
+def _scores(q, k_pool, table_row, block_size, kv, first, pos, scale, softcap, scores, best):
+    """``scores[g, p - first]`` = scaled (soft-capped) ``q[g] . key(p)`` for ``p`` in
+    ``first..pos``; ``best[g]`` their maximum. Keys go four to a pass over ``head_dim``."""
+    n_q, head_dim = q.shape
+    for g in range(n_q):
+        best[g] = np.float32(-np.inf)
+    for b in range(first // block_size, pos // block_size + 1):
         start = b * block_size
-        lo = max(first, start)
+        p = max(first, start)
         hi = min(pos + 1, start + block_size)
         base = table_row[b] * block_size - start  # slot of position p: base + p
-        for p in range(lo, hi):
-            kj = k_pool[base + p, kv]
-            s = np.float32(0.0)
-            for i in range(head_dim):
-                s += qv[i] * kj[i]
-            s = s * scale
-            if softcap > 0:
-                s = softcap * math.tanh(s / softcap)
-            scores[p - first] = s
-            best = max(best, s)
-    total = np.float32(0.0)
-    for j in range(pos + 1 - first):
-        e = exp_f32(scores[j] - best)
-        scores[j] = e
-        total += e
-    v_dim = v_pool.shape[2]
-    for i in range(v_dim):
-        o[i] = np.float32(0.0)
-    for b in range(first_block, last_block + 1):
+        while p + KEYS_PER_PASS <= hi:
+            k0, k1 = k_pool[base + p, kv], k_pool[base + p + 1, kv]
+            k2, k3 = k_pool[base + p + 2, kv], k_pool[base + p + 3, kv]
+            for g in range(n_q):
+                qg = q[g]
+                s0 = s1 = s2 = s3 = np.float32(0.0)
+                for i in range(head_dim):
+                    x = qg[i]
+                    s0 += x * k0[i]
+                    s1 += x * k1[i]
+                    s2 += x * k2[i]
+                    s3 += x * k3[i]
+                s0, s1 = _capped(s0, scale, softcap), _capped(s1, scale, softcap)
+                s2, s3 = _capped(s2, scale, softcap), _capped(s3, scale, softcap)
+                row = scores[g]
+                j = p - first
+                row[j], row[j + 1], row[j + 2], row[j + 3] = s0, s1, s2, s3
+                best[g] = max(best[g], max(max(s0, s1), max(s2, s3)))
+            p += KEYS_PER_PASS
+        while p < hi:
+            kp = k_pool[base + p, kv]
+            for g in range(n_q):
+                qg = q[g]
+                s = np.float32(0.0)
+                for i in range(head_dim):
+                    s += qg[i] * kp[i]
+                s = _capped(s, scale, softcap)
+                scores[g, p - first] = s
+                best[g] = max(best[g], s)
+            p += 1
+
+
+@njit(**JIT_FAST)
+def _weigh_values(v_pool, table_row, block_size, kv, first, pos, weights, out):
+    """``out[g] = sum_p weights[g, p - first] * value(p)``, four value rows to a pass."""
+    n_q, v_dim = out.shape
+    for g in range(n_q):
+        for i in range(v_dim):
+            out[g, i] = np.float32(0.0)
+    for b in range(first // block_size, pos // block_size + 1):
         start = b * block_size
-        lo = max(first, start)
+        p = max(first, start)
         hi = min(pos + 1, start + block_size)
         base = table_row[b] * block_size - start
-        for p in range(lo, hi):
-            e = scores[p - first]
-            vj = v_pool[base + p, kv]
-            for i in range(v_dim):
-                o[i] += e * vj[i]
-    inv_total = np.float32(1.0) / total
-    for i in range(v_dim):
-        o[i] *= inv_total
+        while p + KEYS_PER_PASS <= hi:
+            v0, v1 = v_pool[base + p, kv], v_pool[base + p + 1, kv]
+            v2, v3 = v_pool[base + p + 2, kv], v_pool[base + p + 3, kv]
+            j = p - first
+            for g in range(n_q):
+                w = weights[g]
+                e0, e1, e2, e3 = w[j], w[j + 1], w[j + 2], w[j + 3]
+                og = out[g]
+                for i in range(v_dim):
+                    og[i] += (e0 * v0[i] + e1 * v1[i]) + (e2 * v2[i] + e3 * v3[i])
+            p += KEYS_PER_PASS
+        while p < hi:
+            vp = v_pool[base + p, kv]
+            for g in range(n_q):
+                e = weights[g, p - first]
+                og = out[g]
+                for i in range(v_dim):
+                    og[i] += e * vp[i]
+            p += 1
 
 
 @njit(**JIT_FAST)
-def _attend(q, k_cache, v_cache, n_past, scale, window, softcap, out, task, scores, one_block):
-    """Dense attention of one (token, head) task: the cache is block 0 of a one-block table."""
-    n_head = q.shape[1]
-    t = task // n_head
-    h = task % n_head
-    kv = h // (n_head // k_cache.shape[1])
-    _attend_row(q[t, h], k_cache, v_cache, one_block, k_cache.shape[0], kv, n_past + t, scale,
-                window, softcap, out[t, h], scores)
+def _attend_heads(q, k_pool, v_pool, table_row, block_size, kv, pos, scale, window, softcap,
+                  out, scores, best, total):
+    """``out[g]`` = attention of query head ``q[g]`` at position ``pos`` over positions
+    ``0..pos`` (the last ``window`` of them when ``window`` > 0), all reading kv head ``kv``.
 
-
-@njit(**JIT_FAST)
-def attention_serial(q, k_cache, v_cache, n_past, scale, window, softcap, out):
-    """All tasks on the calling thread (decode with a short context)."""
-    scores = np.empty(n_past + q.shape[0], dtype=np.float32)
-    one_block = np.zeros(1, dtype=np.int32)
-    for task in range(q.shape[0] * q.shape[1]):
-        _attend(q, k_cache, v_cache, n_past, scale, window, softcap, out, task, scores, one_block)
-
-
-@njit(**JIT_PARALLEL)
-def attention_parallel(q, k_cache, v_cache, n_past, scale, window, softcap, out, n_chunks):
-    """Tasks dealt out to ``n_chunks`` threads in turn: thread ``c`` takes tasks ``c``,
-    ``c + n_chunks``, ... A causal task's cost grows with its token's position, so
-    contiguous ranges would leave the thread holding the first tokens idle for most of
-    a prefill; dealing in turn gives every thread early and late tokens alike."""
-    n_tasks = q.shape[0] * q.shape[1]
-    one_block = np.zeros(1, dtype=np.int32)
-    for c in prange(n_chunks):
-        scores = np.empty(n_past + q.shape[0], dtype=np.float32)
-        for task in range(c, n_tasks, n_chunks):
-            _attend(q, k_cache, v_cache, n_past, scale, window, softcap, out, task, scores,
-                    one_block)
+    Position ``p``'s key and value sit at slot ``table_row[p // block_size] * block_size +
+    p % block_size``; ``softcap`` <= 0 means off. ``scores [>= n_q, >= pos + 1]``, ``best``
+    and ``total [>= n_q]`` are scratch.
+    """
+    n_q = q.shape[0]
+    first = max(0, pos - window + 1) if window > 0 else 0
+    _scores(q, k_pool, table_row, block_size, kv, first, pos, scale, softcap, scores, best)
+    n = pos + 1 - first
+    for g in range(n_q):
+        row = scores[g]
+        top = best[g]
+        t = np.float32(0.0)
+        for j in range(n):
+            e = exp_f32(row[j] - top)
+            row[j] = e
+            t += e
+        total[g] = t
+    _weigh_values(v_pool, table_row, block_size, kv, first, pos, scores, out)
+    for g in range(n_q):
+        inv_total = np.float32(1.0) / total[g]
+        og = out[g]
+        for i in range(og.shape[0]):
+            og[i] *= inv_total
 
 
 @njit(**JIT_PARALLEL)
 def attention_paged(q, k_pool, v_pool, block_table, block_size, seq_ids, positions, scale,
-                    window, softcap, out, n_keys, n_chunks):
+                    window, softcap, out, n_keys, n_split, n_chunks):
     """Token ``t`` attends to positions ``0..positions[t]`` of sequence ``seq_ids[t]`` through
-    ``block_table``; ``n_keys`` > every position. Tasks are dealt to ``n_chunks`` threads in
-    turn, as in `attention_parallel`; a task's arithmetic is the same whatever ``n_chunks``
-    and whatever else is in the batch, so one kernel serves one token or many (a serial
-    twin compiled apart could round differently, breaking batch invariance)."""
+    ``block_table``; ``n_keys`` > every position.
+
+    A task is token ``t``'s query heads of one kv head, or one of ``n_split`` parts of them
+    (so that a single token still gives every thread work). Tasks are dealt to ``n_chunks``
+    threads in turn: a causal task's cost grows with its position, so contiguous ranges
+    would leave the thread holding a prefill's first tokens idle; dealing in turn gives
+    every thread early and late tokens alike. A head's arithmetic is the same whatever
+    ``n_split``, ``n_chunks`` and the rest of the batch, so one kernel serves one token or
+    many (a serial twin compiled apart could round differently, breaking batch invariance).
+    """
     n_head = q.shape[1]
-    group = n_head // k_pool.shape[1]
-    n_tasks = q.shape[0] * n_head
+    n_kv = k_pool.shape[1]
+    group = n_head // n_kv
+    per_task = -(-group // n_split)
+    n_tasks = q.shape[0] * n_kv * n_split
     for c in prange(n_chunks):
-        scores = np.empty(n_keys, dtype=np.float32)
+        scores = np.empty((per_task, n_keys), dtype=np.float32)
+        best = np.empty(per_task, dtype=np.float32)
+        total = np.empty(per_task, dtype=np.float32)
         for task in range(c, n_tasks, n_chunks):
-            t = task // n_head
-            h = task % n_head
-            _attend_row(q[t, h], k_pool, v_pool, block_table[seq_ids[t]], block_size, h // group,
-                        positions[t], scale, window, softcap, out[t, h], scores)
+            t = task // (n_kv * n_split)
+            kv = task // n_split % n_kv
+            h0 = kv * group + task % n_split * per_task
+            h1 = min(h0 + per_task, (kv + 1) * group)
+            if h0 < h1:
+                _attend_heads(q[t, h0:h1], k_pool, v_pool, block_table[seq_ids[t]], block_size, kv,
+                              positions[t], scale, window, softcap, out[t, h0:h1], scores, best,
+                              total)
 
 
 @njit(**JIT)

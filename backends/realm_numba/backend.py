@@ -154,6 +154,7 @@ class NumbaBackend:
         self._numba = numba
         self._k = kernels
         self._no_freq_factors = np.ones(0, np.float32)
+        self._one_block = np.zeros((1, 1), np.int32)  # dense attention's block table
         self._check_paged_indices = PagedIndexCheck()  # each layer of a step passes the same indices
         self._threads()
 
@@ -317,17 +318,12 @@ class NumbaBackend:
     ) -> None:
         """Causal (optionally windowed, soft-capped) softmax attention with grouped KV heads."""
         CHECKS.attention(q, k_cache, v_cache, n_past, out, window, softcap)
-        n, n_head, head_dim = q.shape
-        if np.may_share_memory(q, out):
-            q = q.copy()
-        args = (q, k_cache, v_cache, int(n_past), np.float32(scale), int(window or 0),
-                np.float32(softcap or 0.0), out)
-        small = n * n_head * (n_past + n) * head_dim < ATTENTION_PARALLEL_MIN_MACS
-        threads = 1 if small else self._threads()
-        if threads == 1:
-            self._k.attention_serial(*args)
-        else:
-            self._k.attention_parallel(*args, threads)
+        n = q.shape[0]
+        if n == 0:
+            return
+        # The whole cache is block 0 of a one-block table: one kernel for both ops.
+        self._attend(q, k_cache, v_cache, self._one_block, len(k_cache), np.zeros(n, np.int32),
+                     np.arange(n_past, n_past + n, dtype=np.int32), scale, out, window, softcap)
 
     def attention_paged(
         self,
@@ -348,23 +344,34 @@ class NumbaBackend:
         Token ``i`` attends to positions ``0..positions[i]`` of sequence ``seq_ids[i]``, whose
         keys and values sit at slot ``block_table[s, p // block_size] * block_size +
         p % block_size`` of the pools. Batch-invariant: a token's output bits do not depend
-        on the other tokens of the call (one thread computes each (token, head) in a fixed
+        on the other tokens of the call (one thread computes each head of a token in a fixed
         order, with the same kernel for any batch size).
         """
         CHECKS.attention_paged(q, k_pool, v_pool, block_table, block_size, seq_ids, positions, out,
                                window, softcap)
         self._check_paged_indices(block_table, block_size, len(k_pool), seq_ids, positions)
-        n, n_head, head_dim = q.shape
-        if n == 0:
+        if len(q) == 0:
             return
+        self._attend(q, k_pool, v_pool, block_table, block_size, seq_ids, positions, scale, out,
+                     window, softcap)
+
+    def _attend(self, q, k_pool, v_pool, block_table, block_size, seq_ids, positions, scale, out,
+                window, softcap) -> None:
+        """Run the paged kernel on checked arguments (see attention.attention_paged)."""
+        n, n_head, head_dim = q.shape
         if np.may_share_memory(q, out):
             q = q.copy()
         n_keys = int(positions.max()) + 1  # the longest scores row any task needs
         macs = n * n_head * n_keys * head_dim
         threads = 1 if macs < ATTENTION_PARALLEL_MIN_MACS else self._threads()
+        # Split a kv head's query heads over tasks only when there are too few tokens x kv
+        # heads to give each thread two tasks (one decode token of a one-kv-head model).
+        tasks = n * k_pool.shape[1]
+        n_split = min(n_head // k_pool.shape[1], -(-2 * threads // tasks))
         self._k.attention_paged(q, k_pool, v_pool, block_table, int(block_size), seq_ids,
                                 positions, np.float32(scale), int(window or 0),
-                                np.float32(softcap or 0.0), out, n_keys, min(threads, n * n_head))
+                                np.float32(softcap or 0.0), out, n_keys, n_split,
+                                min(threads, tasks * n_split))
 
     def set_rows(self, src: np.ndarray, dst: np.ndarray, rows: np.ndarray) -> None:
         """``dst[rows[i]] = src[i]`` (a paged KV write: ``rows`` are the tokens' slots)."""

@@ -14,12 +14,7 @@ from realm_numba.cache import drop_stale_kernels, ensure_cache_location, kernel_
 _PACKAGE = pathlib.Path(__file__).parent
 ensure_cache_location(_PACKAGE)  # before numba's decorators look for a cache directory
 
-from realm_numba.attention import (  # noqa: E402
-    attention_paged,
-    attention_parallel,
-    attention_serial,
-    set_rows,
-)
+from realm_numba.attention import attention_paged, set_rows  # noqa: E402
 from realm_numba.elementwise import add, copy_rows, geglu, rms_norm, rope, scale, swiglu  # noqa: E402
 from realm_numba.gemm import matmul_f32, matmul_quant  # noqa: E402
 from realm_numba.matvec import LANES  # noqa: E402
@@ -34,8 +29,6 @@ __all__ = [
     "LANES",
     "add",
     "attention_paged",
-    "attention_parallel",
-    "attention_serial",
     "copy_rows",
     "dequantize_rows",
     "geglu",

@@ -73,7 +73,8 @@ def warm_steps(be: Any, qtypes: Iterable[GGMLType] | None = None) -> list[tuple[
     pos = be.upload(np.arange(3, dtype=np.int32))
     step("rope", lambda: be.rope(h, pos, 64, 10000.0, RopeMode.NEOX, h))
     # The model's attention: the paged KV cache. A pool of 4 blocks of 4 slots, two sequences;
-    # one token's call and a batch's go through the same kernel (see attention.attention_paged).
+    # one token's call, a batch's and dense attention go through the same kernel (see
+    # attention.attention_paged).
     pool = be.upload(np.ones((16, 1, 64)))
     table = be.upload(np.array([[2, 0], [1, 3]], np.int32))
     seq_ids = be.upload(np.array([0, 1, 1], np.int32))
@@ -85,16 +86,6 @@ def warm_steps(be: Any, qtypes: Iterable[GGMLType] | None = None) -> list[tuple[
     )
     step("set_rows", lambda: be.set_rows(h[:2, :1], pool, be.upload(np.array([5, 9], np.int32))))
     cache = be.upload(np.ones((8, 1, 64)))
-    if everything:  # dense attention over one sequence's cache: the contract's op, no model run uses it
-        step("attention", lambda: be.attention(h, cache, cache, 5, 0.125, be.empty(h.shape)))
-        big_q = be.upload(np.ones((32, 4, 64)))
-        big_cache = be.upload(np.ones((64, 1, 64)))
-        step(
-            "attention parallel",
-            lambda: be.attention(
-                big_q, big_cache, big_cache, 32, 0.125, be.empty(big_q.shape), window=16, softcap=30.0
-            ),
-        )
     step(
         "swiglu, geglu", lambda: (be.swiglu(x4, x4, be.empty(x4.shape)), be.geglu(x4, x4, be.empty(x4.shape)))
     )
