@@ -1,6 +1,8 @@
-"""One OpenCL context per device, its in-order queue, and the programs built for it.
+"""The OpenCL runtime: one context per device, its in-order queue, and the programs built for it.
 
-Programs are built once per context, the first time an op needs them, and kept with their
+This is all of the OpenCL backend that is OpenCL (`realm.kernels.runtime.DeviceRuntime`);
+the ops themselves are `realm.kernels.device_backend`'s. Programs are built once per context,
+the first time an op needs them, and kept with their
 kernel objects: later calls only set arguments and enqueue. Every backend instance on the
 same device shares the runtime, so a second ``OpenCLBackend("opencl:0:0")`` compiles nothing.
 pyopencl also keeps built binaries on disk, so a new process skips most compile time.
@@ -13,8 +15,12 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from realm.errors import RealmError
-from realm_opencl._cl import cl
+from realm.kernels.runtime import DeviceRuntime
+from realm_opencl import devices
+from realm_opencl._cl import cl, cla
 
 PRELUDE = "prelude_opencl.h"
 
@@ -34,16 +40,47 @@ def build_options(device: Any) -> list[str]:
     return []
 
 
-class Runtime:
+class Runtime(DeviceRuntime):
     """Context, queue and compiled kernels of one OpenCL device."""
+
+    label = "OpenCL"
+    prelude = PRELUDE
+    array_type = cla.Array if cla is not None else ()
+    array_description = "pyopencl array from this backend"
 
     def __init__(self, device: Any) -> None:
         self.device = device
+        self.is_gpu = devices.is_gpu(device)
         self.context = cl.Context([device])
         self.queue = cl.CommandQueue(self.context, device)
         self.options = build_options(device)
         self._kernels: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
+
+    def to_device(self, host: np.ndarray) -> cla.Array:
+        return cla.to_device(self.queue, host)
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> cla.Array:
+        return cla.empty(self.queue, shape, dtype)
+
+    def to_host(self, x: cla.Array) -> np.ndarray:
+        return x.get(queue=self.queue)
+
+    def memory(self, x: cla.Array) -> tuple[Any, int]:
+        return x.base_data, x.offset
+
+    def buffer(self, x: cla.Array) -> tuple[Any, np.int64]:
+        return x.base_data, np.int64(x.offset // x.dtype.itemsize)
+
+    def byte_buffer(self, x: cla.Array) -> tuple[Any, np.int64]:
+        return x.base_data, np.int64(x.offset)
+
+    def copy_bytes(self, src: cla.Array, dst: cla.Array, dst_offset: int) -> None:
+        cl.enqueue_copy(self.queue, dst.base_data, src.base_data, byte_count=src.nbytes,
+                        src_offset=src.offset, dst_offset=dst.offset + dst_offset)
+
+    def synchronize(self) -> None:
+        self.queue.finish()
 
     def build(self, key: str, source: str) -> dict[str, Any]:
         """Compile `source` as program `key` and return its kernels by name (uncached)."""

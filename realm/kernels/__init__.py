@@ -1,4 +1,7 @@
-"""Kernel sources in one C dialect, written for the OpenCL backend and meant to be shared with CUDA.
+"""Kernel sources in one C dialect, and the host layer that runs them on any device runtime.
+
+The host layer (checks, launch geometry, program selection) is `device_backend.DeviceBackend`
+over a `runtime.DeviceRuntime` (allocate, copy, compile, launch); see docs/architecture.md.
 
 Files (package data, read with `importlib.resources`):
 
