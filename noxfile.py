@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import nox
 
@@ -31,6 +32,11 @@ def tests(session: nox.Session) -> None:
     """Install realm as a user would (not editable) with its test extras, then run every test."""
     session.install(".[test]")
     install_models(session)
+    # The official OpenAI Node client, for the server test that drives it (skipped without npm,
+    # unless REALM_REQUIRE_NODE=1); versions pinned by tests/node_client/package-lock.json.
+    if shutil.which("npm"):
+        session.run("npm", "ci", "--prefix", "tests/node_client", "--no-audit", "--no-fund",
+                    "--loglevel=error", external=True)
     # the installed distribution must carry every package and register every backend
     session.run("python", "tests/check_install.py", external=False)
     session.run(
@@ -43,6 +49,7 @@ def tests(session: nox.Session) -> None:
             "REALM_REQUIRE_MODELS": "1",  # the real models were installed above: never skip them
             # numpy's BLAS threads fight over small matrices on small machines; one is fastest here
             "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1"),
+            "REALM_REQUIRE_NODE": os.environ.get("REALM_REQUIRE_NODE", "0"),
         },
     )
 
@@ -83,4 +90,9 @@ def bench(session: nox.Session) -> None:
     """Benchmarks (pytest-benchmark) and the comparison scripts."""
     session.install(".[test]")
     install_models(session)
+    # The official OpenAI Node client, for the server test that drives it (skipped without npm,
+    # unless REALM_REQUIRE_NODE=1); versions pinned by tests/node_client/package-lock.json.
+    if shutil.which("npm"):
+        session.run("npm", "ci", "--prefix", "tests/node_client", "--no-audit", "--no-fund",
+                    "--loglevel=error", external=True)
     session.run("pytest", "benchmarks", *session.posargs)

@@ -1,4 +1,4 @@
-"""The `realm` command: run, info, backends."""
+"""The `realm` command: run, info, backends, serve."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import TextIO
 
 from realm import __version__
 from realm.cli_run import add_run_parser, check_model_file, cmd_run, default_model_path
+from realm.cli_serve import add_serve_parser, cmd_serve
 from realm.errors import RealmError
 
 # The status a shell gives a command that SIGINT ended (128 + 2): scripts can tell it apart.
@@ -55,7 +56,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         prog="realm", description="Run GGUF language models on pluggable backends."
     )
     parser.add_argument("--version", action="version", version=f"realm {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,info,backends}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,info,backends,serve}")
     commands = {"run": add_run_parser(sub)}
 
     info = sub.add_parser("info", help="describe a GGUF model", description="Describe a GGUF model: "
@@ -68,6 +69,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     commands["backends"] = sub.add_parser(
         "backends", help="list backends and their devices, or why they are unavailable"
     )
+    commands["serve"] = add_serve_parser(sub)
     return parser, commands
 
 
@@ -115,7 +117,7 @@ def cmd_backends(a: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-HANDLERS = {"run": cmd_run, "info": cmd_info, "backends": cmd_backends}
+HANDLERS = {"run": cmd_run, "info": cmd_info, "backends": cmd_backends, "serve": cmd_serve}
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:

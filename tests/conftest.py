@@ -79,3 +79,13 @@ def backend(request):
 def rng(request) -> np.random.Generator:
     """A generator seeded from the test's id: fresh inputs per case, reproducible per run."""
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A live realm server (tests/server_harness.py) for the module's tests."""
+    from server_harness import start_served, stop_served
+
+    live = start_served(tmp_path_factory)
+    yield live
+    stop_served(live)

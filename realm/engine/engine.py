@@ -23,6 +23,7 @@ batch. Nothing is evicted silently: a request that can never fit is refused at `
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -118,6 +119,7 @@ class Engine:
         self._closed = False
         self.steps = 0  # engine steps run, for tests and metrics
         self.prefix_hit_tokens = 0  # prompt tokens whose keys/values came from the prefix cache
+        self.prefix_query_tokens = 0  # prompt tokens looked up there (admissions, re-admissions too)
         self.preemptions = 0
         self._wakeups: Wakeups | None = None  # set while a step's results are handed out
 
@@ -334,9 +336,12 @@ class Engine:
                 return None  # first come, first served: later requests wait behind it
             self.waiting.remove(seq)
             self.running.append(seq)
+            if not seq.admitted:
+                seq.handle.admitted_at = time.perf_counter()
             seq.admitted = True
             seq.handle.n_cached = seq.table.n_cached
             self.prefix_hit_tokens += seq.table.n_cached
+            self.prefix_query_tokens += len(seq.ids)
             seq.inflight = [h for h in hashes[n_cached:] if h not in self._inflight]
             for h in seq.inflight:
                 self._inflight[h] = seq

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -102,6 +103,8 @@ class RequestHandle:
         self.text = ""
         self.finish_reason: str | None = None
         self.n_cached = 0  # prompt tokens whose keys/values came from the prefix cache
+        self.submitted_at = time.perf_counter()
+        self.admitted_at: float | None = None  # when a step first ran it (perf_counter)
         self._logits: np.ndarray | None = None  # an all_logits request's result
         self._cancel = cancel
         self._events: deque[_Event] = deque()

@@ -1,0 +1,452 @@
+"""The OpenAI-compatible server, started for real on a loopback port and driven by the official
+OpenAI client (and raw HTTP where the client hides what is on the wire)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import numpy as np
+import openai
+import pytest
+from server_harness import N_CTX, LiveServer
+
+import realm
+from realm.server import ModelRegistry, ModelSpec, create_app
+from realm.testing import write_model
+
+
+@pytest.fixture
+def client(served):
+    return openai.OpenAI(base_url=served.base + "/v1", api_key="unused", max_retries=0)
+
+
+def smol(served):
+    return served.registry.get("smol").model
+
+
+def wait_idle(model, timeout=10.0):
+    """Until the engine runs nothing and every KV block is free again."""
+    engine = model.engine
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not engine.running and not engine.waiting and engine.pool.n_free == engine.pool.n_blocks:
+            return
+        time.sleep(0.02)
+    raise AssertionError(
+        f"engine not idle: {len(engine.running)} running, {len(engine.waiting)} waiting, "
+        f"{engine.pool.n_free}/{engine.pool.n_blocks} blocks free"
+    )
+
+
+def sse_events(response: httpx.Response) -> list:
+    """The ``data:`` payloads of a server-sent-event stream, [DONE] included."""
+    events = []
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            payload = line[len("data: ") :]
+            events.append(payload if payload == "[DONE]" else json.loads(payload))
+        else:
+            assert line == "", f"unexpected line in the event stream: {line!r}"
+    return events
+
+
+# ----------------------------------------------------------------------------- models, health
+
+
+def test_health_and_models(served, client):
+    assert httpx.get(served.base + "/health").json() == {"status": "ok"}
+    ids = [m.id for m in client.models.list().data]
+    assert ids == ["smol", "smol-again", "tiny"]
+    assert client.models.retrieve("tiny").id == "tiny"
+    with pytest.raises(openai.NotFoundError) as info:
+        client.models.retrieve("nope")
+    assert info.value.body["code"] == "model_not_found"
+
+
+def test_the_same_file_twice_is_loaded_once(served):
+    assert len(served.loads) == 2  # smol's file once, tiny once
+    assert served.registry.get("smol").model is served.registry.get("smol-again").model
+
+
+def test_health_is_503_while_loading():
+    registry = ModelRegistry()
+    live = LiveServer(create_app(registry))
+    try:
+        response = httpx.get(live.base + "/health")
+        assert response.status_code == 503 and response.json()["status"] == "loading"
+        assert "retry-after" in response.headers
+        refused = httpx.post(live.base + "/v1/completions", json={"model": "smol", "prompt": "hi"})
+        assert refused.status_code == 503
+    finally:
+        live.stop()
+
+
+# ----------------------------------------------------------------------------- completions
+
+
+def test_completion_matches_the_library(served, client):
+    prompt = "The capital of France is"
+    expected = smol(served).generate(prompt, max_tokens=12, temperature=0)
+    got = client.completions.create(model="smol", prompt=prompt, max_tokens=12, temperature=0)
+    assert got.object == "text_completion" and got.model == "smol"
+    assert got.choices[0].text == expected.text
+    assert got.choices[0].finish_reason == "length"
+    n_prompt = len(smol(served).tokenize(prompt))
+    assert (got.usage.prompt_tokens, got.usage.completion_tokens) == (n_prompt, 12)
+    assert got.usage.total_tokens == n_prompt + 12
+
+
+def test_completion_stream_is_the_same_text_in_pieces(served, client):
+    prompt = "Once upon a time"
+    whole = client.completions.create(model="smol", prompt=prompt, max_tokens=16, temperature=0)
+    chunks = list(
+        client.completions.create(model="smol", prompt=prompt, max_tokens=16, temperature=0, stream=True)
+    )
+    assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
+    assert len({(c.id, c.created, c.model) for c in chunks}) == 1
+    assert [c.choices[0].finish_reason for c in chunks][-1] == "length"
+    assert all(c.choices[0].finish_reason is None for c in chunks[:-1])
+
+
+def test_prompts_as_token_ids_and_lists(served, client):
+    ids = smol(served).tokenize("Hello, my name is")
+    by_text = client.completions.create(model="smol", prompt="Hello, my name is", max_tokens=6, temperature=0)
+    by_ids = client.completions.create(model="smol", prompt=ids, max_tokens=6, temperature=0)
+    assert by_ids.choices[0].text == by_text.choices[0].text
+    two = client.completions.create(
+        model="smol", prompt=["Hello, my name is", "The sky is"], max_tokens=6, temperature=0
+    )
+    assert [c.index for c in two.choices] == [0, 1]
+    assert two.choices[0].text == by_text.choices[0].text
+    assert two.choices[1].text == smol(served).generate("The sky is", max_tokens=6, temperature=0).text
+
+
+def test_stop_strings_end_the_text(served, client):
+    full = client.completions.create(model="smol", prompt="1, 2, 3, 4,", max_tokens=12, temperature=0)
+    text = full.choices[0].text
+    cut = text[2:5]
+    stopped = client.completions.create(
+        model="smol", prompt="1, 2, 3, 4,", max_tokens=12, temperature=0, stop=[cut, "never appears"]
+    )
+    assert stopped.choices[0].text == text[: text.index(cut)]
+    assert stopped.choices[0].finish_reason == "stop"
+
+
+def test_max_tokens_zero_generates_nothing(client):
+    got = client.completions.create(model="smol", prompt="Hi", max_tokens=0)
+    assert got.choices[0].text == "" and got.usage.completion_tokens == 0
+
+
+# ----------------------------------------------------------------------------- chat
+
+
+def test_chat_matches_the_library(served, client):
+    messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a color."}]
+    expected = smol(served).chat(messages, max_tokens=10, temperature=0)
+    got = client.chat.completions.create(model="smol", messages=messages, max_tokens=10, temperature=0)
+    assert got.object == "chat.completion"
+    assert got.choices[0].message.role == "assistant"
+    assert got.choices[0].message.content == expected.text
+    assert got.usage.prompt_tokens == len(smol(served).chat_tokens(messages))
+    # content as a list of text parts is the same message
+    parts = [messages[0], {"role": "user", "content": [{"type": "text", "text": "Name a color."}]}]
+    again = client.chat.completions.create(model="smol", messages=parts, max_tokens=10, temperature=0)
+    assert again.choices[0].message.content == expected.text
+
+
+def test_chat_stream_on_the_wire(served, client):
+    body = {
+        "model": "smol",
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "max_tokens": 8,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    whole = client.chat.completions.create(
+        **{k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+    )
+    with httpx.stream("POST", served.base + "/v1/chat/completions", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(response)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert len({(c["id"], c["created"], c["model"], c["object"]) for c in chunks}) == 1
+    assert chunks[0]["object"] == "chat.completion.chunk"
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    usage_chunk = chunks[-1]
+    assert usage_chunk["choices"] == [] and usage_chunk["usage"]["completion_tokens"] == 8
+    assert all(c["usage"] is None for c in chunks[:-1])
+    last = chunks[-2]["choices"][0]
+    assert last["finish_reason"] == "length" and last["delta"] == {}
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-1])
+    assert text == whole.choices[0].message.content
+
+
+def test_n_choices_each_run_as_its_own_sequence(served, client):
+    messages = [{"role": "user", "content": "Tell me a word."}]
+    got = client.chat.completions.create(
+        model="smol", messages=messages, max_tokens=8, temperature=0.9, seed=5, n=3
+    )
+    assert [c.index for c in got.choices] == [0, 1, 2]
+    again = client.chat.completions.create(
+        model="smol", messages=messages, max_tokens=8, temperature=0.9, seed=5, n=3
+    )
+    assert [c.message.content for c in got.choices] == [c.message.content for c in again.choices]
+    # choice i samples with seed + i: the library with that seed gives the same text
+    lib = smol(served).chat(messages, max_tokens=8, temperature=0.9, seed=6)
+    assert got.choices[1].message.content == lib.text
+    assert got.usage.completion_tokens == 3 * 8 or any(c.finish_reason == "stop" for c in got.choices)
+
+
+def test_chat_without_a_template_is_a_clear_400(client):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.body["code"] == "no_chat_template"
+    assert "--chat-template" in info.value.body["message"]
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"max_tokens": "10"}, "max_tokens"),
+        ({"temperature": -1}, "temperature"),
+        ({"n": 0}, "n"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"stop": 5}, "stop"),
+        ({"presence_penalty": 0.5}, "presence_penalty"),
+        ({"logprobs": 2}, "logprobs"),
+    ],
+)
+def test_bad_parameters_are_400_naming_them(served, body, param):
+    response = httpx.post(served.base + "/v1/completions", json={"model": "smol", "prompt": "hi", **body})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == param and param in error["message"]
+    assert error["type"] == "invalid_request_error"
+
+
+def test_unknown_fields_are_ignored(client):
+    got = client.completions.create(
+        model="smol", prompt="Hi", max_tokens=2, temperature=0, extra_body={"some_future_field": {"x": 1}}
+    )
+    assert got.usage.completion_tokens == 2
+
+
+def test_a_prompt_too_long_is_context_length_exceeded(served, client):
+    long_prompt = "word " * (N_CTX + 10)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(model="smol", prompt=long_prompt, max_tokens=4)
+    assert info.value.body["code"] == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(model="smol", prompt="Hi", max_tokens=N_CTX)
+    assert info.value.body["code"] == "context_length_exceeded"
+    assert info.value.body["param"] == "max_tokens"
+    wait_idle(smol(served))
+
+
+def test_api_key_is_required_when_configured():
+    registry = ModelRegistry()
+    live = LiveServer(create_app(registry, api_key="s3cret"))
+    try:
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=live.base + "/v1", api_key="wrong", max_retries=0).models.list()
+        keyed = openai.OpenAI(base_url=live.base + "/v1", api_key="s3cret", max_retries=0)
+        assert keyed.models.list().data == []
+        assert httpx.get(live.base + "/health").status_code == 503  # health needs no key
+    finally:
+        live.stop()
+
+
+# ----------------------------------------------------------------------------- many clients
+
+
+def test_many_concurrent_streams_with_cancellations(served):
+    """Twelve clients stream at once, greedy, each its own prompt; four hang up early. Every
+    finished stream is exactly its prompt's solo output, and every KV block comes back."""
+    model = smol(served)
+    prompts = [f"Fact number {i}: the" for i in range(12)]
+    solo = [model.generate(p, max_tokens=20, temperature=0).text for p in prompts]
+    wait_idle(model)
+    cancel = {1, 4, 7, 10}
+
+    async def one(client, i):
+        stream = await client.completions.create(
+            model="smol", prompt=prompts[i], max_tokens=20, temperature=0, stream=True
+        )
+        text = ""
+        n = 0
+        async for chunk in stream:
+            text += chunk.choices[0].text
+            n += 1
+            if i in cancel and n == 3:
+                await stream.close()
+                return i, None
+        return i, text
+
+    async def all_of_them():
+        async with openai.AsyncOpenAI(base_url=served.base + "/v1", api_key="x", max_retries=0) as client:
+            return await asyncio.gather(*(one(client, i) for i in range(12)))
+
+    results = dict(asyncio.run(all_of_them()))
+    for i, text in results.items():
+        if i in cancel:
+            assert text is None
+        else:
+            assert text == solo[i], f"stream {i} differs from its solo run"
+    wait_idle(model)
+
+
+def test_a_client_that_disconnects_frees_its_blocks(served):
+    model = smol(served)
+    # 500 tokens take several seconds here; the engine must be idle well before that.
+    body = {"model": "smol", "prompt": "A long story:", "max_tokens": 500, "temperature": 0}
+    steps = model.engine.steps
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(served.base + "/v1/completions", json=body, timeout=0.5)
+    wait_idle(model, timeout=2.0)
+    assert 0 < model.engine.steps - steps < 250
+
+
+# ----------------------------------------------------------------------------- the rest
+
+
+def test_tokenize_and_detokenize(served):
+    model = smol(served)
+    response = httpx.post(served.base + "/tokenize", json={"model": "smol", "content": "Hello world"})
+    assert response.json()["tokens"] == model.tokenize("Hello world")
+    back = httpx.post(
+        served.base + "/detokenize", json={"model": "smol", "tokens": response.json()["tokens"]}
+    )
+    assert back.json()["content"] == model.detokenize(model.tokenize("Hello world"))
+
+
+def test_metrics_count_what_was_served(served, client):
+    def scrape():
+        text = httpx.get(served.base + "/metrics").text
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        return values
+
+    before = scrape()
+    client.completions.create(model="smol", prompt="Count: one, two,", max_tokens=5, temperature=0)
+    after = scrape()
+    key = 'realm_generation_tokens_total{backend="cpu",model="smol"}'
+    assert after[key] - before.get(key, 0) == 5
+    done = 'realm_request_success_total{backend="cpu",finished_reason="length",model="smol"}'
+    assert after[done] - before.get(done, 0) == 1
+    assert after['realm_requests_running{backend="cpu",model="smol"}'] == 0
+    assert 0 <= after['realm_kv_cache_usage_ratio{backend="cpu",model="smol"}'] <= 1
+    assert after['realm_model_load_seconds{backend="cpu",model="smol"}'] > 0
+    ttft = 'realm_time_to_first_token_seconds_count{backend="cpu",model="smol"}'
+    assert after[ttft] - before.get(ttft, 0) == 1
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="nope", prompt="Hi")
+    missing = 'realm_request_errors_total{code="model_not_found"}'
+    assert scrape()[missing] - after.get(missing, 0) == 1
+
+
+def test_openapi_schema_describes_the_endpoints(served):
+    schema = httpx.get(served.base + "/openapi.json").json()
+    for path in ("/v1/completions", "/v1/chat/completions", "/v1/models", "/tokenize", "/detokenize"):
+        assert path in schema["paths"]
+    chat = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]
+    assert {"messages", "max_completion_tokens", "stream_options", "top_k", "min_p"} <= set(chat)
+    assert np.isfinite(len(schema["paths"]))
+
+
+def test_realm_serve_command(tmp_path):
+    """`realm serve FILE --alias ID` answers on its port, /health first 503 or 200, then 200."""
+    import socket
+    import subprocess
+    import sys
+
+    path = write_model(tmp_path / "m.gguf", n_ctx=128)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "realm",
+            "serve",
+            str(path),
+            "--alias",
+            "mine",
+            "--device",
+            "numpy",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        status = None
+        while time.monotonic() < deadline and status != 200:
+            try:
+                status = httpx.get(base + "/health").status_code
+            except httpx.TransportError:
+                time.sleep(0.2)
+                continue
+            assert status in (200, 503)
+            time.sleep(0.1)
+        assert status == 200, "realm serve never became healthy"
+        client = openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0)
+        assert [m.id for m in client.models.list().data] == ["mine"]
+        got = client.completions.create(model="mine", prompt="hello", max_tokens=3, temperature=0)
+        assert got.usage.completion_tokens == 3
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert "serving mine" in out
+
+
+def test_the_grafana_dashboard_uses_metrics_the_server_exports(served, client):
+    import re
+    from pathlib import Path
+
+    client.completions.create(model="smol", prompt="Hi", max_tokens=2, temperature=0)
+    with pytest.raises(openai.NotFoundError):  # so that the error counter has a sample
+        client.completions.create(model="nope", prompt="Hi")
+    exported = set(re.findall(r"^(realm_\w+)", httpx.get(served.base + "/metrics").text, re.M))
+    dashboard = (Path(__file__).parent.parent / "docs" / "grafana-realm.json").read_text()
+    used = set(re.findall(r"\b(realm_\w+)", dashboard))
+    assert used and used <= exported, f"the dashboard names metrics the server lacks: {used - exported}"
+
+
+def test_chat_template_given_at_start_serves_a_model_without_one(tmp_path):
+    from realm.testing.vocab import CHATML_TEMPLATE
+
+    path = write_model(tmp_path / "plain.gguf", n_ctx=128, metadata={"tokenizer.chat_template": None})
+    registry = ModelRegistry()
+    live = LiveServer(create_app(registry))
+    try:
+        registry.load_all(
+            [ModelSpec(str(path), "plain")],
+            lambda p: realm.load(p, device="numpy"),
+            chat_template=CHATML_TEMPLATE,
+        )
+        model = registry.get("plain").model
+        messages = [{"role": "user", "content": "hi"}]
+        client = openai.OpenAI(base_url=live.base + "/v1", api_key="x", max_retries=0)
+        got = client.chat.completions.create(model="plain", messages=messages, max_tokens=4, temperature=0)
+        expected = model.chat(messages, max_tokens=4, temperature=0, chat_template=CHATML_TEMPLATE)
+        assert got.choices[0].message.content == expected.text
+        assert got.usage.prompt_tokens == len(model.chat_tokens(messages, chat_template=CHATML_TEMPLATE))
+    finally:
+        live.stop()
