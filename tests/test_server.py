@@ -222,7 +222,8 @@ def test_chat_without_a_template_is_a_clear_400(client):
         ({"top_p": 1.5}, "top_p"),
         ({"stop": 5}, "stop"),
         ({"presence_penalty": 0.5}, "presence_penalty"),
-        ({"logprobs": 2}, "logprobs"),
+        ({"logprobs": 21}, "logprobs"),
+        ({"suffix": "x"}, "suffix"),
     ],
 )
 def test_bad_parameters_are_400_naming_them(served, body, param):
@@ -450,3 +451,74 @@ def test_chat_template_given_at_start_serves_a_model_without_one(tmp_path):
         assert got.usage.prompt_tokens == len(model.chat_tokens(messages, chat_template=CHATML_TEMPLATE))
     finally:
         live.stop()
+
+
+def _log_softmax(row):
+    x = np.asarray(row, np.float64)
+    return x - (x.max() + np.log(np.exp(x - x.max()).sum()))
+
+
+def test_chat_logprobs_are_the_models_log_probabilities(served, client):
+    model = smol(served)
+    messages = [{"role": "user", "content": "Name a fruit."}]
+    got = client.chat.completions.create(
+        model="smol", messages=messages, max_tokens=6, temperature=0, logprobs=True, top_logprobs=3
+    )
+    entries = got.choices[0].logprobs.content
+    assert len(entries) == got.usage.completion_tokens == 6
+    prompt = model.chat_tokens(messages)
+    tokens = [model.tokenize(e.token, add_bos=False, special=True) for e in entries]
+    assert all(len(t) == 1 for t in tokens), "each entry is one token's text"
+    ids = prompt + [t[0] for t in tokens]
+    logits = model.logits(ids)  # the library's logits at every position
+    for k, entry in enumerate(entries):
+        expected = _log_softmax(logits[len(prompt) - 1 + k])
+        token = ids[len(prompt) + k]
+        assert entry.logprob == pytest.approx(expected[token], abs=1e-4)
+        assert len(entry.top_logprobs) == 3
+        assert entry.top_logprobs[0].token == entry.token  # greedy: the chosen token is the likeliest
+        assert [t.logprob for t in entry.top_logprobs] == sorted(
+            (t.logprob for t in entry.top_logprobs), reverse=True
+        )
+        assert bytes(entry.bytes).decode("utf-8", "replace") == entry.token
+    streamed = client.chat.completions.create(
+        model="smol",
+        messages=messages,
+        max_tokens=6,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+        stream=True,
+    )
+    stream_entries = [
+        e for c in streamed if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content
+    ]
+    assert [(e.token, round(e.logprob, 6)) for e in stream_entries] == [
+        (e.token, round(e.logprob, 6)) for e in entries
+    ]
+
+
+def test_completion_echo_scores_every_prompt_token(served, client):
+    """What an evaluation harness does: echo the prompt with max_tokens=0 and read each token's
+    log-probability given the tokens before it."""
+    model = smol(served)
+    text = "The quick brown fox jumps over the lazy dog"
+    ids = model.tokenize(text)
+    got = client.completions.create(model="smol", prompt=ids, max_tokens=0, echo=True, logprobs=2)
+    choice = got.choices[0]
+    assert choice.text == model.detokenize(ids)
+    lp = choice.logprobs
+    assert len(lp.tokens) == len(ids) and lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    logits = model.logits(ids)
+    for i in range(1, len(ids)):
+        assert lp.token_logprobs[i] == pytest.approx(_log_softmax(logits[i - 1])[ids[i]], abs=1e-4)
+        assert len(lp.top_logprobs[i]) <= 2
+    assert lp.text_offset == sorted(lp.text_offset)
+    # with generated tokens after the echoed prompt: the prompt's scores, then the new tokens'
+    more = client.completions.create(
+        model="smol", prompt=ids, max_tokens=3, echo=True, logprobs=1, temperature=0
+    )
+    assert more.choices[0].logprobs.token_logprobs[: len(ids)] == lp.token_logprobs
+    assert len(more.choices[0].logprobs.tokens) == len(ids) + 3
+    assert more.choices[0].text.startswith(choice.text)
+    wait_idle(model)

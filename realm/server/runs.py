@@ -43,7 +43,11 @@ def stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
 
 
 def submit_choices(
-    engine, prompts: Sequence[list[int]], body: _Sampling, max_tokens: Sequence[int]
+    engine,
+    prompts: Sequence[list[int]],
+    body: _Sampling,
+    max_tokens: Sequence[int],
+    keep_logits: bool = False,
 ) -> list[RequestHandle]:
     """Submit ``body.n`` requests per prompt (choice ``p * n + j``); on a refusal, the ones
     already submitted are cancelled before the error goes on."""
@@ -58,6 +62,7 @@ def submit_choices(
                     max_tokens[p],
                     stop=stop_strings(body.stop),
                     if_full="wait",
+                    keep_logits=keep_logits,
                 )
                 handles.append(engine.submit(request))
     except BaseException:
@@ -67,29 +72,30 @@ def submit_choices(
     return handles
 
 
-async def merged_pieces(handles: Sequence[RequestHandle]) -> AsyncIterator[tuple[int, str | None]]:
-    """``(choice, text piece)`` in the order the pieces arrive; ``(choice, None)`` when a
-    choice ends. A choice's error is raised here."""
-    queue: asyncio.Queue[tuple[int, str | None | BaseException]] = asyncio.Queue()
+async def merged_pieces(handles: Sequence[RequestHandle]) -> AsyncIterator[tuple[int, str | None, int]]:
+    """``(choice, text piece, position)`` in the order the pieces arrive, ``position`` being the
+    piece's token in ``handle.tokens``; ``(choice, None, -1)`` when a choice ends. A choice's
+    error is raised here."""
+    queue: asyncio.Queue[tuple[int, str | None | BaseException, int]] = asyncio.Queue()
 
     async def pump(index: int, handle: RequestHandle) -> None:
         try:
             async for piece in handle:
-                queue.put_nowait((index, piece))
-            queue.put_nowait((index, None))
+                queue.put_nowait((index, piece, len(handle.tokens) - 1))
+            queue.put_nowait((index, None, -1))
         except Exception as exc:  # handed to the reader, raised there
-            queue.put_nowait((index, exc))
+            queue.put_nowait((index, exc, -1))
 
     tasks = [asyncio.create_task(pump(i, h)) for i, h in enumerate(handles)]
     try:
         remaining = len(handles)
         while remaining:
-            index, item = await queue.get()
+            index, item, position = await queue.get()
             if isinstance(item, BaseException):
                 raise item
             if item is None:
                 remaining -= 1
-            yield index, item
+            yield index, item, position
     finally:
         for task in tasks:
             task.cancel()
