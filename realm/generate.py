@@ -29,6 +29,10 @@ class SamplingParams:
     repeat_penalty: float = 1.0  # 1.0 disables
     repeat_last_n: int = 64
     seed: int | None = None
+    # OpenAI's penalties, applied as llama.cpp does over the last repeat_last_n tokens (prompt
+    # included): logit -= count * frequency_penalty + (count > 0) * presence_penalty; 0 disables
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> InvalidParameterError:
@@ -49,6 +53,9 @@ class SamplingParams:
             raise bad("repeat_last_n", "an integer >= 0")
         if self.seed is not None and (not is_int(self.seed) or self.seed < 0):
             raise bad("seed", "an integer >= 0 or None (None draws a fresh seed)")
+        for name in ("frequency_penalty", "presence_penalty"):
+            if not is_number(getattr(self, name)) or not math.isfinite(getattr(self, name)):
+                raise bad(name, "a finite number (0 disables it)")
 
 
 class Sampler:
@@ -71,6 +78,10 @@ class Sampler:
             recent = np.unique(np.asarray(history[-p.repeat_last_n :], dtype=np.int64))
             vals = logits[recent]
             logits[recent] = np.where(vals > 0, vals / p.repeat_penalty, vals * p.repeat_penalty)
+        if (p.frequency_penalty or p.presence_penalty) and p.repeat_last_n and history:
+            recent, counts = np.unique(np.asarray(history[-p.repeat_last_n :], dtype=np.int64),
+                                       return_counts=True)
+            logits[recent] -= (counts * p.frequency_penalty + p.presence_penalty).astype(np.float32)
         if p.temperature == 0:
             return int(np.argmax(logits))
         # candidates sorted by logit, best first

@@ -85,9 +85,26 @@ def test_repeat_penalty_demotes_recent_tokens():
     assert s(neg, history=[0]) == 1
 
 
+def test_frequency_and_presence_penalties_subtract_per_occurrence():
+    logits = np.array([3.0, 2.9, 2.4, 0.0], dtype=np.float32)
+    s = Sampler(SamplingParams(temperature=0, frequency_penalty=0.3, presence_penalty=0.1))
+    # token 0 seen twice: 3.0 - 2 * 0.3 - 0.1 = 2.3; token 1 once: 2.9 - 0.4 = 2.5; token 2 unseen: 2.4
+    assert s(logits, history=[0, 1, 0]) == 1
+    assert s(logits, history=[0, 0, 0]) == 1  # 3.0 - 0.9 - 0.1 = 2.0 < 2.9
+    assert s(logits, history=[2]) == 0
+    # only the last repeat_last_n tokens count
+    window = Sampler(SamplingParams(temperature=0, frequency_penalty=5.0, repeat_last_n=1))
+    assert window(logits, history=[0, 1]) == 0
+    # negative penalties favour tokens already seen
+    eager = Sampler(SamplingParams(temperature=0, presence_penalty=-1.0))
+    assert eager(logits, history=[3]) == 0 and eager(logits, history=[2]) == 2
+
+
 @pytest.mark.parametrize(
     "kw",
     [
+        dict(frequency_penalty=float("nan")),
+        dict(presence_penalty="0.5"),
         dict(temperature=-0.1),
         dict(temperature=float("nan")),
         dict(temperature=float("inf")),

@@ -221,7 +221,7 @@ def test_chat_without_a_template_is_a_clear_400(client):
         ({"n": 0}, "n"),
         ({"top_p": 1.5}, "top_p"),
         ({"stop": 5}, "stop"),
-        ({"presence_penalty": 0.5}, "presence_penalty"),
+        ({"presence_penalty": 3}, "presence_penalty"),
         ({"logprobs": 21}, "logprobs"),
         ({"suffix": "x"}, "suffix"),
     ],
@@ -296,7 +296,10 @@ def test_many_concurrent_streams_with_cancellations(served):
         async with openai.AsyncOpenAI(base_url=served.base + "/v1", api_key="x", max_retries=0) as client:
             return await asyncio.gather(*(one(client, i) for i in range(12)))
 
+    steps = model.engine.steps
     results = dict(asyncio.run(all_of_them()))
+    # they ran together: far fewer engine steps than the ~180 tokens generated
+    assert model.engine.steps - steps < 120
     for i, text in results.items():
         if i in cancel:
             assert text is None
@@ -522,3 +525,52 @@ def test_completion_echo_scores_every_prompt_token(served, client):
     assert len(more.choices[0].logprobs.tokens) == len(ids) + 3
     assert more.choices[0].text.startswith(choice.text)
     wait_idle(model)
+
+
+def test_frequency_and_presence_penalties_reach_the_sampler(served, client):
+    from realm.engine.request import Request as EngineRequest
+    from realm.generate import SamplingParams
+
+    model = smol(served)
+    prompt = "one one one one one one"
+    ids = model.tokenize(prompt)
+    params = SamplingParams(temperature=0, frequency_penalty=1.5, presence_penalty=0.5)
+    expected = model.engine.submit(EngineRequest(ids, params, 12)).result()
+    plain = client.completions.create(model="smol", prompt=prompt, max_tokens=12, temperature=0)
+    got = client.completions.create(
+        model="smol", prompt=prompt, max_tokens=12, temperature=0, frequency_penalty=1.5, presence_penalty=0.5
+    )
+    assert got.choices[0].text == expected
+    assert got.choices[0].text != plain.choices[0].text  # the penalties changed the greedy path
+
+
+def test_a_full_queue_is_503_with_retry_after(tmp_path):
+    from realm.engine.request import Request as EngineRequest
+
+    path = write_model(tmp_path / "m.gguf", n_ctx=512)
+    registry = ModelRegistry()
+    live = LiveServer(create_app(registry))
+    try:
+        registry.load_all(
+            [ModelSpec(str(path), "m")], lambda p: realm.load(p, device="numpy", n_seq_max=1, max_waiting=0)
+        )
+        engine = registry.get("m").model.engine
+        # one long request holds the only sequence slot, and no request may wait
+        running = engine.submit(EngineRequest([1, 2, 3], max_tokens=500, ignore_eos=True))
+        try:
+            response = httpx.post(
+                live.base + "/v1/completions", json={"model": "m", "prompt": "b", "max_tokens": 2}
+            )
+            assert response.status_code == 503
+            assert response.headers["retry-after"] == "1"
+            assert response.json()["error"]["code"] == "server_busy"
+        finally:
+            running.cancel()
+        assert (
+            httpx.post(
+                live.base + "/v1/completions", json={"model": "m", "prompt": "b", "max_tokens": 2}
+            ).status_code
+            == 200
+        )
+    finally:
+        live.stop()

@@ -9,7 +9,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from realm.errors import RealmError
-from realm.server.checks import max_tokens, refuse_unsupported
+from realm.server.checks import max_tokens
 from realm.server.errors import APIError, from_realm_error
 from realm.server.logprobs import chat_entry
 from realm.server.metrics import Metrics
@@ -47,7 +47,6 @@ def chat_prompt(served: ServedModel, body: ChatCompletionRequest) -> list[int]:
 async def create_chat_completion(
     served: ServedModel, body: ChatCompletionRequest, request: Request, metrics: Metrics
 ) -> Response:
-    refuse_unsupported(body)
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "'top_logprobs' needs 'logprobs': true", param="top_logprobs")
     prompt = chat_prompt(served, body)

@@ -6,20 +6,10 @@ from collections.abc import Sequence
 
 from realm.server.errors import APIError
 from realm.server.registry import ServedModel
-from realm.server.schemas import _Sampling
 
 
-def refuse_unsupported(body: _Sampling, **asked: bool) -> None:
+def refuse_unsupported(**asked: bool) -> None:
     """Fields realm does not implement yet are refused by name, never ignored silently."""
-    for name in ("presence_penalty", "frequency_penalty"):
-        if getattr(body, name):
-            raise APIError(
-                400,
-                f"'{name}' is not supported by this server yet; leave it at 0 "
-                "(realm's 'repeat_penalty' is available)",
-                param=name,
-                code="unsupported_parameter",
-            )
     for name, wanted in asked.items():
         if wanted:
             raise APIError(

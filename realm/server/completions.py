@@ -49,7 +49,7 @@ def completion_prompts(served: ServedModel, prompt: str | list) -> list[tuple[li
 async def create_completion(
     served: ServedModel, body: CompletionRequest, request: Request, metrics: Metrics
 ) -> Response:
-    refuse_unsupported(body, suffix=body.suffix is not None)
+    refuse_unsupported(suffix=body.suffix is not None)
     wants_logprobs = body.logprobs is not None
     if body.stream and (body.echo or wants_logprobs):
         name = "echo" if body.echo else "logprobs"

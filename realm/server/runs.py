@@ -33,7 +33,13 @@ def sampling_params(body: _Sampling, choice: int) -> SamplingParams:
     }
     fields = {name: getattr(defaults, name) if value is None else value for name, value in given.items()}
     seed = None if body.seed is None else body.seed + choice
-    return SamplingParams(**fields, repeat_last_n=defaults.repeat_last_n, seed=seed)
+    return SamplingParams(
+        **fields,
+        repeat_last_n=defaults.repeat_last_n,
+        seed=seed,
+        frequency_penalty=body.frequency_penalty,
+        presence_penalty=body.presence_penalty,
+    )
 
 
 def stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
