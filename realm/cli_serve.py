@@ -1,15 +1,42 @@
-"""`realm serve`: the OpenAI-compatible HTTP server over one or more GGUF models."""
+"""`realm serve`: the OpenAI-compatible HTTP server over one or more GGUF models.
+
+Every option can also come from an environment variable (``REALM_PORT=8080``, ...; the flag
+wins). The server logs one line per request (method, path, status, tokens, latency), never
+the prompt unless ``--log-prompts``; SIGTERM or Ctrl-C stop it cleanly: no new connections,
+in-flight requests get a few seconds to finish, then their streams are cancelled and the
+models closed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
+import signal
 import threading
 from pathlib import Path
 
 from realm.errors import InvalidParameterError, RealmError
 
 DEFAULT_PORT = 8000
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
+
+def _from_env(name: str, kind=str):
+    """The default of an option: ``$REALM_<NAME>``, checked, or None."""
+    variable = "REALM_" + name.upper().replace("-", "_")
+    raw = os.environ.get(variable)
+    if raw is None or raw == "":
+        return None
+    if kind is bool:
+        if raw.lower() not in ("1", "true", "yes", "0", "false", "no"):
+            raise InvalidParameterError(f"${variable} must be 1/true/yes or 0/false/no, got {raw!r}")
+        return raw.lower() in ("1", "true", "yes")
+    try:
+        return kind(raw)
+    except ValueError as exc:
+        raise InvalidParameterError(f"${variable} must be {kind.__name__}, got {raw!r}") from exc
 
 
 def add_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -18,50 +45,62 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
         help="serve models over an OpenAI-compatible HTTP API",
         description="Serve GGUF models over an OpenAI-compatible HTTP API (/v1/completions, "
         "/v1/chat/completions, /v1/models, /health, /metrics). Each model is served under its "
-        "file's stem, or --alias. Needs the 'server' extra: pip install 'realm[server]'.",
+        "file's stem, or --alias. Every option can also be set as REALM_<OPTION> in the "
+        "environment (REALM_PORT, REALM_API_KEY, ...). Needs the 'server' extra: "
+        "pip install 'realm[server]'.",
     )
-    serve.add_argument(
-        "models", nargs="*", metavar="MODEL.gguf", help="files to serve (default: the default model)"
-    )
-    serve.add_argument(
+    option = serve.add_argument
+    option("models", nargs="*", metavar="MODEL.gguf", help="files to serve (default: the default model)")
+    option(
         "--alias",
         action="append",
         default=[],
         metavar="ID",
         help="the id to serve the i-th model under (repeat, in order)",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    serve.add_argument("--device", default="auto", help="backend device for every model (default auto)")
-    serve.add_argument("--n-ctx", type=int, default=None, help="context length per request")
-    serve.add_argument("--threads", type=int, default=None, help="CPU threads (the cpu backend)")
-    serve.add_argument(
-        "--kv-size", type=int, default=None, help="positions the KV pool may hold over all requests together"
-    )
-    serve.add_argument(
-        "--n-seq-max", type=int, default=None, help="the most sequences decoded together in one step"
-    )
-    serve.add_argument(
-        "--max-waiting",
+    option("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    option("--port", type=int, default=None, help=f"port (default {DEFAULT_PORT})")
+    option("--device", default=None, help="backend device for every model (default auto)")
+    option("--n-ctx", type=int, default=None, help="context length per request (default: trained length)")
+    option("--threads", type=int, default=None, help="CPU threads (the cpu backend)")
+    option("--kv-size", type=int, default=None, help="positions the KV pool may hold over all requests")
+    option("--max-running", type=int, default=None, help="the most sequences decoded together in one step")
+    option(
+        "--max-queue",
         type=int,
         default=None,
-        help="the most requests queued; past it requests get 503 with Retry-After",
+        help="the most requests waiting; past it requests get 503 with Retry-After",
     )
-    serve.add_argument(
+    option(
         "--chat-template",
         metavar="FILE",
         default=None,
         help="a Jinja2 chat template for models whose file has none",
     )
-    serve.add_argument(
-        "--api-key",
-        default=os.environ.get("REALM_API_KEY"),
-        help="require 'Authorization: Bearer KEY' (default: $REALM_API_KEY, else none)",
-    )
+    option("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: none)")
+    option("--log-prompts", action="store_true", default=None, help="log each request's prompt text")
     return serve
 
 
+_OPTION_TYPES = {
+    "host": str,
+    "port": int,
+    "device": str,
+    "n_ctx": int,
+    "threads": int,
+    "kv_size": int,
+    "max_running": int,
+    "max_queue": int,
+    "chat_template": str,
+    "api_key": str,
+    "log_prompts": bool,
+}
+
+
 def cmd_serve(a: argparse.Namespace, out) -> int:
+    for name, kind in _OPTION_TYPES.items():
+        if getattr(a, name) is None:
+            setattr(a, name, _from_env(name, kind))
     try:
         import uvicorn
 
@@ -89,26 +128,57 @@ def cmd_serve(a: argparse.Namespace, out) -> int:
     def load(path: str):
         return realm.load(
             path,
-            device=a.device,
+            device=a.device or "auto",
             n_ctx=a.n_ctx,
             n_threads=a.threads,
             kv_size=a.kv_size,
-            n_seq_max=a.n_seq_max,
-            max_waiting=a.max_waiting,
+            n_seq_max=a.max_running,
+            max_waiting=a.max_queue,
         )
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     registry = ModelRegistry()
-    app = create_app(registry, api_key=a.api_key)
+    app = create_app(registry, api_key=a.api_key, log_prompts=bool(a.log_prompts))
     # The server answers (/health: 503) while the models load, as orchestrators expect.
     loader = threading.Thread(target=_load, args=(registry, specs, load, template), daemon=True)
     loader.start()
-    out.write(f"realm: serving {', '.join(s.id for s in specs)} on http://{a.host}:{a.port}/v1\n")
-    uvicorn.run(app, host=a.host, port=a.port, log_level="info")
+    host, port = a.host or "127.0.0.1", a.port or DEFAULT_PORT
+    out.write(f"realm: serving {', '.join(s.id for s in specs)} on http://{host}:{port}/v1\n")
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    try:
+        _server_class(uvicorn)(config).run()
+    finally:
+        registry.close()
+    out.write("realm: stopped\n")
     return 0
+
+
+def _server_class(uvicorn):
+    """uvicorn's server, stopping on SIGINT/SIGTERM without re-raising the signal afterwards
+    (uvicorn does, which would kill the process before realm closes its models)."""
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            previous = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
+
+    return Server
 
 
 def _load(registry, specs, load, template) -> None:
     try:
         registry.load_all(specs, load, template)
     except (RealmError, OSError, ValueError) as exc:
-        print(f"realm: error: loading failed: {exc}", flush=True)
+        logging.getLogger("realm.server").error("loading failed: %s", exc)

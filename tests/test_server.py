@@ -24,21 +24,27 @@ def client(served):
 
 
 def smol(served):
-    return served.registry.get("smol").model
+    """The reference: SmolLM2 loaded in the test process (see server_harness)."""
+    return served.reference
 
 
-def wait_idle(model, timeout=10.0):
-    """Until the engine runs nothing and every KV block is free again."""
-    engine = model.engine
+SMOL = '{backend="cpu",model="smol"}'
+
+
+def wait_idle(served, timeout=10.0):
+    """Until the server's engine runs nothing and every KV block is free again (its metrics)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not engine.running and not engine.waiting and engine.pool.n_free == engine.pool.n_blocks:
+    while True:
+        m = served.metrics()
+        state = [
+            m[f"realm_requests_running{SMOL}"],
+            m[f"realm_requests_waiting{SMOL}"],
+            m[f"realm_kv_cache_usage_ratio{SMOL}"],
+        ]
+        if state == [0, 0, 0]:
             return
-        time.sleep(0.02)
-    raise AssertionError(
-        f"engine not idle: {len(engine.running)} running, {len(engine.waiting)} waiting, "
-        f"{engine.pool.n_free}/{engine.pool.n_blocks} blocks free"
-    )
+        assert time.monotonic() < deadline, f"engine not idle: running, waiting, KV use = {state}"
+        time.sleep(0.05)
 
 
 def sse_events(response: httpx.Response) -> list:
@@ -67,8 +73,11 @@ def test_health_and_models(served, client):
 
 
 def test_the_same_file_twice_is_loaded_once(served):
-    assert len(served.loads) == 2  # smol's file once, tiny once
-    assert served.registry.get("smol").model is served.registry.get("smol-again").model
+    loaded = {k for k in served.metrics() if k.startswith("realm_model_load_seconds")}
+    assert loaded == {
+        'realm_model_load_seconds{backend="cpu",model="smol"}',
+        'realm_model_load_seconds{backend="cpu",model="tiny"}',
+    }  # smol-again is smol
 
 
 def test_health_is_503_while_loading():
@@ -250,7 +259,7 @@ def test_a_prompt_too_long_is_context_length_exceeded(served, client):
         client.completions.create(model="smol", prompt="Hi", max_tokens=N_CTX)
     assert info.value.body["code"] == "context_length_exceeded"
     assert info.value.body["param"] == "max_tokens"
-    wait_idle(smol(served))
+    wait_idle(served)
 
 
 def test_api_key_is_required_when_configured():
@@ -275,7 +284,7 @@ def test_many_concurrent_streams_with_cancellations(served):
     model = smol(served)
     prompts = [f"Fact number {i}: the" for i in range(12)]
     solo = [model.generate(p, max_tokens=20, temperature=0).text for p in prompts]
-    wait_idle(model)
+    wait_idle(served)
     cancel = {1, 4, 7, 10}
 
     async def one(client, i):
@@ -296,27 +305,29 @@ def test_many_concurrent_streams_with_cancellations(served):
         async with openai.AsyncOpenAI(base_url=served.base + "/v1", api_key="x", max_retries=0) as client:
             return await asyncio.gather(*(one(client, i) for i in range(12)))
 
-    steps = model.engine.steps
+    steps = served.metrics()[f"realm_engine_steps_total{SMOL}"]
     results = dict(asyncio.run(all_of_them()))
     # they ran together: far fewer engine steps than the ~180 tokens generated
-    assert model.engine.steps - steps < 120
+    assert served.metrics()[f"realm_engine_steps_total{SMOL}"] - steps < 120
     for i, text in results.items():
         if i in cancel:
             assert text is None
         else:
             assert text == solo[i], f"stream {i} differs from its solo run"
-    wait_idle(model)
+    wait_idle(served)
 
 
 def test_a_client_that_disconnects_frees_its_blocks(served):
-    model = smol(served)
     # 500 tokens take several seconds here; the engine must be idle well before that.
     body = {"model": "smol", "prompt": "A long story:", "max_tokens": 500, "temperature": 0}
-    steps = model.engine.steps
+    before = served.metrics()
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(served.base + "/v1/completions", json=body, timeout=0.5)
-    wait_idle(model, timeout=2.0)
-    assert 0 < model.engine.steps - steps < 250
+    wait_idle(served, timeout=2.0)
+    after = served.metrics()
+    assert 0 < after[f"realm_engine_steps_total{SMOL}"] - before[f"realm_engine_steps_total{SMOL}"] < 250
+    aborted = 'realm_request_success_total{backend="cpu",finished_reason="abort",model="smol"}'
+    assert after[aborted] - before.get(aborted, 0) == 1
 
 
 # ----------------------------------------------------------------------------- the rest
@@ -369,55 +380,61 @@ def test_openapi_schema_describes_the_endpoints(served):
     assert np.isfinite(len(schema["paths"]))
 
 
-def test_realm_serve_command(tmp_path):
-    """`realm serve FILE --alias ID` answers on its port, /health first 503 or 200, then 200."""
-    import socket
+def test_realm_serve_options_from_the_environment_logs_and_sigterm(tmp_path):
+    """`realm serve` takes options from REALM_* variables, logs a line per request without
+    the prompt, and on SIGTERM ends an open stream, closes the models and exits 0."""
+    import signal
+
+    from server_harness import ServerProcess
+
+    path = write_model(tmp_path / "m.gguf", n_ctx=512, n_layer=8, n_embd=256, n_ff=1024)
+    env = {"REALM_API_KEY": "k3y", "REALM_DEVICE": "numpy", "REALM_MAX_RUNNING": "4"}
+    live = ServerProcess([str(path), "--alias", "mine"], tmp_path / "log.txt", env=env)
+    try:
+        assert httpx.get(live.base + "/v1/models").status_code == 401  # the key came from the environment
+        client = openai.OpenAI(base_url=live.base + "/v1", api_key="k3y", max_retries=0)
+        secret = "a prompt that must not reach the log"
+        got = client.completions.create(model="mine", prompt=secret, max_tokens=3, temperature=0)
+        n = got.usage.completion_tokens
+        stream = client.completions.create(model="mine", prompt="go", max_tokens=400, stream=True)
+        next(iter(stream))  # a stream is open when the signal comes
+        assert live.stop(signal.SIGTERM) == 0
+        log = live.log()
+    finally:
+        if live.proc.poll() is None:
+            live.stop(signal.SIGKILL)
+    assert secret not in log
+    assert f"POST /v1/completions 200 prompt_tokens={got.usage.prompt_tokens} generated_tokens={n}" in log
+    assert "GET /v1/models 401" in log
+    assert log.rstrip().endswith("realm: stopped")
+
+
+def test_log_prompts_logs_them(tmp_path):
+    from server_harness import ServerProcess
+
+    path = write_model(tmp_path / "m.gguf", n_ctx=128)
+    live = ServerProcess([str(path), "--device", "numpy", "--log-prompts"], tmp_path / "log.txt")
+    try:
+        httpx.post(
+            live.base + "/v1/completions", json={"model": "m", "prompt": "say cheese", "max_tokens": 1}
+        )
+    finally:
+        assert live.stop() == 0
+    assert 'prompt for m: "say cheese"' in live.log()
+
+
+def test_a_bad_environment_variable_is_named(tmp_path):
     import subprocess
     import sys
 
-    path = write_model(tmp_path / "m.gguf", n_ctx=128)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "realm",
-            "serve",
-            str(path),
-            "--alias",
-            "mine",
-            "--device",
-            "numpy",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    done = subprocess.run(
+        [sys.executable, "-m", "realm", "serve", str(write_model(tmp_path / "m.gguf"))],
+        env={**__import__("os").environ, "REALM_PORT": "eighty"},
+        capture_output=True,
         text=True,
+        timeout=60,
     )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        status = None
-        while time.monotonic() < deadline and status != 200:
-            try:
-                status = httpx.get(base + "/health").status_code
-            except httpx.TransportError:
-                time.sleep(0.2)
-                continue
-            assert status in (200, 503)
-            time.sleep(0.1)
-        assert status == 200, "realm serve never became healthy"
-        client = openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0)
-        assert [m.id for m in client.models.list().data] == ["mine"]
-        got = client.completions.create(model="mine", prompt="hello", max_tokens=3, temperature=0)
-        assert got.usage.completion_tokens == 3
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=20)
-    assert "serving mine" in out
+    assert done.returncode == 2 and "$REALM_PORT must be int, got 'eighty'" in done.stderr
 
 
 def test_the_grafana_dashboard_uses_metrics_the_server_exports(served, client):
@@ -524,7 +541,7 @@ def test_completion_echo_scores_every_prompt_token(served, client):
     assert more.choices[0].logprobs.token_logprobs[: len(ids)] == lp.token_logprobs
     assert len(more.choices[0].logprobs.tokens) == len(ids) + 3
     assert more.choices[0].text.startswith(choice.text)
-    wait_idle(model)
+    wait_idle(served)
 
 
 def test_frequency_and_presence_penalties_reach_the_sampler(served, client):

@@ -10,6 +10,7 @@ error objects (errors.py).
 from __future__ import annotations
 
 import hmac
+import json
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from realm.errors import RealmError
+from realm.server.access_log import LOG, AccessLog
 from realm.server.chat import create_chat_completion
 from realm.server.completions import create_completion
 from realm.server.errors import APIError, from_realm_error, handle_api_error, handle_validation_error
@@ -25,9 +27,14 @@ from realm.server.registry import ModelRegistry
 from realm.server.schemas import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
 
 
-def create_app(registry: ModelRegistry, api_key: str | None = None) -> FastAPI:
-    """The server's ASGI app for the models in `registry` (which may still be loading)."""
+def create_app(registry: ModelRegistry, api_key: str | None = None, log_prompts: bool = False) -> FastAPI:
+    """The server's ASGI app for the models in `registry` (which may still be loading).
+
+    ``api_key``: required as ``Authorization: Bearer`` on the API routes. ``log_prompts``: log
+    each request's prompt (never logged otherwise).
+    """
     app = FastAPI(title="realm", summary="OpenAI-compatible API for GGUF models run by realm")
+    app.add_middleware(AccessLog)
     metrics = Metrics(registry.engines)
     registry.on_loaded = lambda served, seconds: metrics.load_seconds.seconds.__setitem__(
         (served.id, served.backend), seconds
@@ -101,10 +108,15 @@ def create_app(registry: ModelRegistry, api_key: str | None = None) -> FastAPI:
 
     @app.post("/v1/completions", dependencies=guarded)
     async def completions(body: CompletionRequest, request: Request) -> Response:
+        if log_prompts:
+            LOG.info("prompt for %s: %s", body.model, json.dumps(body.prompt, ensure_ascii=False))
         return await create_completion(registry.get(body.model), body, request, metrics)
 
     @app.post("/v1/chat/completions", dependencies=guarded)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        if log_prompts:
+            messages = [m.model_dump(exclude_none=True) for m in body.messages]
+            LOG.info("messages for %s: %s", body.model, json.dumps(messages, ensure_ascii=False))
         return await create_chat_completion(registry.get(body.model), body, request, metrics)
 
     return app

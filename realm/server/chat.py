@@ -56,6 +56,7 @@ async def create_chat_completion(
         limit = max_tokens(served, prompt, body.max_tokens, "max_tokens")
     ids = ResponseIds(served.id, "chatcmpl")
     run = Run(served, metrics, [prompt], body, [limit], keep_logits=body.logprobs)
+    request.state.run = run
     n_top = body.top_logprobs or 0
     if body.stream:
         return stream_response(run, _chunks(run, ids, body.logprobs, n_top))

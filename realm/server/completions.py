@@ -60,6 +60,7 @@ async def create_completion(
     limits = [max_tokens(served, ids, body.max_tokens, "max_tokens") for ids, _ in prompts]
     ids = ResponseIds(served.id, "cmpl")
     run = Run(served, metrics, [p for p, _ in prompts], body, limits, keep_logits=wants_logprobs)
+    request.state.run = run
     if body.stream:
         return stream_response(run, _chunks(run, ids))
 

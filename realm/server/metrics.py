@@ -159,6 +159,7 @@ class _EngineCollector(Collector):
         hits = CounterMetricFamily(
             "realm_prefix_cache_hits", "Prompt tokens found in the prefix cache.", labels=LABELS
         )
+        steps = CounterMetricFamily("realm_engine_steps", "Batched engine steps run.", labels=LABELS)
         queries = CounterMetricFamily(
             "realm_prefix_cache_queries", "Prompt tokens looked up in the prefix cache.", labels=LABELS
         )
@@ -170,4 +171,5 @@ class _EngineCollector(Collector):
             usage.add_metric(labels, 1.0 - pool.n_free / pool.n_blocks)
             hits.add_metric(labels, engine.prefix_hit_tokens)
             queries.add_metric(labels, engine.prefix_query_tokens)
-        yield from (running, waiting, usage, hits, queries)
+            steps.add_metric(labels, engine.steps)
+        yield from (running, waiting, usage, hits, queries, steps)

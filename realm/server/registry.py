@@ -131,6 +131,13 @@ class ModelRegistry:
                     items.append((model_id, served.backend, served.model.engine))
         return iter(items)
 
+    def close(self) -> None:
+        """Close every model: requests still running end as cancelled."""
+        with self._lock:
+            models = {id(s.model): s.model for s in self._by_id.values()}
+        for model in models.values():
+            model.close()
+
     def load_all(
         self, specs: list[ModelSpec], load: Callable[[str], Model], chat_template: str | None = None
     ) -> None:

@@ -54,7 +54,8 @@ class Run:
         return finish_reason(self.handles[choice].finish_reason) if self.handles else "length"
 
     async def pieces(self) -> AsyncIterator[tuple[int, str | None, int]]:
-        """`merged_pieces` of the choices, recording the request's metrics."""
+        """`merged_pieces` of the choices, recording the request's metrics (a choice cut short,
+        by a client that went away or an error, counts as finished for reason ``abort``)."""
         try:
             async for index, piece, position in merged_pieces(self.handles):
                 if piece is not None:
@@ -65,7 +66,9 @@ class Run:
                 yield index, piece, position
         finally:
             cancel_unfinished(self.handles)
-        self.stats.finish(finish_reason(h.finish_reason) for h in self.handles)
+            self.stats.finish(
+                h.finish_reason if h.finish_reason in ("stop", "length") else "abort" for h in self.handles
+            )
 
     async def texts(self) -> list[str]:
         """Every choice's whole text."""
