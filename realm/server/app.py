@@ -36,9 +36,7 @@ def create_app(registry: ModelRegistry, api_key: str | None = None, log_prompts:
     app = FastAPI(title="realm", summary="OpenAI-compatible API for GGUF models run by realm")
     app.add_middleware(AccessLog)
     metrics = Metrics(registry.engines)
-    registry.on_loaded = lambda served, seconds: metrics.load_seconds.seconds.__setitem__(
-        (served.id, served.backend), seconds
-    )
+    registry.on_loaded = metrics.model_loaded
     app.state.registry = registry
     app.state.metrics = metrics
 

@@ -88,6 +88,9 @@ class Metrics:
         r.register(self.load_seconds)
         r.register(_EngineCollector(engines))
 
+    def model_loaded(self, served, seconds: float) -> None:
+        self.load_seconds.seconds[(served.id, served.backend)] = seconds
+
     def request(self, model: str, backend: str, n_prompt: int) -> RequestMetrics:
         return RequestMetrics(self, model, backend, n_prompt)
 
