@@ -5,7 +5,9 @@ context. Every client streams completions one after another (distinct prompts, g
 ``--max-tokens`` each) through the official OpenAI client; all clients start together. Prints,
 per server and client count, aggregate generated tokens/s over the whole run and time to first
 token (median and p95). llama.cpp's server (llama-cpp-python's ``python -m llama_cpp.server``)
-runs one sequence at a time, so its clients queue; realm's engine decodes them together.
+runs one sequence at a time, so its clients queue (it is started with ``--interrupt_requests
+False``: by default a new request cuts the stream in flight short); realm's engine decodes
+them together. "tokens" counts the streamed pieces with text, about one per generated token.
 
     python benchmarks/bench_server.py                                  # SmolLM2, 2 threads
     python benchmarks/bench_server.py --clients 1,8 --llama-python /path/to/venv/bin/python
@@ -66,8 +68,9 @@ def _start(command: list[str], base: str, timeout: float = 300) -> subprocess.Po
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{command[:4]} exited with {proc.returncode}")
-        try:
-            if httpx.get(base + "/v1/models", timeout=2).status_code == 200:
+        try:  # ready when the model is listed (realm answers while it loads, with an empty list)
+            listed = httpx.get(base + "/v1/models", timeout=2)
+            if listed.status_code == 200 and any(m["id"] == "m" for m in listed.json()["data"]):
                 return proc
         except httpx.TransportError:
             pass
@@ -155,13 +158,16 @@ def main() -> None:
             str(a.threads),
             "--n_ctx",
             str(a.n_ctx),
+            # by default a new request cuts the stream in flight short; queue requests instead
+            "--interrupt_requests",
+            "False",
         ],
     }
     print(
         f"{date.today()}, {_cpu()}, {os.cpu_count()} CPUs, {a.threads} threads, {os.path.basename(a.model)}, "
         f"{a.requests_per_client} streamed completions per client, {a.max_tokens} tokens each, greedy\n"
     )
-    print(f"{'server':<10} {'clients':>7} {'tok/s':>8} {'TTFT med s':>11} {'TTFT p95 s':>11}")
+    print(f"{'server':<10} {'clients':>7} {'tokens':>7} {'tok/s':>8} {'TTFT med s':>11} {'TTFT p95 s':>11}")
     for name, command in servers.items():
         port = _free_port()
         base = f"http://127.0.0.1:{port}"
@@ -171,7 +177,8 @@ def main() -> None:
             for n in clients:
                 r = asyncio.run(_run_clients(base, "m", n, a.requests_per_client, a.max_tokens))
                 print(
-                    f"{name:<10} {n:>7} {r['tok_s']:>8.1f} {r['ttft_med']:>11.2f} {r['ttft_p95']:>11.2f}",
+                    f"{name:<10} {n:>7} {r['tokens']:>7} {r['tok_s']:>8.1f} {r['ttft_med']:>11.2f} "
+                    f"{r['ttft_p95']:>11.2f}",
                     flush=True,
                 )
         finally:
