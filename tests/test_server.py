@@ -70,6 +70,9 @@ def test_health_and_models(served, client):
     with pytest.raises(openai.NotFoundError) as info:
         client.models.retrieve("nope")
     assert info.value.body["code"] == "model_not_found"
+    # only the models it was started with: a request cannot name a file
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model=str(served.reference.path), prompt="hi", max_tokens=1)
 
 
 def test_the_same_file_twice_is_loaded_once(served):
