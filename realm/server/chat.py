@@ -48,7 +48,9 @@ async def create_chat_completion(
     served: ServedModel, body: ChatCompletionRequest, request: Request, metrics: Metrics
 ) -> Response:
     if body.top_logprobs is not None and not body.logprobs:
-        raise APIError(400, "'top_logprobs' needs 'logprobs': true", param="top_logprobs")
+        raise APIError(
+            400, "'top_logprobs' needs 'logprobs': true", param="top_logprobs", code="invalid_value"
+        )
     prompt = chat_prompt(served, body)
     if body.max_completion_tokens is not None:
         limit = max_tokens(served, prompt, body.max_completion_tokens, "max_completion_tokens")

@@ -30,17 +30,27 @@ def completion_prompts(served: ServedModel, prompt: str | list) -> list[tuple[li
     else:
         given = list(prompt)
     if not given:
-        raise APIError(400, "'prompt' is empty: give text, token ids, or a list of them", param="prompt")
+        raise APIError(
+            400,
+            "'prompt' is empty: give text, token ids, or a list of them",
+            param="prompt",
+            code="invalid_value",
+        )
     model = served.model
     prompts = []
     for p in given:
         ids = model.tokenize(p) if isinstance(p, str) else list(p)
         if not ids:
-            raise APIError(400, "a prompt is empty: give at least one token", param="prompt")
+            raise APIError(
+                400, "a prompt is empty: give at least one token", param="prompt", code="invalid_value"
+            )
         bad = next((t for t in ids if not 0 <= t < model.n_vocab), None)
         if bad is not None:
             raise APIError(
-                400, f"token id {bad} is outside the vocabulary (0..{model.n_vocab - 1})", param="prompt"
+                400,
+                f"token id {bad} is outside the vocabulary (0..{model.n_vocab - 1})",
+                param="prompt",
+                code="invalid_value",
             )
         prompts.append((ids, p if isinstance(p, str) else model.detokenize(ids)))
     return prompts
