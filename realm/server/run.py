@@ -31,8 +31,6 @@ class Run:
         keep_logits: bool = False,
     ) -> None:
         self.served = served
-        self.prompts = prompts
-        self.n_per_prompt = body.n
         self.n_prompt = sum(len(p) for p in prompts)
         self.n = len(prompts) * body.n
         self.stats = metrics.request(served.id, served.backend, self.n_prompt)
