@@ -79,8 +79,9 @@ class Sampler:
             vals = logits[recent]
             logits[recent] = np.where(vals > 0, vals / p.repeat_penalty, vals * p.repeat_penalty)
         if (p.frequency_penalty or p.presence_penalty) and p.repeat_last_n and history:
-            recent, counts = np.unique(np.asarray(history[-p.repeat_last_n :], dtype=np.int64),
-                                       return_counts=True)
+            recent, counts = np.unique(
+                np.asarray(history[-p.repeat_last_n :], dtype=np.int64), return_counts=True
+            )
             logits[recent] -= (counts * p.frequency_penalty + p.presence_penalty).astype(np.float32)
         if p.temperature == 0:
             return int(np.argmax(logits))
@@ -103,6 +104,13 @@ class Sampler:
             idx, cand = idx[keep_mask], cand[keep_mask]
         probs = _softmax(cand / p.temperature)
         return int(idx[self.rng.choice(len(idx), p=probs)])
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-probabilities from logits along the last axis, in float64."""
+    x = logits.astype(np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

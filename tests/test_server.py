@@ -8,9 +8,9 @@ import json
 import time
 
 import httpx
-import numpy as np
 import openai
 import pytest
+from golden import log_softmax
 from server_harness import N_CTX, LiveServer
 
 import realm
@@ -380,7 +380,6 @@ def test_openapi_schema_describes_the_endpoints(served):
         assert path in schema["paths"]
     chat = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]
     assert {"messages", "max_completion_tokens", "stream_options", "top_k", "min_p"} <= set(chat)
-    assert np.isfinite(len(schema["paths"]))
 
 
 def test_realm_serve_options_from_the_environment_logs_and_sigterm(tmp_path):
@@ -476,11 +475,6 @@ def test_chat_template_given_at_start_serves_a_model_without_one(tmp_path):
         live.stop()
 
 
-def _log_softmax(row):
-    x = np.asarray(row, np.float64)
-    return x - (x.max() + np.log(np.exp(x - x.max()).sum()))
-
-
 def test_chat_logprobs_are_the_models_log_probabilities(served, client):
     model = smol(served)
     messages = [{"role": "user", "content": "Name a fruit."}]
@@ -495,7 +489,7 @@ def test_chat_logprobs_are_the_models_log_probabilities(served, client):
     ids = prompt + [t[0] for t in tokens]
     logits = model.logits(ids)  # the library's logits at every position
     for k, entry in enumerate(entries):
-        expected = _log_softmax(logits[len(prompt) - 1 + k])
+        expected = log_softmax(logits[len(prompt) - 1 + k])
         token = ids[len(prompt) + k]
         assert entry.logprob == pytest.approx(expected[token], abs=1e-4)
         assert len(entry.top_logprobs) == 3
@@ -534,7 +528,7 @@ def test_completion_echo_scores_every_prompt_token(served, client):
     assert len(lp.tokens) == len(ids) and lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
     logits = model.logits(ids)
     for i in range(1, len(ids)):
-        assert lp.token_logprobs[i] == pytest.approx(_log_softmax(logits[i - 1])[ids[i]], abs=1e-4)
+        assert lp.token_logprobs[i] == pytest.approx(log_softmax(logits[i - 1])[ids[i]], abs=1e-4)
         assert len(lp.top_logprobs[i]) <= 2
     assert lp.text_offset == sorted(lp.text_offset)
     # with generated tokens after the echoed prompt: the prompt's scores, then the new tokens'

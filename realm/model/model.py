@@ -16,7 +16,7 @@ from realm.chat import chat_prompt_tokens
 from realm.engine.engine import Engine
 from realm.engine.request import Request, RequestHandle
 from realm.errors import CallOrderError, ContextOverflowError
-from realm.generate import Completion, InvalidParameterError, SamplingParams
+from realm.generate import Completion, InvalidParameterError, SamplingParams, log_softmax
 from realm.gguf.reader import GGUFFile
 from realm.model.config import ModelConfig
 from realm.model.describe import describe
@@ -88,9 +88,7 @@ class Model:
         ids = self._prompt_ids("text_or_ids", text_or_ids)
         if len(ids) < 2:
             raise InvalidParameterError(f"text_or_ids must give at least two tokens, got {len(ids)}")
-        logits = self.logits(ids)[:-1].astype(np.float64)
-        m = logits.max(axis=-1, keepdims=True)
-        log_probs = logits - m - np.log(np.exp(logits - m).sum(axis=-1, keepdims=True))
+        log_probs = log_softmax(self.logits(ids)[:-1])
         nll = -log_probs[np.arange(len(ids) - 1), ids[1:]]
         return float(np.exp(nll.mean()))
 

@@ -21,7 +21,7 @@ from realm.errors import RealmError
 from realm.server.access_log import LOG, AccessLog
 from realm.server.chat import create_chat_completion
 from realm.server.completions import create_completion
-from realm.server.errors import APIError, from_realm_error, handle_api_error, handle_validation_error
+from realm.server.errors import APIError, from_realm_error, handle_api_error, validation_error
 from realm.server.metrics import Metrics
 from realm.server.registry import ModelRegistry
 from realm.server.schemas import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
@@ -46,8 +46,10 @@ def create_app(registry: ModelRegistry, api_key: str | None = None, log_prompts:
         return await handle_api_error(request, exc)
 
     async def counted_validation_error(request: Request, exc: Exception) -> Response:
-        metrics.errors.labels("invalid_value").inc()
-        return await handle_validation_error(request, exc)
+        assert isinstance(exc, RequestValidationError)
+        error = validation_error(exc)
+        metrics.errors.labels(error.code).inc()
+        return error.response()
 
     app.add_exception_handler(APIError, counted_api_error)
     app.add_exception_handler(RequestValidationError, counted_validation_error)

@@ -75,6 +75,7 @@ async def create_completion(
         return stream_response(run, _chunks(run, ids))
 
     scored: list[np.ndarray] = []  # each prompt's logits at every position (echo + logprobs)
+    scoring: list = []  # their engine requests, cancelled if the client goes away
 
     async def read_all() -> list[str]:
         texts = await run.texts()
@@ -87,7 +88,6 @@ async def create_completion(
                 scored.append(handle.logits())
         return texts
 
-    scoring: list = []
     try:
         texts = await until_done_or_gone(read_all(), request, run.handles)
     finally:

@@ -91,8 +91,3 @@ def validation_error(exc: RequestValidationError) -> APIError:
 async def handle_api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, APIError)
     return exc.response()
-
-
-async def handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    return validation_error(exc).response()

@@ -13,13 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from realm.generate import log_softmax
 from realm.tokenizer import Tokenizer
-
-
-def log_softmax(row: np.ndarray) -> np.ndarray:
-    x = row.astype(np.float64)
-    top = x.max()
-    return x - (top + np.log(np.exp(x - top).sum()))
 
 
 def _top(logp: np.ndarray, n: int) -> list[int]:

@@ -11,8 +11,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-FINISH_REASONS = {"stop": "stop", "length": "length"}
-
 
 @dataclass
 class ResponseIds:
@@ -40,7 +38,7 @@ def usage(n_prompt: int, n_generated: int) -> dict:
 
 def finish_reason(reason: str | None) -> str:
     """OpenAI's name for how a choice ended (realm's are the same two)."""
-    return FINISH_REASONS.get(reason or "", "stop")
+    return reason if reason in ("stop", "length") else "stop"
 
 
 def sse(data: dict | str) -> str:
