@@ -44,6 +44,10 @@ Op semantics (the numpy reference backend is the executable definition):
   token does not read are ignored. A token's result must not depend on the other tokens of
   the call (batch invariance: a request's output does not depend on what else runs).
 - ``dequantize(w, out)``: the whole tensor as float32 (tests and tools, not the hot path).
+- ``matmul_q16(x, w, out)`` (optional, see `OPTIONAL_OPS`): ``matmul`` with ``x`` first
+  rounded to 16-bit integer blocks of 32 (`realm.quants.activations.quantize_q16`) and ``w``
+  a ``QuantTensor`` of a block type; ``k`` a multiple of 32. A backend computes it with
+  integer dot products.
 
 Row-wise ops (rms_norm, rope, add, scale, swiglu, geglu) accept an ``out`` that is one of
 their inputs (the model runs them in place); matmul, get_rows and attention never get that.
@@ -147,6 +151,7 @@ class Backend(Protocol):
 
     def dequantize(self, w: QuantTensor, out: DeviceArray) -> None: ...
     def matmul(self, x: DeviceArray, w: QuantTensor | DeviceArray, out: DeviceArray) -> None: ...
+    # optional (OPTIONAL_OPS): def matmul_q16(self, x, w: QuantTensor, out) -> None
     def get_rows(self, w: QuantTensor | DeviceArray, ids: DeviceArray, out: DeviceArray) -> None: ...
     def rms_norm(self, x: DeviceArray, weight: DeviceArray, eps: float, out: DeviceArray) -> None: ...
     def rope(
@@ -217,6 +222,13 @@ OPS = (
     "set_rows",
     "attention_paged",
 )
+
+# Ops a backend may have, and the model layer uses where `supports` says so; each is
+# defined by the numpy reference and checked by the conformance suite like the others.
+# ``matmul_q16(x, w, out)``: ``matmul`` of x rounded to 16-bit integer blocks
+# (`realm.quants.activations.quantize_q16`) by a quantized ``w``, which a backend runs with
+# integer dot products. ``k`` must be a multiple of 32.
+OPTIONAL_OPS = ("matmul_q16",)
 
 
 def check_quant_upload(

@@ -32,6 +32,7 @@ import numpy as np
 
 from realm.backend import QuantTensor, RopeMode
 from realm.errors import BackendArgumentError
+from realm.gguf.types import GGMLType, type_traits
 
 F32 = np.dtype(np.float32)
 I32 = np.dtype(np.int32)
@@ -122,15 +123,25 @@ class OpChecks:
             refuse("dequantize", "w", "be a QuantTensor", type(w).__name__)
         self.array("dequantize", "out", out, tuple(w.shape), F32, True)
 
-    def matmul(self, x: Any, w: Any, out: Any) -> None:
-        self._input("matmul", "x", x)
+    def matmul(self, x: Any, w: Any, out: Any, op: str = "matmul") -> None:
+        self._input(op, "x", x)
         if x.ndim != 2:
-            refuse("matmul", "x", "be 2-D [n, k]", f"shape {x.shape}")
+            refuse(op, "x", "be 2-D [n, k]", f"shape {x.shape}")
         n, k = x.shape
-        shape = self._weight("matmul", w)
+        shape = self._weight(op, w)
         if shape[1] != k:
-            refuse("matmul", _weight_arg(w), f"be [m, k] with x's k={k}", f"shape {shape}")
-        self._output("matmul", out, (n, shape[0]))
+            refuse(op, _weight_arg(w), f"be [m, k] with x's k={k}", f"shape {shape}")
+        self._output(op, out, (n, shape[0]))
+
+    def matmul_q16(self, x: Any, w: Any, out: Any) -> None:
+        if not isinstance(w, QuantTensor):
+            refuse("matmul_q16", "w", "be a QuantTensor", type(w).__name__)
+        if type_traits(w.qtype).block_size == 1:
+            refuse("matmul_q16", _weight_arg(w), "be quantized in blocks (matmul multiplies float weights)",
+                   GGMLType(w.qtype).name)
+        self.matmul(x, w, out, op="matmul_q16")
+        if x.shape[1] % 32:
+            refuse("matmul_q16", "x", "have k a multiple of 32 (whole 32-value blocks)", f"k={x.shape[1]}")
 
     def get_rows(self, w: Any, ids: Any, out: Any) -> None:
         """Shapes and dtypes; the ids' range is the backend's to find (see `refuse_bad_id`)."""

@@ -25,6 +25,7 @@ import numpy as np
 
 from realm.backend import RopeMode
 from realm.gguf.types import GGMLType, type_traits
+from realm.quants.activations import dequantize_q16, quantize_q16
 from realm.testing import random_quant_tensor
 
 F32_EPS = float(np.finfo(np.float32).eps)
@@ -152,6 +153,28 @@ def check_matmul(be, ref, rng, qtype: GGMLType | None, n: int, m: int, k_blocks:
     name = "float32 array" if qtype is None else qtype.name
     assert_within(run(be, "matmul", [x, w], (n, m)), expected, MATMUL_RTOL * magnitude + 1e-30,
                   f"matmul x[{n}, {k}] by {name} w[{m}, {k}]")
+
+
+def check_matmul_q16(be, ref, rng, qtype: GGMLType, n: int, m: int, k_blocks: int) -> None:
+    """``matmul_q16`` against the reference's, within matmul's tolerance.
+
+    Both round ``x`` to the same 16-bit blocks (an exact definition); what may differ is
+    the order of the float sums, bounded by the magnitude of the rounded x times |w|.
+    Rows of very different sizes and a block of zeros check the per-block scales.
+    """
+    shape = weight_shape(qtype, m, k_blocks)
+    k = shape[1]
+    raw = random_quant_tensor(qtype, shape, rng)
+    w = ("quant", raw, qtype, shape)
+    w_float = run(ref, "dequantize", [w], shape)
+    x = (rng.standard_normal((n, k)) * np.exp(rng.uniform(-5, 5, (n, k // 32))).repeat(32, axis=1))
+    x = x.astype(np.float32)
+    x[0, :32] = 0.0
+    expected = run(ref, "matmul_q16", [x, w], (n, m))
+    rounded = dequantize_q16(*quantize_q16(x))
+    magnitude = np.abs(rounded).astype(np.float64) @ np.abs(w_float).astype(np.float64).T
+    assert_within(run(be, "matmul_q16", [x, w], (n, m)), expected, MATMUL_RTOL * magnitude + 1e-30,
+                  f"matmul_q16 x[{n}, {k}] by {qtype.name} w[{m}, {k}]")
 
 
 def check_get_rows(be, ref, rng, qtype: GGMLType | None, n_rows: int, ids: list[int]) -> None:

@@ -18,6 +18,7 @@ from conformance import (
     check_gated,
     check_get_rows,
     check_matmul,
+    check_matmul_q16,
     check_rms_norm,
     check_rope,
     check_scale,
@@ -110,6 +111,22 @@ def test_matmul_quant(backend, reference, rng, qtype, n):
 def test_matmul_sizes(backend, reference, rng, qtype, n, m, k_blocks):
     require_support(backend, "matmul", qtype)
     check_matmul(backend, reference, rng, qtype, n=n, m=m, k_blocks=k_blocks)
+
+
+def test_matmul_q16_where_supported(backend, reference, rng):
+    """``matmul_q16`` (optional) on every type the backend says it runs, decode and prefill.
+
+    Which types a backend must run in 8 bits is its own test's business (the ``cpu`` one:
+    test_numba_backend); here a backend that says yes must be right.
+    """
+    supported = [t for t in QTYPES if backend.supports("matmul_q16", t)]
+    for qtype in supported:
+        k_blocks = 3 if type_traits(qtype).block_size >= 128 else 11
+        for n in (1, 7):
+            check_matmul_q16(backend, reference, rng, qtype, n=n, m=67, k_blocks=k_blocks)
+    if supported:  # one call past the tiles' edges and past the inline/unpacked split
+        check_matmul_q16(backend, reference, rng, supported[0], n=33, m=4099, k_blocks=2)
+    assert not backend.supports("matmul_q16", GGMLType.F32)  # float weights multiply float32
 
 
 @pytest.mark.parametrize("n,m", [(1, 13), (9, 70)], ids=["decode", "prefill"])

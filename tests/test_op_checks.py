@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from realm.backend import OPS, RopeMode
+from realm.backend import OPS, OPTIONAL_OPS, RopeMode
 from realm.errors import BackendArgumentError, RealmError
 from realm.gguf.types import GGMLType
 from realm.op_checks import OpChecks
@@ -90,6 +90,17 @@ CASES = [
     Case("w-int32", "matmul", "w", lambda be: (f32(be, 1, 8), i32(be, np.zeros((4, 8))),
                                                 f32(be, 1, 4)), "be float32, got int32"),
     Case("out-shape", "matmul", "out", lambda be: (f32(be, 1, 32), q8(be, 4, 32), f32(be, 1, 5)),
+         r"have shape \(1, 4\), got shape \(1, 5\)"),
+    # matmul_q16: matmul's checks, and w quantized in blocks
+    Case("float-w", "matmul_q16", "w", lambda be: (f32(be, 1, 32), f32(be, 4, 32), f32(be, 1, 4)),
+         "be a QuantTensor, got ", same_text=False),
+    Case("f16-w", "matmul_q16", "w 'w'",
+         lambda be: (f32(be, 1, 8), be.upload_quant(np.zeros(64, np.uint8), GGMLType.F16, (4, 8), name="w"),
+                     f32(be, 1, 4)),
+         "be quantized in blocks"),
+    Case("k", "matmul_q16", r"w 'w'", lambda be: (f32(be, 1, 64), q8(be, 4, 32), f32(be, 1, 4)),
+         r"be \[m, k\] with x's k=64"),
+    Case("out-shape", "matmul_q16", "out", lambda be: (f32(be, 1, 32), q8(be, 4, 32), f32(be, 1, 5)),
          r"have shape \(1, 4\), got shape \(1, 5\)"),
     # get_rows: ids int32 [n] within the table's rows, table [rows, d], out [n, d]
     Case("ids-float", "get_rows", "ids",
@@ -219,13 +230,15 @@ def test_reference_refuses(reference, case):
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_backend_refuses_like_the_reference(backend, reference, case):
+    if case.op in OPTIONAL_OPS and not backend.supports(case.op):
+        return  # an optional op the backend does not offer: nothing to refuse
     message = refusal(backend, case)
     if case.same_text:
         assert message == refusal(reference, case)
 
 
 def test_every_op_has_cases():
-    assert {c.op for c in CASES} == set(OPS)
+    assert {c.op for c in CASES} == set(OPS) | set(OPTIONAL_OPS)
     assert len({c.id for c in CASES}) == len(CASES)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from realm.arguments import check_int
 from realm.backend import (
     OPS,
+    OPTIONAL_OPS,
     Availability,
     DeviceInfo,
     QuantTensor,
@@ -42,8 +43,6 @@ from realm_numba.openmp import release_thread_pool
 from realm_numba.threads import affinity_cpus, default_threads, shared_adaptive
 
 _QUANT_OPS = frozenset({"dequantize", "matmul", "get_rows"})
-
-# The paged KV ops, supported here whether or not `realm.backend.OPS` lists them yet.
 
 # Attention below this many multiply-adds runs on the calling thread: a parallel region
 # costs a few microseconds, more than a short decode step's attention.
@@ -224,11 +223,17 @@ class NumbaBackend:
         return np.empty(shape, dtype=dtype)
 
     def supports(self, op: str, qtype: GGMLType | None = None) -> bool:
-        """Every op; quantized weights of every type the reference can decode."""
-        if op not in OPS:
+        """Every op; quantized weights of every type the reference can decode.
+
+        ``matmul_q16`` (integer dot products) for the types int8_formats.FORMATS unpacks to
+        8-bit integers; the model multiplies the others in float32.
+        """
+        if op not in OPS and op not in OPTIONAL_OPS:
             return False
         if qtype is None:
             return True
+        if op == "matmul_q16":
+            return int(qtype) in self._k.INT8_FORMATS
         return op in _QUANT_OPS and GGMLType(qtype) in self._k.DECODABLE
 
     def synchronize(self) -> None:
@@ -264,6 +269,24 @@ class NumbaBackend:
             self._k.matmul_f32(x, p.rows, out, threads)
         else:
             self._k.matmul_quant(int(p.qtype), x, p.data, out, threads, p.lanes)
+
+    def matmul_q16(self, x: np.ndarray, w: QuantTensor, out: np.ndarray) -> None:
+        """``matmul`` of ``x`` rounded to 16-bit integer blocks, in integer dot products (gemm_q16.py).
+
+        Batch-invariant like `matmul`.
+        """
+        CHECKS.matmul_q16(x, w, out)
+        if not self.supports("matmul_q16", w.qtype):
+            raise BackendArgumentError(
+                f"matmul_q16: w {w.name!r} must be one of the types supports('matmul_q16') accepts, "
+                f"got {GGMLType(w.qtype).name}; use matmul for it")
+        if np.may_share_memory(x, out):
+            x = x.copy()
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        p = self._prepare(w)
+        self._k.matmul_q16(int(p.qtype), int(self._k.INT8_FORMATS[int(p.qtype)].signed), x, p.data, out,
+                          self._threads())
 
     def get_rows(self, w: QuantTensor | np.ndarray, ids: np.ndarray, out: np.ndarray) -> None:
         """``out [n, d] = w[ids]``, decoding only the rows asked for."""

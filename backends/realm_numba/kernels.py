@@ -17,6 +17,8 @@ ensure_cache_location(_PACKAGE)  # before numba's decorators look for a cache di
 from realm_numba.attention import attention_paged, set_rows  # noqa: E402
 from realm_numba.elementwise import add, copy_rows, geglu, rms_norm, rope, scale, swiglu  # noqa: E402
 from realm_numba.gemm import matmul_f32, matmul_quant  # noqa: E402
+from realm_numba.gemm_q16 import matmul_q16  # noqa: E402
+from realm_numba.int8_formats import FORMATS as INT8_FORMATS  # noqa: E402
 from realm_numba.matvec import LANES  # noqa: E402
 from realm_numba.rows import DECODABLE, dequantize_rows, get_rows, take_rows  # noqa: E402
 
@@ -26,6 +28,7 @@ drop_stale_kernels(_PACKAGE, kernel_cache_dir(matmul_quant, _PACKAGE))
 
 __all__ = [
     "DECODABLE",
+    "INT8_FORMATS",
     "LANES",
     "add",
     "attention_paged",
@@ -34,6 +37,7 @@ __all__ = [
     "geglu",
     "get_rows",
     "matmul_f32",
+    "matmul_q16",
     "matmul_quant",
     "rms_norm",
     "rope",

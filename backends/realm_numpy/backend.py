@@ -29,6 +29,7 @@ from realm.errors import BackendUnavailableError
 from realm.gguf.types import GGMLType
 from realm.op_checks import OpChecks, check_ids_in_range, check_paged_indices, check_rows
 from realm.quants import SUPPORTED_TYPES, dequantize, row_nbytes
+from realm.quants.activations import dequantize_q16, quantize_q16
 
 # Quantized weights are decoded this many rows at a time, so a 262144 x 640 embedding
 # never needs more than a 10 MB float32 scratch copy.
@@ -104,6 +105,8 @@ class NumpyBackend:
     def supports(self, op: str, qtype: GGMLType | None = None) -> bool:
         """Every op; quantized weights of every type `realm.quants` can decode."""
         if op not in OPS:
+            # The optional ops are defined here (``matmul_q16`` is, for the conformance suite)
+            # but not offered to models: the reference's models stay the float32 definition.
             return False
         if qtype is None:
             return True
@@ -143,6 +146,11 @@ class NumpyBackend:
             out[...] = result
         else:
             out[...] = np.matmul(x, w.T)
+
+    def matmul_q16(self, x: np.ndarray, w: QuantTensor, out: np.ndarray) -> None:
+        """``matmul`` of ``x`` rounded to 16-bit integer blocks (`quantize_q16`)."""
+        CHECKS.matmul_q16(x, w, out)
+        self.matmul(dequantize_q16(*quantize_q16(x)), w, out)
 
     def get_rows(self, w: QuantTensor | np.ndarray, ids: np.ndarray, out: np.ndarray) -> None:
         """``out [n, d] = w[ids]``, decoding only the rows asked for."""

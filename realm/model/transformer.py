@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from realm.arguments import check_int, check_token_ids
-from realm.backend import Backend, DeviceArray
+from realm.backend import Backend, DeviceArray, QuantTensor
 from realm.engine.blocks import BlockTable
 from realm.errors import CallOrderError, ContextOverflowError, InvalidParameterError, NumericalError
+from realm.gguf.types import GGMLType
 from realm.model.architecture import Architecture
 from realm.model.config import ModelConfig
 from realm.model.kv_cache import KVCache
@@ -148,6 +149,9 @@ class Transformer:
         self._watch: Hook | None = None  # sees every intermediate while a NaN is being traced
         self._embd_scale = arch.embedding_scale()
         self._attn_scale = arch.attention_scale()
+        # Weights of these types multiply activations rounded to 16-bit integer blocks
+        # (matmul_q16) where the backend offers it; the rest multiply float32.
+        self._q16_types = frozenset(t for t in GGMLType if backend.supports("matmul_q16", t))
 
     # ------------------------------------------------------------------ the engine's step
 
@@ -364,7 +368,7 @@ class Transformer:
         xn = s.xn[:n]
         q2, k2, v2 = s.q[:n], s.k[:n], s.v[:n]
         for name, out in (("attn_q", q2), ("attn_k", k2), ("attn_v", v2)):
-            be.matmul(xn, layer[name], out)
+            self._matmul(xn, layer[name], out)
             bias = layer.get(f"{name}.bias")
             if bias is not None:
                 be.add(out, bias, out)
@@ -408,19 +412,25 @@ class Transformer:
             softcap=cfg.attn_softcap,
         )
         self._emit(f"blk.{il}.kqv_out", attn)
-        be.matmul(attn, layer["attn_output"], s.proj[:n])
+        self._matmul(attn, layer["attn_output"], s.proj[:n])
+
+    def _matmul(self, x: DeviceArray, w: QuantTensor | DeviceArray, out: DeviceArray) -> None:
+        if isinstance(w, QuantTensor) and w.qtype in self._q16_types:
+            self.backend.matmul_q16(x, w, out)
+        else:
+            self.backend.matmul(x, w, out)
 
     def _feed_forward(self, il: int, n: int) -> None:
         be, s, layer = self.backend, self.state, self.w.layers[il]
         gate, up = s.gate[:n], s.up[:n]
-        be.matmul(s.xn[:n], layer["ffn_gate"], gate)
-        be.matmul(s.xn[:n], layer["ffn_up"], up)
+        self._matmul(s.xn[:n], layer["ffn_gate"], gate)
+        self._matmul(s.xn[:n], layer["ffn_up"], up)
         if self.arch.ffn_activation == "geglu":
             be.geglu(gate, up, gate)
         else:
             be.swiglu(gate, up, gate)
         self._emit(f"blk.{il}.ffn_act", gate)
-        be.matmul(gate, layer["ffn_down"], s.proj[:n])
+        self._matmul(gate, layer["ffn_down"], s.proj[:n])
 
     def _logits(self, row_start: int, row_stop: int, check: bool = True) -> np.ndarray:
         """Final norm and output projection for rows [row_start, row_stop) of the pass."""
@@ -433,7 +443,7 @@ class Transformer:
             be.rms_norm(s.x[r0:r1], self.w.output_norm, cfg.rms_eps, xn)
             self._emit("result_norm", xn)
             logits = s.logits[: r1 - r0]
-            be.matmul(xn, self.w.output, logits)
+            self._matmul(xn, self.w.output, logits)
             out[r0 - row_start : r1 - row_start] = be.download(logits)
         if check and not np.isfinite(out).all():
             raise self._nonfinite_error()

@@ -1,0 +1,320 @@
+"""The 8-bit matmul's inner loops, as LLVM functions reached through numba ``@intrinsic``.
+
+A tile is up to four weight rows. For one token, row ``r``'s result is
+
+    sum over 32-value blocks b of  fma-accumulated  (dot_b * SC[r, b]) * DX[b]   (8 lanes)
+    then one horizontal sum, plus  sum over b of  mn[r, b] * xs[b]               (scalar)
+
+where ``dot_b`` is the integer dot product of the block's quants with the token's
+8-bit values in eight int32 lanes (vector_ir.dot32), ``SC`` the block's scale per lane
+(two per block: one per 16 values), ``DX`` the token's block scale and ``xs`` its scale
+times the sum of its quants (for the formats with a min or an offset).
+
+Two ways to get there, with the same instructions on the same values, so the same bits:
+
+- ``dot_inline``: quants unpacked from the weight bytes in registers, for each token
+  (one or two tokens: no scratch memory to write and read again);
+- ``unpack`` once per tile into a scratch of int8 quants and 8-lane scales, then
+  ``dot_unpacked`` for each token (many tokens: the unpacking is paid once).
+
+Each row's accumulation is the same instruction sequence in a group of four or alone,
+whatever the other rows and tokens are: that is what keeps the matmul batch-invariant
+(gemm_q16.py).
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+from realm_numba.int8_formats import FORMATS, Int8Format
+from realm_numba.vector_ir import (
+    F32,
+    I64,
+    P8,
+    PF,
+    V8F32,
+    V32I8,
+    V32I16,
+    broadcast,
+    dot32,
+    fma,
+    horizontal_sum,
+    i64,
+    load_vector,
+)
+
+ZEROS = ir.Constant(V8F32, [0.0] * 8)
+ZERO = ir.Constant(F32, 0.0)
+
+
+def _new_function(module: ir.Module, name: str, args: list) -> tuple[ir.Function, bool]:
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing, False
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), args), name)
+    fn.linkage = "internal"
+    return fn, True
+
+
+class _BlockLoop:
+    """``for blk in range(nb)`` with loop-carried values; ``done`` sees their final values."""
+
+    def __init__(self, fn: ir.Function, b: ir.IRBuilder, nb, initial: list):
+        self.entry = b.block
+        self.loop, self.done = fn.append_basic_block("loop"), fn.append_basic_block("done")
+        self.b, self.nb, self.initial = b, nb, initial
+        b.cbranch(b.icmp_signed(">", nb, i64(0)), self.loop, self.done)
+        b.position_at_end(self.loop)
+        self.blk = b.phi(I64)
+        self.carried = [b.phi(v.type) for v in initial]
+
+    def close(self, updated: list) -> list:
+        b, end = self.b, self.b.block
+        next_blk = b.add(self.blk, i64(1))
+        self.blk.add_incoming(i64(0), self.entry)
+        self.blk.add_incoming(next_blk, end)
+        for phi, start, new in zip(self.carried, self.initial, updated, strict=True):
+            phi.add_incoming(start, self.entry)
+            phi.add_incoming(new, end)
+        b.cbranch(b.icmp_signed("<", next_blk, self.nb), self.loop, self.done)
+        b.position_at_end(self.done)
+        finals = []
+        for start, new in zip(self.initial, updated, strict=True):
+            final = b.phi(start.type)
+            final.add_incoming(start, self.entry)
+            final.add_incoming(new, end)
+            finals.append(final)
+        return finals
+
+
+def _accumulate(b, products, lane_scales, dx_lanes, acc):
+    """One block into a row's lanes: ``fma(products * SC, DX, acc)``, the one formula both ways use."""
+    return fma(b, b.fmul(b.sitofp(products, V8F32), lane_scales), dx_lanes, acc)
+
+
+def _finish(b, finals, rows, out):
+    for r in range(rows):
+        b.store(b.fadd(horizontal_sum(b, finals[r]), finals[rows + r]), b.gep(out, [i64(r)]))
+    b.ret_void()
+
+
+# w, w_stride, sc, mn, xq, xd, xs, nb, out
+_INLINE_ARGS = [P8, I64, PF, PF, P8, PF, PF, I64, PF]
+
+
+def _inline_function(module: ir.Module, fmt: type[Int8Format], rows: int, isa: str) -> ir.Function:
+    fn, new = _new_function(module, f"realm_int8_inline_{fmt.ggml.name.lower()}_r{rows}_{isa}", _INLINE_ARGS)
+    if not new:
+        return fn
+    w, w_stride, sc, mn, xq, xd, xs, nb, out = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    w_rows = [b.gep(w, [b.mul(w_stride, i64(r))]) for r in range(rows)]
+    sc_rows = [b.gep(sc, [b.mul(nb, i64(2 * r))]) for r in range(rows)]
+    mn_rows = [b.gep(mn, [b.mul(nb, i64(r))]) for r in range(rows)]
+    loop = _BlockLoop(fn, b, nb, [ZEROS] * rows + [ZERO] * rows)
+    blk, carried = loop.blk, loop.carried
+    x = load_vector(b, xq, b.mul(blk, i64(64)), V32I16)
+    dx_lanes = broadcast(b, b.load(b.gep(xd, [blk])), V8F32)
+    sx = b.load(b.gep(xs, [blk]))
+    lanes, mins = [], []
+    for r in range(rows):
+        products = dot32(b, fmt.quants(b, w_rows[r], blk), x, fmt.signed, isa)
+        lane_scales, block_min = fmt.scales(b, w_rows[r], blk, sc_rows[r], mn_rows[r])
+        lanes.append(_accumulate(b, products, lane_scales, dx_lanes, carried[r]))
+        acc_min = carried[rows + r]
+        mins.append(acc_min if block_min is None else fma(b, block_min, sx, acc_min))
+    _finish(b, loop.close(lanes + mins), rows, out)
+    return fn
+
+
+# w (one row), sc, mn, nb, q (nb x 32 int8), scv (nb x 8 float); mn is read (the
+# K-quants, from row_scales) or written (the others).
+_UNPACK_ARGS = [P8, PF, PF, I64, P8, PF]
+
+
+def _unpack_function(module: ir.Module, fmt: type[Int8Format]) -> ir.Function:
+    """One row: its quants and lane scales, block by block, into the scratch."""
+    fn, new = _new_function(module, f"realm_int8_unpack_{fmt.ggml.name.lower()}", _UNPACK_ARGS)
+    if not new:
+        return fn
+    w, sc, mn, nb, q, scv = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    loop = _BlockLoop(fn, b, nb, [])
+    blk = loop.blk
+    quants = b.bitcast(b.gep(q, [b.mul(blk, i64(32))]), V32I8.as_pointer())
+    b.store(fmt.quants(b, w, blk), quants, align=1)
+    lane_scales, block_min = fmt.scales(b, w, blk, sc, mn)
+    b.store(lane_scales, b.bitcast(b.gep(scv, [b.mul(blk, i64(8))]), V8F32.as_pointer()), align=4)
+    if block_min is not None:
+        b.store(block_min, b.gep(mn, [blk]))
+    loop.close([])
+    b.ret_void()
+    return fn
+
+
+# q, scv, mn, xq, xd, xs, nb, out: a tile unpacked by `unpack`, one token.
+_UNPACKED_ARGS = [P8, PF, PF, P8, PF, PF, I64, PF]
+
+
+def _unpacked_function(module: ir.Module, signed: bool, rows: int, isa: str) -> ir.Function:
+    kind = "signed" if signed else "unsigned"
+    fn, new = _new_function(module, f"realm_int8_unpacked_{kind}_r{rows}_{isa}", _UNPACKED_ARGS)
+    if not new:
+        return fn
+    q, scv, mn, xq, xd, xs, nb, out = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    q_rows = [b.gep(q, [b.mul(nb, i64(32 * r))]) for r in range(rows)]
+    scv_rows = [b.gep(scv, [b.mul(nb, i64(8 * r))]) for r in range(rows)]
+    mn_rows = [b.gep(mn, [b.mul(nb, i64(r))]) for r in range(rows)]
+    loop = _BlockLoop(fn, b, nb, [ZEROS] * rows + [ZERO] * rows)
+    blk, carried = loop.blk, loop.carried
+    x = load_vector(b, xq, b.mul(blk, i64(64)), V32I16)
+    dx_lanes = broadcast(b, b.load(b.gep(xd, [blk])), V8F32)
+    sx = b.load(b.gep(xs, [blk]))
+    lanes, mins = [], []
+    for r in range(rows):
+        quants = load_vector(b, q_rows[r], b.mul(blk, i64(32)), V32I8)
+        scales = b.load(b.bitcast(b.gep(scv_rows[r], [b.mul(blk, i64(8))]), V8F32.as_pointer()), align=4)
+        lanes.append(_accumulate(b, dot32(b, quants, x, signed, isa), scales, dx_lanes, carried[r]))
+        acc_min = carried[rows + r]
+        mins.append(acc_min if signed else fma(b, b.load(b.gep(mn_rows[r], [blk])), sx, acc_min))
+    _finish(b, loop.close(lanes + mins), rows, out)
+    return fn
+
+
+def _dispatch(module: ir.Module, name: str, args: list, cases: dict[int, ir.Function]) -> ir.Function:
+    """An entry point taking a selector first and calling ``cases[selector]`` with the rest."""
+    fn, new = _new_function(module, name, [I64, *args])
+    if not new:
+        return fn
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    unknown = fn.append_basic_block("unknown")
+    switch = b.switch(fn.args[0], unknown)
+    for selector, target in cases.items():
+        block = fn.append_basic_block(f"case_{selector}")
+        switch.add_case(i64(selector), block)
+        b.position_at_end(block)
+        b.call(target, fn.args[1:])
+        b.ret_void()
+    b.position_at_end(unknown)  # the backend only routes FORMATS here
+    b.ret_void()
+    return fn
+
+
+def _pointer_args(context, builder, signature, args) -> list:
+    """Each array argument, with the element offset that follows it, as one data pointer.
+
+    Offsets instead of array slices: a slice in numba is a new array whose reference count
+    goes up and down (two atomic operations), which per row cost more than a short row's work.
+    """
+    values, i = [], 0
+    while i < len(args):
+        ty = signature.args[i]
+        if isinstance(ty, types.Array):
+            data = context.make_array(ty)(context, builder, args[i]).data
+            at = context.cast(builder, args[i + 1], signature.args[i + 1], types.int64)
+            is_float = isinstance(ty.dtype, types.Float)  # float32 scales; quants are bytes to IR
+            values.append(builder.bitcast(builder.gep(data, [at]), PF if is_float else P8))
+            i += 2
+        else:
+            values.append(context.cast(builder, args[i], ty, types.int64))
+            i += 1
+    return values
+
+
+def _void_call(build_entry, *arg_types):
+    """An intrinsic's (signature, codegen) calling ``build_entry(module)`` with its arguments."""
+
+    def codegen(context, builder, signature, args):
+        builder.call(build_entry(builder.module), _pointer_args(context, builder, signature, args))
+        return context.get_dummy_value()
+
+    return types.void(*arg_types), codegen
+
+
+def dot_inline_intrinsic(rows: int, isa: str):
+    """``dot_inline(code, w, w_at, w_stride, sc, sc_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at,
+    nb, out, out_at)`` for ``rows`` weight rows; each ``_at`` an element offset into its array."""
+
+    def entry(module):
+        cases = {code: _inline_function(module, fmt, rows, isa) for code, fmt in FORMATS.items()}
+        return _dispatch(module, f"realm_int8_inline_r{rows}_{isa}", _INLINE_ARGS, cases)
+
+    @intrinsic
+    def dot_inline(
+        typingctx,
+        code,
+        w,
+        w_at,
+        w_stride,
+        sc,
+        sc_at,
+        mn,
+        mn_at,
+        xq,
+        xq_at,
+        xd,
+        xd_at,
+        xs,
+        xs_at,
+        nb,
+        out,
+        out_at,
+    ):
+        return _void_call(
+            entry,
+            code,
+            w,
+            w_at,
+            w_stride,
+            sc,
+            sc_at,
+            mn,
+            mn_at,
+            xq,
+            xq_at,
+            xd,
+            xd_at,
+            xs,
+            xs_at,
+            nb,
+            out,
+            out_at,
+        )
+
+    return dot_inline
+
+
+def unpack_intrinsic():
+    """``unpack(code, w, w_at, sc, sc_at, mn, mn_at, nb, q, q_at, scv, scv_at)``: one row into the scratch."""
+
+    def entry(module):
+        cases = {code: _unpack_function(module, fmt) for code, fmt in FORMATS.items()}
+        return _dispatch(module, "realm_int8_unpack", _UNPACK_ARGS, cases)
+
+    @intrinsic
+    def unpack(typingctx, code, w, w_at, sc, sc_at, mn, mn_at, nb, q, q_at, scv, scv_at):
+        return _void_call(entry, code, w, w_at, sc, sc_at, mn, mn_at, nb, q, q_at, scv, scv_at)
+
+    return unpack
+
+
+def dot_unpacked_intrinsic(rows: int, isa: str):
+    """``dot_unpacked(signed, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb,
+    out, out_at)`` for ``rows`` unpacked rows."""
+
+    def entry(module):
+        cases = {int(signed): _unpacked_function(module, signed, rows, isa) for signed in (False, True)}
+        return _dispatch(module, f"realm_int8_unpacked_r{rows}_{isa}", _UNPACKED_ARGS, cases)
+
+    @intrinsic
+    def dot_unpacked(
+        typingctx, signed, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb, out, out_at
+    ):
+        return _void_call(
+            entry, signed, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb, out, out_at
+        )
+
+    return dot_unpacked

@@ -1,0 +1,179 @@
+"""The matmul with 16-bit integer activations (``matmul_q16``): integer dot products.
+
+``out [n, m] = q16(x) [n, k] @ decode(w).T``: each token's row is rounded to 16-bit blocks
+of 32 (`quantize_rows`, the reference's `realm.quants.activations.quantize_q16`), then
+every weight block, unpacked to 8-bit integers, is dotted with it in integers (dot_ir.py)
+and scaled in float.
+
+Batch invariance holds as for the float matmul (gemm.py): a token is quantized alone,
+and ``out[t, r]`` comes from dot_ir's per-row instruction sequence, the same for any
+``n``, any row group and any thread count. Threads split whole tiles of four rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from realm_numba.dot_ir import dot_inline_intrinsic, dot_unpacked_intrinsic, unpack_intrinsic
+from realm_numba.int8_formats import has_row_scales, row_scales
+from realm_numba.scalars import JIT, JIT_PARALLEL
+from realm_numba.vector_ir import Q16_ORDER, host_isa
+
+TILE = 4
+# ORDER_SLOT[value index in its block] = where quantize_rows stores it (Q16_ORDER inverted).
+ORDER_SLOT = np.argsort(np.array(Q16_ORDER)).astype(np.int64)
+ISA = host_isa()
+_inline4, _inline1 = dot_inline_intrinsic(TILE, ISA), dot_inline_intrinsic(1, ISA)
+_unpacked4, _unpacked1 = dot_unpacked_intrinsic(TILE, ISA), dot_unpacked_intrinsic(1, ISA)
+_unpack = unpack_intrinsic()
+# Up to this many tokens, quants are unpacked in registers for each token; past it, once
+# per tile into a scratch (same bits either way, see dot_ir.py).
+INLINE_MAX_TOKENS = 2
+
+
+# Explicitly not fast-math: a callee inherits its caller's flags unless it sets them, and
+# fast-math would turn the divisions into multiplies by rounded reciprocals.
+@njit(**{**JIT, "fastmath": False})
+def quantize_rows(x, xq, xd, xs):
+    """Each 32-value block of ``x [n, k]`` as int16 ``xq`` times ``xd``; ``xs = xd * sum(xq)``.
+
+    ``d = max|x| / 32767``, ``q = rint(x / d)`` (ties to even), in float32, rounded as the
+    reference's numpy rounds them (`realm.quants.activations`). Each block's values are
+    stored in vector_ir.Q16_ORDER, the order its ``vpmaddwd`` lanes read them. A NaN
+    anywhere in a block makes its scale NaN, so it reaches the outputs as the float
+    matmul's would.
+    """
+    n, k = x.shape
+    for t in range(n):
+        for blk in range(k // 32):
+            o = blk * 32
+            amax = np.float32(0.0)
+            nan = False
+            for j in range(32):
+                v = x[t, o + j]
+                nan |= v != v
+                amax = max(amax, abs(v))
+            d = np.float32(np.nan) if nan else amax / np.float32(32767.0)
+            usable = d != 0 and np.isfinite(d)
+            total = 0
+            for j in range(32):
+                q = np.int16(np.rint(x[t, o + j] / d)) if usable else np.int16(0)
+                xq[t, o + ORDER_SLOT[j]] = q
+                total += q
+            xd[t, blk] = d
+            xs[t, blk] = d * np.float32(total)
+
+
+@njit(**JIT_PARALLEL)
+def matmul_q16(code, signed, x, w, out, n_chunks):
+    """``out = q8(x) @ decode(w).T`` for raw blocks ``w [m, row_bytes]`` of GGML type ``code``.
+
+    ``signed``: 1 where the format's quants are int8 (dot_ir's unpacked kernels need it).
+    Arrays reach dot_ir as (array, element offset): see dot_ir._pointer_args.
+    """
+    n, k = x.shape
+    nb = k // 32
+    xq = np.empty((n, k), dtype=np.int16)
+    xd = np.empty((n, nb), dtype=np.float32)
+    xs = np.empty((n, nb), dtype=np.float32)
+    quantize_rows(x, xq, xd, xs)
+    m, row_bytes = w.shape
+    tiles = (m + TILE - 1) // TILE
+    n_chunks = max(1, min(n_chunks, tiles))
+    scaled = has_row_scales(code)
+    for c in prange(n_chunks):
+        sc = np.empty((TILE, 2 * nb), dtype=np.float32)
+        mn = np.empty((TILE, nb), dtype=np.float32)
+        q = np.empty((TILE, k), dtype=np.int8)
+        scv = np.empty((TILE, 8 * nb), dtype=np.float32)
+        for ti in range(c * tiles // n_chunks, (c + 1) * tiles // n_chunks):
+            r0 = ti * TILE
+            rows = min(TILE, m - r0)
+            if scaled:
+                for dr in range(rows):
+                    row_scales(code, w[r0 + dr], nb, sc[dr], mn[dr])
+            if n <= INLINE_MAX_TOKENS:
+                for t in range(n):
+                    if rows == TILE:
+                        _inline4(
+                            code,
+                            w,
+                            r0 * row_bytes,
+                            row_bytes,
+                            sc,
+                            0,
+                            mn,
+                            0,
+                            xq,
+                            t * k,
+                            xd,
+                            t * nb,
+                            xs,
+                            t * nb,
+                            nb,
+                            out,
+                            t * m + r0,
+                        )
+                    else:
+                        for dr in range(rows):
+                            _inline1(
+                                code,
+                                w,
+                                (r0 + dr) * row_bytes,
+                                row_bytes,
+                                sc,
+                                dr * 2 * nb,
+                                mn,
+                                dr * nb,
+                                xq,
+                                t * k,
+                                xd,
+                                t * nb,
+                                xs,
+                                t * nb,
+                                nb,
+                                out,
+                                t * m + r0 + dr,
+                            )
+                continue
+            for dr in range(rows):
+                _unpack(
+                    code,
+                    w,
+                    (r0 + dr) * row_bytes,
+                    sc,
+                    dr * 2 * nb,
+                    mn,
+                    dr * nb,
+                    nb,
+                    q,
+                    dr * k,
+                    scv,
+                    dr * 8 * nb,
+                )
+            for t in range(n):
+                if rows == TILE:
+                    _unpacked4(
+                        signed, q, 0, scv, 0, mn, 0, xq, t * k, xd, t * nb, xs, t * nb, nb, out, t * m + r0
+                    )
+                else:
+                    for dr in range(rows):
+                        _unpacked1(
+                            signed,
+                            q,
+                            dr * k,
+                            scv,
+                            dr * 8 * nb,
+                            mn,
+                            dr * nb,
+                            xq,
+                            t * k,
+                            xd,
+                            t * nb,
+                            xs,
+                            t * nb,
+                            nb,
+                            out,
+                            t * m + r0 + dr,
+                        )

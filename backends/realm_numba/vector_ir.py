@@ -1,0 +1,132 @@
+"""LLVM vector IR for the integer dot products, written out because numba's vectorizer won't.
+
+numba's auto-vectorizer turns no loop shape into an integer kernel of llama.cpp's kind
+(per-block integer multiply-adds, a float FMA into vector lanes, one horizontal sum per
+row; docs/numba.md, "Integer dot products"). So the matmul's inner loop is emitted here as
+LLVM IR with llvmlite and reaches numba through ``@intrinsic`` (dot_ir.py), which keeps
+it in numba's on-disk cache like any kernel.
+
+Two instruction sets give the same bits: ``"avx2"`` uses x86's ``vpmaddwd``, and
+``"generic"`` widens to 32-bit lanes, for any other CPU. Integer sums are exact and a
+lane's sum converts to float32 exactly (|w| <= 128, |x| <= 32767: four products are
+below 2**24), and every float operation is an explicit IR instruction in a fixed order (no
+fast-math flags, so LLVM may not reassociate), so both give the same result.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba.core import cgutils, config
+
+I1, I8, I16, I32, I64 = (ir.IntType(n) for n in (1, 8, 16, 32, 64))
+F32 = ir.FloatType()
+V16I8 = ir.VectorType(I8, 16)
+V32I8 = ir.VectorType(I8, 32)
+V16I16 = ir.VectorType(I16, 16)
+V32I16 = ir.VectorType(I16, 32)
+V8I32 = ir.VectorType(I32, 8)
+V8F32 = ir.VectorType(F32, 8)
+P8 = I8.as_pointer()
+PF = F32.as_pointer()
+
+
+def host_isa() -> str:
+    """``"avx2"`` where numba compiles for a CPU with AVX2, else ``"generic"``."""
+    import llvmlite.binding as llvm
+
+    features = config.CPU_FEATURES
+    if features is None:
+        return "avx2" if llvm.get_host_cpu_features().get("avx2", False) else "generic"
+    return "avx2" if "+avx2" in features.split(",") else "generic"
+
+
+def const(ty, value):
+    return ir.Constant(ty, value)
+
+
+def i64(value: int):
+    return ir.Constant(I64, value)
+
+
+def splat(vt: ir.VectorType, value):
+    return ir.Constant(vt, [value] * vt.count)
+
+
+def mask(indices: list[int]):
+    return ir.Constant(ir.VectorType(I32, len(indices)), indices)
+
+
+def load_vector(b: ir.IRBuilder, base, offset, vt: ir.VectorType):
+    """The ``vt`` at byte ``offset`` from ``base`` (an ``i8*``), any alignment."""
+    return b.load(b.bitcast(b.gep(base, [offset]), vt.as_pointer()), align=1)
+
+
+def load_scalar(b: ir.IRBuilder, base, offset, ty):
+    """The ``ty`` at byte ``offset`` from ``base`` (an ``i8*``), any alignment."""
+    return b.load(b.bitcast(b.gep(base, [offset]), ty.as_pointer()), align=1)
+
+
+def broadcast(b: ir.IRBuilder, value, vt: ir.VectorType):
+    undef = ir.Constant(vt, None)
+    return b.shuffle_vector(b.insert_element(undef, value, const(I32, 0)), undef, mask([0] * vt.count))
+
+
+def join16(b: ir.IRBuilder, low, high):
+    """Two ``<16 x i8>`` as one ``<32 x i8>``, ``low`` first."""
+    return b.shuffle_vector(low, high, mask(list(range(32))))
+
+
+def function(module: ir.Module, name: str, ret, args: list):
+    return cgutils.get_or_insert_function(module, ir.FunctionType(ret, args), name)
+
+
+def fma(b: ir.IRBuilder, x, y, z):
+    """``x * y + z`` with one rounding (``llvm.fma``), on float32 scalars or 8-lane vectors."""
+    ty = x.type
+    name = "llvm.fma.v8f32" if isinstance(ty, ir.VectorType) else "llvm.fma.f32"
+    return b.call(function(b.module, name, ty, [ty, ty, ty]), [x, y, z])
+
+
+def horizontal_sum(b: ir.IRBuilder, v):
+    """The sum of 8 float lanes in a fixed order: lanes (i, i+4), then pairs, then the two."""
+    quad = b.fadd(b.shuffle_vector(v, v, mask([0, 1, 2, 3])), b.shuffle_vector(v, v, mask([4, 5, 6, 7])))
+    pair = b.fadd(b.shuffle_vector(quad, quad, mask([0, 1])), b.shuffle_vector(quad, quad, mask([2, 3])))
+    return b.fadd(b.extract_element(pair, const(I32, 0)), b.extract_element(pair, const(I32, 1)))
+
+
+def _sum_adjacent(b: ir.IRBuilder, v, lanes: int):
+    """Lane i of the result is lanes 2i and 2i+1 of ``v`` added."""
+    even = b.shuffle_vector(v, v, mask(list(range(0, 2 * lanes, 2))))
+    odd = b.shuffle_vector(v, v, mask(list(range(1, 2 * lanes, 2))))
+    return b.add(even, odd)
+
+
+# Where value i of a block sits in a token's int16 block (gemm_q16.quantize_rows writes it
+# so): values 0-7 and 16-23, then 8-15 and 24-31. One ``vpmaddwd`` over each half puts
+# values 0-15 in lanes 0-3 and values 16-31 in lanes 4-7 once the two are added.
+Q16_ORDER = [*range(0, 8), *range(16, 24), *range(8, 16), *range(24, 32)]
+
+
+def dot32(b: ir.IRBuilder, w, x, signed: bool, isa: str):
+    """Eight int32 lanes: block quants ``w`` (32 x int8, or uint8 when not ``signed``) times
+    a token's block ``x`` (32 x int16 in `Q16_ORDER`), lanes 0-3 covering values 0-15 and
+    lanes 4-7 values 16-31 (so a scale per 16 values applies lane-wise)."""
+    ordered = b.shuffle_vector(w, w, mask(Q16_ORDER))
+    wide = b.sext(ordered, V32I16) if signed else b.zext(ordered, V32I16)
+    if isa == "avx2":
+        madd = function(b.module, "llvm.x86.avx2.pmadd.wd", V8I32, [V16I16, V16I16])
+        halves = [
+            b.call(
+                madd,
+                [b.shuffle_vector(wide, wide, mask(list(part))), b.shuffle_vector(x, x, mask(list(part)))],
+            )
+            for part in (range(0, 16), range(16, 32))
+        ]
+        return b.add(halves[0], halves[1])
+    v32i32 = ir.VectorType(I32, 32)
+    products = b.mul(b.sext(wide, v32i32), b.sext(x, v32i32))
+    halves = [
+        _sum_adjacent(b, b.shuffle_vector(products, products, mask(list(part))), 8)
+        for part in (range(0, 16), range(16, 32))
+    ]
+    return b.add(halves[0], halves[1])

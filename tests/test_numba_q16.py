@@ -1,0 +1,120 @@
+"""The ``cpu`` backend's integer matmul: which types it runs, its rounding of activations, and
+its two instruction sets giving the same bits.
+
+What ``matmul_q16`` computes is checked against the reference in test_conformance.py, and
+its batch invariance in test_batch_invariance_matmul.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from realm.gguf.types import GGMLType
+from realm.quants.activations import quantize_q16
+from realm.testing import random_quant_tensor
+
+pytest.importorskip("numba")
+from numba import njit  # noqa: E402
+
+from realm_numba import NumbaBackend  # noqa: E402
+from realm_numba.dot_ir import dot_inline_intrinsic, dot_unpacked_intrinsic, unpack_intrinsic  # noqa: E402
+from realm_numba.gemm_q16 import quantize_rows  # noqa: E402
+from realm_numba.int8_formats import FORMATS, has_row_scales, row_scales  # noqa: E402
+from realm_numba.vector_ir import Q16_ORDER, host_isa  # noqa: E402
+
+# The formats of the models realm is measured on (and their siblings): all in integers.
+INT8_TYPES = {GGMLType[n] for n in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K")}
+
+
+def test_cpu_runs_the_common_formats_in_integers():
+    be = NumbaBackend(n_threads=1)
+    assert {t for t in GGMLType if be.supports("matmul_q16", t)} == INT8_TYPES
+    assert {GGMLType(code) for code in FORMATS} == INT8_TYPES
+
+
+def _quantize_on_cpu(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """quantize_rows' int16 blocks (each in Q16_ORDER), scales and scaled sums."""
+    n, k = x.shape
+    xq = np.empty((n, k), np.int16)
+    xd = np.empty((n, k // 32), np.float32)
+    xs = np.empty((n, k // 32), np.float32)
+    quantize_rows(x, xq, xd, xs)
+    return xq, xd, xs
+
+
+_special = st.sampled_from([0.0, -0.0, 0.5, -1.5, 2.5, 1e-30, -3e38, np.inf, -np.inf, np.nan])
+_values = st.one_of(st.floats(-1e4, 1e4, width=32), st.floats(width=32), _special)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    arrays(
+        np.float32, st.tuples(st.integers(1, 3), st.integers(1, 3).map(lambda b: 32 * b)), elements=_values
+    )
+)
+def test_activations_round_as_the_reference_says(x):
+    """Bit for bit: the same int16 and the same scale for every block, NaN and inf included."""
+    xq, xd, xs = _quantize_on_cpu(x)
+    q, d = quantize_q16(x)
+    in_order = q.reshape(*d.shape, 32)[..., Q16_ORDER].reshape(q.shape)
+    np.testing.assert_array_equal(xq, in_order)
+    np.testing.assert_array_equal(xd.view(np.uint32), d.view(np.uint32))
+    with np.errstate(invalid="ignore", over="ignore"):
+        sums = d * q.reshape(*d.shape, 32).sum(axis=-1, dtype=np.int32).astype(np.float32)
+    np.testing.assert_array_equal(xs, sums)
+
+
+def test_ties_round_to_even():
+    x = np.zeros((1, 32), np.float32)
+    x[0, :4] = [32767.0, 0.5, 1.5, -2.5]  # d = 1: q = rint(x)
+    xq, xd, _ = _quantize_on_cpu(x)
+    assert xd[0, 0] == 1.0
+    assert xq[0, :4].tolist() == [32767, 0, 2, -2]  # values 0-3 lead Q16_ORDER
+
+
+def _kernels(isa: str):
+    """A one-token, one-tile integer matmul built from dot_ir's kernels for ``isa``: both ways."""
+    inline4, unpacked4, unpack = (
+        dot_inline_intrinsic(4, isa),
+        dot_unpacked_intrinsic(4, isa),
+        unpack_intrinsic(),
+    )
+
+    @njit(cache=False)
+    def run(code, signed, w, xq, xd, xs, out_inline, out_unpacked):
+        nb = xd.shape[0]
+        sc = np.zeros((4, 2 * nb), np.float32)
+        mn = np.zeros((4, nb), np.float32)
+        q = np.zeros((4, 32 * nb), np.int8)
+        scv = np.zeros((4, 8 * nb), np.float32)
+        if has_row_scales(code):
+            for r in range(4):
+                row_scales(code, w[r], nb, sc[r], mn[r])
+        inline4(code, w, 0, w.shape[1], sc, 0, mn, 0, xq, 0, xd, 0, xs, 0, nb, out_inline, 0)
+        for r in range(4):
+            unpack(code, w, r * w.shape[1], sc, r * 2 * nb, mn, r * nb, nb, q, r * 32 * nb, scv, r * 8 * nb)
+        unpacked4(signed, q, 0, scv, 0, mn, 0, xq, 0, xd, 0, xs, 0, nb, out_unpacked, 0)
+
+    return run
+
+
+@pytest.mark.skipif(host_isa() != "avx2", reason="compares the AVX2 kernels with the generic ones")
+@pytest.mark.parametrize("qtype", sorted(INT8_TYPES), ids=lambda t: t.name)
+def test_avx2_and_generic_kernels_agree_bit_for_bit(qtype, rng):
+    """Integer sums are exact and the float steps are the same IR, so any CPU gives these bits."""
+    k = 512
+    raw = random_quant_tensor(qtype, (4, k), rng).reshape(4, -1)
+    x = (rng.standard_normal((1, k)) * 3).astype(np.float32)
+    xq, xd, xs = _quantize_on_cpu(x)
+    results = []
+    for isa in ("avx2", "generic"):
+        inline, unpacked = np.full(4, np.nan, np.float32), np.full(4, np.nan, np.float32)
+        _kernels(isa)(int(qtype), int(FORMATS[int(qtype)].signed), raw, xq[0], xd[0], xs[0], inline, unpacked)
+        results += [inline, unpacked]
+    assert np.isfinite(results[0]).all()
+    for other in results[1:]:
+        np.testing.assert_array_equal(other.view(np.uint32), results[0].view(np.uint32))
