@@ -48,6 +48,8 @@ Op semantics (the numpy reference backend is the executable definition):
   rounded to 16-bit integer blocks of 32 (`realm.quants.activations.quantize_q16`) and ``w``
   a ``QuantTensor`` of a block type; ``k`` a multiple of 32. A backend computes it with
   integer dot products.
+- ``matmuls_q16(x, ws, outs)`` (optional): ``matmul_q16(x, ws[i], outs[i])`` for 1 to 3
+  weights sharing one ``x`` (Q/K/V, gate/up), in one call: ``x`` is rounded once.
 
 Row-wise ops (rms_norm, rope, add, scale, swiglu, geglu) accept an ``out`` that is one of
 their inputs (the model runs them in place); matmul, get_rows and attention never get that.
@@ -228,7 +230,8 @@ OPS = (
 # ``matmul_q16(x, w, out)``: ``matmul`` of x rounded to 16-bit integer blocks
 # (`realm.quants.activations.quantize_q16`) by a quantized ``w``, which a backend runs with
 # integer dot products. ``k`` must be a multiple of 32.
-OPTIONAL_OPS = ("matmul_q16",)
+# ``matmuls_q16(x, ws, outs)``: ``matmul_q16`` of one x by 1 to 3 weights in one call.
+OPTIONAL_OPS = ("matmul_q16", "matmuls_q16")
 
 
 def check_quant_upload(

@@ -133,15 +133,23 @@ class OpChecks:
             refuse(op, _weight_arg(w), f"be [m, k] with x's k={k}", f"shape {shape}")
         self._output(op, out, (n, shape[0]))
 
-    def matmul_q16(self, x: Any, w: Any, out: Any) -> None:
+    def matmul_q16(self, x: Any, w: Any, out: Any, op: str = "matmul_q16") -> None:
         if not isinstance(w, QuantTensor):
-            refuse("matmul_q16", "w", "be a QuantTensor", type(w).__name__)
+            refuse(op, "w", "be a QuantTensor", type(w).__name__)
         if type_traits(w.qtype).block_size == 1:
-            refuse("matmul_q16", _weight_arg(w), "be quantized in blocks (matmul multiplies float weights)",
+            refuse(op, _weight_arg(w), "be quantized in blocks (matmul multiplies float weights)",
                    GGMLType(w.qtype).name)
-        self.matmul(x, w, out, op="matmul_q16")
+        self.matmul(x, w, out, op=op)
         if x.shape[1] % 32:
-            refuse("matmul_q16", "x", "have k a multiple of 32 (whole 32-value blocks)", f"k={x.shape[1]}")
+            refuse(op, "x", "have k a multiple of 32 (whole 32-value blocks)", f"k={x.shape[1]}")
+
+    def matmuls_q16(self, x: Any, ws: Any, outs: Any) -> None:
+        if not isinstance(ws, (list, tuple)) or not 1 <= len(ws) <= 3:
+            refuse("matmuls_q16", "ws", "be a list of 1 to 3 weights", repr(type(ws).__name__))
+        if not isinstance(outs, (list, tuple)) or len(outs) != len(ws):
+            refuse("matmuls_q16", "outs", f"be a list of {len(ws)} outputs, one per weight", repr(outs)[:60])
+        for w, out in zip(ws, outs, strict=True):
+            self.matmul_q16(x, w, out, op="matmuls_q16")
 
     def get_rows(self, w: Any, ids: Any, out: Any) -> None:
         """Shapes and dtypes; the ids' range is the backend's to find (see `refuse_bad_id`)."""

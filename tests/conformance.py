@@ -177,6 +177,24 @@ def check_matmul_q16(be, ref, rng, qtype: GGMLType, n: int, m: int, k_blocks: in
                   f"matmul_q16 x[{n}, {k}] by {qtype.name} w[{m}, {k}]")
 
 
+def check_matmuls_q16(be, ref, rng, qtypes: list[GGMLType], n: int, rows: list[int], k: int) -> None:
+    """``matmuls_q16`` (1-3 weights sharing x) against ``matmul_q16`` of each, on the reference."""
+    raws = [random_quant_tensor(t, (m, k), rng) for t, m in zip(qtypes, rows, strict=True)]
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    ws = [("quant", raw, t, (m, k)) for raw, t, m in zip(raws, qtypes, rows, strict=True)]
+    dev_ws = [as_device(be, w) for w in ws]
+    outs = [nan_buffer(be, (n, m)) for m in rows]
+    be.matmuls_q16(be.upload(x), dev_ws, outs)
+    be.synchronize()
+    rounded = dequantize_q16(*quantize_q16(x))
+    for w, out, t, m in zip(ws, outs, qtypes, rows, strict=True):
+        expected = run(ref, "matmul_q16", [x, w], (n, m))
+        w_float = run(ref, "dequantize", [w], (m, k))
+        magnitude = np.abs(rounded).astype(np.float64) @ np.abs(w_float).astype(np.float64).T
+        assert_within(be.download(out), expected, MATMUL_RTOL * magnitude + 1e-30,
+                      f"matmuls_q16 x[{n}, {k}]: the {t.name} w[{m}, {k}] of {[q.name for q in qtypes]}")
+
+
 def check_get_rows(be, ref, rng, qtype: GGMLType | None, n_rows: int, ids: list[int]) -> None:
     if qtype is None:
         w = rng.standard_normal((n_rows, 96)).astype(np.float32)

@@ -19,6 +19,7 @@ from conformance import (
     check_get_rows,
     check_matmul,
     check_matmul_q16,
+    check_matmuls_q16,
     check_rms_norm,
     check_rope,
     check_scale,
@@ -127,6 +128,18 @@ def test_matmul_q16_where_supported(backend, reference, rng):
     if supported:  # one call past the tiles' edges and past the inline/unpacked split
         check_matmul_q16(backend, reference, rng, supported[0], n=33, m=4099, k_blocks=2)
     assert not backend.supports("matmul_q16", GGMLType.F32)  # float weights multiply float32
+
+
+def test_matmuls_q16_where_supported(backend, reference, rng):
+    """``matmuls_q16`` (optional): one x by 1-3 weights, each as ``matmul_q16`` would give it."""
+    supported = [t for t in QTYPES if backend.supports("matmuls_q16", t)]
+    assert set(supported) <= {t for t in QTYPES if backend.supports("matmul_q16", t)}
+    if supported:
+        mixed = [supported[0], supported[-1], supported[len(supported) // 2]]
+        for n in (1, 6):
+            check_matmuls_q16(backend, reference, rng, mixed, n=n, rows=[67, 5, 1], k=512)
+            check_matmuls_q16(backend, reference, rng, mixed[:2], n=n, rows=[8, 130], k=256)
+        check_matmuls_q16(backend, reference, rng, mixed[:1], n=3, rows=[9], k=256)
 
 
 @pytest.mark.parametrize("n,m", [(1, 13), (9, 70)], ids=["decode", "prefill"])

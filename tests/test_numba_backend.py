@@ -319,8 +319,9 @@ rng = np.random.default_rng(0)
 for qtype in qtypes:
     shape = (5, 256)
     w = be.upload_quant(random_quant_tensor(qtype, shape, rng), qtype, shape, name=qtype.name)
+    matmul = be.matmul_q16 if be.supports("matmul_q16", qtype) else be.matmul  # as the model does
     for n in (1, 2, 4, 9):
-        be.matmul(rng.standard_normal((n, 256)).astype(np.float32), w, be.empty((n, 5)))
+        matmul(rng.standard_normal((n, 256)).astype(np.float32), w, be.empty((n, 5)))
     be.get_rows(w, be.upload(np.array([4, 0], np.int32)), be.empty((2, 256)))
 print(json.dumps({"before": before, "warmed": warmed, "used": held()}))
 """
@@ -329,10 +330,11 @@ print(json.dumps({"before": before, "warmed": warmed, "used": held()}))
 @pytest.mark.parametrize(
     ("qtypes", "matmul_kernels"),
     [
-        (["Q4_1", "Q8_0", "F32"], {"matmul_quant", "matmul_f32"}),
+        (["Q4_1", "Q8_0", "F32"], {"matmul_q16", "matmul_f32"}),
+        (["Q4_K", "Q6_K", "F16"], {"matmul_q16", "matmul_quant"}),
         (["IQ2_XS"], {"matmul_quant"}),  # no decoder of its own: the exact one, same kernel
     ],
-    ids=["Q4_1+Q8_0+F32", "IQ2_XS"],
+    ids=["Q4_1+Q8_0+F32", "Q4_K+Q6_K+F16", "IQ2_XS"],
 )
 def test_warmup_for_a_model_compiles_what_its_weights_need(qtypes, matmul_kernels):
     """After ``warmup(model's types)``, the model's matmuls (any number of rows) and embedding

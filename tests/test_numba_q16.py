@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from realm.errors import RealmError
 from realm.gguf.types import GGMLType
 from realm.quants.activations import quantize_q16
 from realm.testing import random_quant_tensor
@@ -118,3 +119,31 @@ def test_avx2_and_generic_kernels_agree_bit_for_bit(qtype, rng):
     assert np.isfinite(results[0]).all()
     for other in results[1:]:
         np.testing.assert_array_equal(other.view(np.uint32), results[0].view(np.uint32))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 40], ids=lambda n: f"{n}_tokens")
+def test_grouped_weights_give_each_weights_own_bits(rng, n):
+    """matmuls_q16 (Q/K/V in one call) is bit for bit three matmul_q16 calls, on any thread count."""
+    qtypes, rows, k = [GGMLType.Q5_0, GGMLType.Q4_K, GGMLType.Q8_0], [64, 18, 7], 512
+    x = (rng.standard_normal((n, k)) * 2).astype(np.float32)
+    for threads in (1, 2):
+        be = NumbaBackend(n_threads=threads)
+        ws = [
+            be.upload_quant(random_quant_tensor(t, (m, k), rng), t, (m, k), name=t.name)
+            for t, m in zip(qtypes, rows, strict=True)
+        ]
+        grouped = [np.full((n, m), np.nan, np.float32) for m in rows]
+        be.matmuls_q16(x, ws, grouped)
+        for w, out in zip(ws, grouped, strict=True):
+            alone = np.full_like(out, np.nan)
+            be.matmul_q16(x, w, alone)
+            assert np.isfinite(alone).all()
+            np.testing.assert_array_equal(out.view(np.uint32), alone.view(np.uint32))
+
+
+def test_a_type_without_an_integer_kernel_is_refused():
+    be = NumbaBackend(n_threads=1)
+    raw = random_quant_tensor(GGMLType.Q2_K, (4, 256), np.random.default_rng(0))
+    w = be.upload_quant(raw, GGMLType.Q2_K, (4, 256), name="blk.0.attn_q.weight")
+    with pytest.raises(RealmError, match=r"matmul_q16: w 'blk\.0\.attn_q\.weight' must be one of .* Q2_K"):
+        be.matmul_q16(np.zeros((1, 256), np.float32), w, np.empty((1, 4), np.float32))

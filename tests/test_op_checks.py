@@ -102,6 +102,15 @@ CASES = [
          r"be \[m, k\] with x's k=64"),
     Case("out-shape", "matmul_q16", "out", lambda be: (f32(be, 1, 32), q8(be, 4, 32), f32(be, 1, 5)),
          r"have shape \(1, 4\), got shape \(1, 5\)"),
+    # matmuls_q16: 1-3 weights, each checked as matmul_q16 checks one
+    Case("no-weights", "matmuls_q16", "ws", lambda be: (f32(be, 1, 32), [], []),
+         "be a list of 1 to 3 weights"),
+    Case("outs-count", "matmuls_q16", "outs",
+         lambda be: (f32(be, 1, 32), [q8(be, 4, 32), q8(be, 2, 32)], [f32(be, 1, 4)]),
+         "be a list of 2 outputs"),
+    Case("second-out", "matmuls_q16", "out",
+         lambda be: (f32(be, 1, 32), [q8(be, 4, 32), q8(be, 2, 32)], [f32(be, 1, 4), f32(be, 1, 4)]),
+         r"have shape \(1, 2\), got shape \(1, 4\)"),
     # get_rows: ids int32 [n] within the table's rows, table [rows, d], out [n, d]
     Case("ids-float", "get_rows", "ids",
          lambda be: (f32(be, 4, 8), be.upload(np.zeros(2, np.float32)), f32(be, 2, 8)),

@@ -53,6 +53,10 @@ ATTENTION_PARALLEL_MIN_MACS = 1 << 17
 # work arrives after an idle spell.
 _THREADS_SET = threading.local()
 
+# The integer matmul kernel takes three weights; an unused one has no rows.
+_NO_WEIGHT = np.zeros((0, 1), np.uint8)
+_NO_WEIGHT.flags.writeable = False  # the type of the weights' read-only views: one compiled kernel
+
 # The kernels write every out as flat rows; inputs may be strided (numba reads any layout,
 # and matmul makes x contiguous itself).
 CHECKS = OpChecks(np.ndarray, "numpy array", contiguous_outputs=True)
@@ -155,6 +159,7 @@ class NumbaBackend:
         self._no_freq_factors = np.ones(0, np.float32)
         self._one_block = np.zeros((1, 1), np.int32)  # dense attention's block table
         self._check_paged_indices = PagedIndexCheck()  # each layer of a step passes the same indices
+        self._q16_plans: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._threads()
 
     def release_threads(self) -> None:
@@ -232,7 +237,7 @@ class NumbaBackend:
             return False
         if qtype is None:
             return True
-        if op == "matmul_q16":
+        if op in ("matmul_q16", "matmuls_q16"):
             return int(qtype) in self._k.INT8_FORMATS
         return op in _QUANT_OPS and GGMLType(qtype) in self._k.DECODABLE
 
@@ -276,17 +281,45 @@ class NumbaBackend:
         Batch-invariant like `matmul`.
         """
         CHECKS.matmul_q16(x, w, out)
-        if not self.supports("matmul_q16", w.qtype):
-            raise BackendArgumentError(
-                f"matmul_q16: w {w.name!r} must be one of the types supports('matmul_q16') accepts, "
-                f"got {GGMLType(w.qtype).name}; use matmul for it")
-        if np.may_share_memory(x, out):
+        self._matmuls_q16(x, (w,), (out,))
+
+    def matmuls_q16(self, x: np.ndarray, ws: list[QuantTensor], outs: list[np.ndarray]) -> None:
+        """`matmul_q16` by 1 to 3 weights in one kernel: x rounded once, one parallel region."""
+        CHECKS.matmuls_q16(x, ws, outs)
+        self._matmuls_q16(x, ws, outs)
+
+    def _matmuls_q16(self, x: np.ndarray, ws, outs) -> None:
+        plan = self._q16_plans.get(tuple(w.qtype for w in ws))
+        if plan is None:
+            plan = self._q16_plan(ws)
+        if any(np.may_share_memory(x, out) for out in outs):
             x = x.copy()
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
-        p = self._prepare(w)
-        self._k.matmul_q16(int(p.qtype), int(self._k.INT8_FORMATS[int(p.qtype)].signed), x, p.data, out,
-                          self._threads())
+        codes, signed = plan
+        args = []
+        for i in range(3):
+            if i < len(ws):
+                args += [self._prepare(ws[i]).data, outs[i]]
+            else:
+                args += [_NO_WEIGHT, np.empty((x.shape[0], 0), np.float32)]
+        self._k.matmul_q16(x, codes, signed, *args, self._threads())
+
+    def _q16_plan(self, ws) -> tuple[np.ndarray, np.ndarray]:
+        """The kernel's type codes and signedness for weights of these types (cached)."""
+        for w in ws:
+            if not self.supports("matmul_q16", w.qtype):
+                raise BackendArgumentError(
+                    f"matmul_q16: w {w.name!r} must be one of the types supports('matmul_q16') accepts, "
+                    f"got {GGMLType(w.qtype).name}; use matmul for it")
+        codes = np.zeros(3, np.int64)
+        signed = np.zeros(3, np.int64)
+        for i, w in enumerate(ws):
+            codes[i] = int(w.qtype)
+            signed[i] = int(self._k.INT8_FORMATS[int(w.qtype)].signed)
+        plan = (codes, signed)
+        self._q16_plans[tuple(w.qtype for w in ws)] = plan
+        return plan
 
     def get_rows(self, w: QuantTensor | np.ndarray, ids: np.ndarray, out: np.ndarray) -> None:
         """``out [n, d] = w[ids]``, decoding only the rows asked for."""

@@ -17,7 +17,7 @@ from numba import njit, prange
 
 from realm_numba.dot_ir import dot_inline_intrinsic, dot_unpacked_intrinsic, unpack_intrinsic
 from realm_numba.int8_formats import has_row_scales, row_scales
-from realm_numba.scalars import JIT, JIT_PARALLEL
+from realm_numba.scalars import JIT, JIT_FAST, JIT_PARALLEL
 from realm_numba.vector_ir import Q16_ORDER, host_isa
 
 TILE = 4
@@ -65,12 +65,51 @@ def quantize_rows(x, xq, xd, xs):
             xs[t, blk] = d * np.float32(total)
 
 
-@njit(**JIT_PARALLEL)
-def matmul_q16(code, signed, x, w, out, n_chunks):
-    """``out = q8(x) @ decode(w).T`` for raw blocks ``w [m, row_bytes]`` of GGML type ``code``.
+@njit(**{**JIT_FAST, "inline": "always"})
+def _tile(code, signed, w, out, ti, xq, xd, xs, sc, mn, q, scv):
+    """Rows ``4 ti ..`` of ``out = q16(x) @ decode(w).T``, for every token (see the module doc).
 
-    ``signed``: 1 where the format's quants are int8 (dot_ir's unpacked kernels need it).
     Arrays reach dot_ir as (array, element offset): see dot_ir._pointer_args.
+    """
+    n, k = xq.shape
+    nb = k // 32
+    m, row_bytes = w.shape
+    r0 = ti * TILE
+    rows = min(TILE, m - r0)
+    if has_row_scales(code):
+        for dr in range(rows):
+            row_scales(code, w[r0 + dr], nb, sc[dr], mn[dr])
+    if n <= INLINE_MAX_TOKENS:
+        for t in range(n):
+            x_at, s_at, o_at = t * k, t * nb, t * m + r0
+            if rows == TILE:
+                _inline4(code, w, r0 * row_bytes, row_bytes, sc, 0, mn, 0,
+                         xq, x_at, xd, s_at, xs, s_at, nb, out, o_at)  # fmt: skip
+            else:
+                for dr in range(rows):
+                    w_at, o_dr = (r0 + dr) * row_bytes, o_at + dr
+                    _inline1(code, w, w_at, row_bytes, sc, dr * 2 * nb, mn, dr * nb,
+                             xq, x_at, xd, s_at, xs, s_at, nb, out, o_dr)  # fmt: skip
+        return
+    for dr in range(rows):
+        _unpack(code, w, (r0 + dr) * row_bytes, sc, dr * 2 * nb, mn, dr * nb, nb, q, dr * k, scv, dr * 8 * nb)
+    for t in range(n):
+        x_at, s_at, o_at = t * k, t * nb, t * m + r0
+        if rows == TILE:
+            _unpacked4(signed, q, 0, scv, 0, mn, 0, xq, x_at, xd, s_at, xs, s_at, nb, out, o_at)
+        else:
+            for dr in range(rows):
+                _unpacked1(signed, q, dr * k, scv, dr * 8 * nb, mn, dr * nb,
+                           xq, x_at, xd, s_at, xs, s_at, nb, out, o_at + dr)  # fmt: skip
+
+
+@njit(**JIT_PARALLEL)
+def matmul_q16(x, codes, signed, w0, out0, w1, out1, w2, out2, n_chunks):
+    """``out_i = q16(x) @ decode(w_i).T`` for up to three weights sharing ``x`` (Q/K/V, gate/up).
+
+    ``w_i [m_i, row_bytes_i]`` are raw blocks of GGML type ``codes[i]``; ``signed[i]`` is 1
+    where that format's quants are int8. An unused weight has no rows. ``x`` is rounded once;
+    the threads split the three weights' tiles together, whole tiles each.
     """
     n, k = x.shape
     nb = k // 32
@@ -78,102 +117,19 @@ def matmul_q16(code, signed, x, w, out, n_chunks):
     xd = np.empty((n, nb), dtype=np.float32)
     xs = np.empty((n, nb), dtype=np.float32)
     quantize_rows(x, xq, xd, xs)
-    m, row_bytes = w.shape
-    tiles = (m + TILE - 1) // TILE
+    t0 = (w0.shape[0] + TILE - 1) // TILE
+    t1 = (w1.shape[0] + TILE - 1) // TILE
+    tiles = t0 + t1 + (w2.shape[0] + TILE - 1) // TILE
     n_chunks = max(1, min(n_chunks, tiles))
-    scaled = has_row_scales(code)
     for c in prange(n_chunks):
         sc = np.empty((TILE, 2 * nb), dtype=np.float32)
         mn = np.empty((TILE, nb), dtype=np.float32)
         q = np.empty((TILE, k), dtype=np.int8)
         scv = np.empty((TILE, 8 * nb), dtype=np.float32)
         for ti in range(c * tiles // n_chunks, (c + 1) * tiles // n_chunks):
-            r0 = ti * TILE
-            rows = min(TILE, m - r0)
-            if scaled:
-                for dr in range(rows):
-                    row_scales(code, w[r0 + dr], nb, sc[dr], mn[dr])
-            if n <= INLINE_MAX_TOKENS:
-                for t in range(n):
-                    if rows == TILE:
-                        _inline4(
-                            code,
-                            w,
-                            r0 * row_bytes,
-                            row_bytes,
-                            sc,
-                            0,
-                            mn,
-                            0,
-                            xq,
-                            t * k,
-                            xd,
-                            t * nb,
-                            xs,
-                            t * nb,
-                            nb,
-                            out,
-                            t * m + r0,
-                        )
-                    else:
-                        for dr in range(rows):
-                            _inline1(
-                                code,
-                                w,
-                                (r0 + dr) * row_bytes,
-                                row_bytes,
-                                sc,
-                                dr * 2 * nb,
-                                mn,
-                                dr * nb,
-                                xq,
-                                t * k,
-                                xd,
-                                t * nb,
-                                xs,
-                                t * nb,
-                                nb,
-                                out,
-                                t * m + r0 + dr,
-                            )
-                continue
-            for dr in range(rows):
-                _unpack(
-                    code,
-                    w,
-                    (r0 + dr) * row_bytes,
-                    sc,
-                    dr * 2 * nb,
-                    mn,
-                    dr * nb,
-                    nb,
-                    q,
-                    dr * k,
-                    scv,
-                    dr * 8 * nb,
-                )
-            for t in range(n):
-                if rows == TILE:
-                    _unpacked4(
-                        signed, q, 0, scv, 0, mn, 0, xq, t * k, xd, t * nb, xs, t * nb, nb, out, t * m + r0
-                    )
-                else:
-                    for dr in range(rows):
-                        _unpacked1(
-                            signed,
-                            q,
-                            dr * k,
-                            scv,
-                            dr * 8 * nb,
-                            mn,
-                            dr * nb,
-                            xq,
-                            t * k,
-                            xd,
-                            t * nb,
-                            xs,
-                            t * nb,
-                            nb,
-                            out,
-                            t * m + r0 + dr,
-                        )
+            if ti < t0:
+                _tile(codes[0], signed[0], w0, out0, ti, xq, xd, xs, sc, mn, q, scv)
+            elif ti < t0 + t1:
+                _tile(codes[1], signed[1], w1, out1, ti - t0, xq, xd, xs, sc, mn, q, scv)
+            else:
+                _tile(codes[2], signed[2], w2, out2, ti - t0 - t1, xq, xd, xs, sc, mn, q, scv)

@@ -37,7 +37,6 @@ def warm_steps(be: Any, qtypes: Iterable[GGMLType] | None = None) -> list[tuple[
     fast = frozenset({GGMLType.F32, *be._k.LANES})  # types with a decoder of their own
     wanted = None if qtypes is None else {GGMLType(q) for q in qtypes}
     everything = wanted is None
-    quantized = everything or any(q != GGMLType.F32 for q in wanted)
     x1, x4 = be.upload(np.zeros((1, _K))), be.upload(np.zeros((4, _K)))
     out1, out4 = be.empty((1, 4)), be.empty((4, 4))
     # Any type without a decoder of its own runs the exact (generic) decoder.
@@ -47,16 +46,23 @@ def warm_steps(be: Any, qtypes: Iterable[GGMLType] | None = None) -> list[tuple[
     def step(group: str, fn: Callable[[], Any]) -> None:
         steps.append((group, fn))
 
-    # One kernel serves every quantized type and every number of tokens (gemm.py): the
-    # first quantized step compiles it, the others run their type's decoder once. F32
-    # weights have a kernel of their own.
+    # The model multiplies the types with an integer kernel by matmul_q16 (one kernel for all
+    # of them, holding both ways of unpacking: a decode's rows and a prompt's), the others by
+    # matmul: one kernel for every type and number of tokens (gemm.py), whose first step
+    # compiles it, the others running their type's decoder once. F32 weights have their own.
+    integer = frozenset(map(GGMLType, be._k.INT8_FORMATS))
+    as_integers = sorted(integer if everything else integer & wanted)
+    if as_integers:
+        w_int = _zero_weight(be, as_integers[0])
+        step("matmul_q16", lambda: (be.matmul_q16(x1, w_int, out1), be.matmul_q16(x4, w_int, out4)))
+    as_floats = None if everything else wanted - integer
     for qtype in sorted(fast):
-        if everything or qtype in wanted:
+        if everything or qtype in as_floats:
             w = _zero_weight(be, qtype)
             step(f"matmul decode {qtype.name}", lambda w=w: be.matmul(x1, w, out1))
-    if everything or any(q not in fast for q in wanted):
+    if everything or any(q not in fast for q in as_floats):
         step("matmul decode (other types)", lambda: be.matmul(x1, generic, out1))
-    if quantized:  # a prompt's rows: the same kernel
+    if everything or any(q != GGMLType.F32 for q in as_floats):  # a prompt's rows: the same kernel
         w8 = _zero_weight(be, GGMLType.Q8_0)
         step("matmul prefill (quantized)", lambda: be.matmul(x4, w8, out4))
     ids = be.upload(np.array([1, 0], np.int32))

@@ -152,6 +152,13 @@ class NumpyBackend:
         CHECKS.matmul_q16(x, w, out)
         self.matmul(dequantize_q16(*quantize_q16(x)), w, out)
 
+    def matmuls_q16(self, x: np.ndarray, ws: list[QuantTensor], outs: list[np.ndarray]) -> None:
+        """`matmul_q16` of one ``x`` by each of 1 to 3 weights."""
+        CHECKS.matmuls_q16(x, ws, outs)
+        x = np.array(x, copy=True)  # an out may alias x
+        for w, out in zip(ws, outs, strict=True):
+            self.matmul_q16(x, w, out)
+
     def get_rows(self, w: QuantTensor | np.ndarray, ids: np.ndarray, out: np.ndarray) -> None:
         """``out [n, d] = w[ids]``, decoding only the rows asked for."""
         CHECKS.get_rows(w, ids, out)

@@ -152,6 +152,8 @@ class Transformer:
         # Weights of these types multiply activations rounded to 16-bit integer blocks
         # (matmul_q16) where the backend offers it; the rest multiply float32.
         self._q16_types = frozenset(t for t in GGMLType if backend.supports("matmul_q16", t))
+        # Q/K/V and gate/up share their input: one call for each group where the backend can.
+        self._q16_groups = frozenset(t for t in GGMLType if backend.supports("matmuls_q16", t))
 
     # ------------------------------------------------------------------ the engine's step
 
@@ -367,8 +369,8 @@ class Transformer:
         n = p.n
         xn = s.xn[:n]
         q2, k2, v2 = s.q[:n], s.k[:n], s.v[:n]
+        self._matmuls(xn, [layer[name] for name in ("attn_q", "attn_k", "attn_v")], [q2, k2, v2])
         for name, out in (("attn_q", q2), ("attn_k", k2), ("attn_v", v2)):
-            self._matmul(xn, layer[name], out)
             bias = layer.get(f"{name}.bias")
             if bias is not None:
                 be.add(out, bias, out)
@@ -420,11 +422,17 @@ class Transformer:
         else:
             self.backend.matmul(x, w, out)
 
+    def _matmuls(self, x: DeviceArray, ws: list, outs: list[DeviceArray]) -> None:
+        if all(isinstance(w, QuantTensor) and w.qtype in self._q16_groups for w in ws):
+            self.backend.matmuls_q16(x, ws, outs)
+        else:
+            for w, out in zip(ws, outs, strict=True):
+                self._matmul(x, w, out)
+
     def _feed_forward(self, il: int, n: int) -> None:
         be, s, layer = self.backend, self.state, self.w.layers[il]
         gate, up = s.gate[:n], s.up[:n]
-        self._matmul(s.xn[:n], layer["ffn_gate"], gate)
-        self._matmul(s.xn[:n], layer["ffn_up"], up)
+        self._matmuls(s.xn[:n], [layer["ffn_gate"], layer["ffn_up"]], [gate, up])
         if self.arch.ffn_activation == "geglu":
             be.geglu(gate, up, gate)
         else:
