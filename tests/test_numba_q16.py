@@ -90,7 +90,7 @@ def _kernels(isa: str):
         nb = xd.shape[0]
         sc = np.zeros((4, 2 * nb), np.float32)
         mn = np.zeros((4, nb), np.float32)
-        q = np.zeros((4, 32 * nb), np.int8)
+        q = np.zeros((4, 32 * nb), np.int16)
         scv = np.zeros((4, 8 * nb), np.float32)
         if has_row_scales(code):
             for r in range(4):
@@ -98,7 +98,7 @@ def _kernels(isa: str):
         inline4(code, w, 0, w.shape[1], sc, 0, mn, 0, xq, 0, xd, 0, xs, 0, nb, out_inline, 0)
         for r in range(4):
             unpack(code, w, r * w.shape[1], sc, r * 2 * nb, mn, r * nb, nb, q, r * 32 * nb, scv, r * 8 * nb)
-        unpacked4(signed, q, 0, scv, 0, mn, 0, xq, 0, xd, 0, xs, 0, nb, out_unpacked, 0)
+        unpacked4(signed, q, 0, scv, 0, mn, 0, xq, 0, xd, 0, xs, 0, nb, out_unpacked, 0, 0, 0, 0)
 
     return run
 

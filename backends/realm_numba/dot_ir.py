@@ -35,7 +35,6 @@ from realm_numba.vector_ir import (
     P8,
     PF,
     V8F32,
-    V32I8,
     V32I16,
     broadcast,
     dot32,
@@ -43,6 +42,7 @@ from realm_numba.vector_ir import (
     horizontal_sum,
     i64,
     load_vector,
+    widen,
 )
 
 ZEROS = ir.Constant(V8F32, [0.0] * 8)
@@ -120,7 +120,7 @@ def _inline_function(module: ir.Module, fmt: type[Int8Format], rows: int, isa: s
     sx = b.load(b.gep(xs, [blk]))
     lanes, mins = [], []
     for r in range(rows):
-        products = dot32(b, fmt.quants(b, w_rows[r], blk), x, fmt.signed, isa)
+        products = dot32(b, widen(b, fmt.quants(b, w_rows[r], blk), fmt.signed), x, isa)
         lane_scales, block_min = fmt.scales(b, w_rows[r], blk, sc_rows[r], mn_rows[r])
         lanes.append(_accumulate(b, products, lane_scales, dx_lanes, carried[r]))
         acc_min = carried[rows + r]
@@ -129,13 +129,14 @@ def _inline_function(module: ir.Module, fmt: type[Int8Format], rows: int, isa: s
     return fn
 
 
-# w (one row), sc, mn, nb, q (nb x 32 int8), scv (nb x 8 float); mn is read (the
+# w (one row), sc, mn, nb, q (nb x 32 int16), scv (nb x 8 float); mn is read (the
 # K-quants, from row_scales) or written (the others).
 _UNPACK_ARGS = [P8, PF, PF, I64, P8, PF]
 
 
 def _unpack_function(module: ir.Module, fmt: type[Int8Format]) -> ir.Function:
-    """One row: its quants and lane scales, block by block, into the scratch."""
+    """One row, block by block, into the scratch: its quants widened (vector_ir.widen) and
+    its lane scales, what `_unpacked_function` reads for every token."""
     fn, new = _new_function(module, f"realm_int8_unpack_{fmt.ggml.name.lower()}", _UNPACK_ARGS)
     if not new:
         return fn
@@ -143,8 +144,8 @@ def _unpack_function(module: ir.Module, fmt: type[Int8Format]) -> ir.Function:
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     loop = _BlockLoop(fn, b, nb, [])
     blk = loop.blk
-    quants = b.bitcast(b.gep(q, [b.mul(blk, i64(32))]), V32I8.as_pointer())
-    b.store(fmt.quants(b, w, blk), quants, align=1)
+    quants = b.bitcast(b.gep(q, [b.mul(blk, i64(64))]), V32I16.as_pointer())
+    b.store(widen(b, fmt.quants(b, w, blk), fmt.signed), quants, align=2)
     lane_scales, block_min = fmt.scales(b, w, blk, sc, mn)
     b.store(lane_scales, b.bitcast(b.gep(scv, [b.mul(blk, i64(8))]), V8F32.as_pointer()), align=4)
     if block_min is not None:
@@ -154,33 +155,54 @@ def _unpack_function(module: ir.Module, fmt: type[Int8Format]) -> ir.Function:
     return fn
 
 
-# q, scv, mn, xq, xd, xs, nb, out: a tile unpacked by `unpack`, one token.
-_UNPACKED_ARGS = [P8, PF, PF, P8, PF, PF, I64, PF]
+# q, scv, mn, xq, xd, xs, nb, out, x_stride (int16s), s_stride (scales), out_stride (floats):
+# a tile unpacked by `unpack`, against TOKENS consecutive tokens.
+_UNPACKED_ARGS = [P8, PF, PF, P8, PF, PF, I64, PF, I64, I64, I64]
+TOKENS = 2  # tokens per pass: each row's quants and scales are loaded once for both
 
 
 def _unpacked_function(module: ir.Module, signed: bool, rows: int, isa: str) -> ir.Function:
     kind = "signed" if signed else "unsigned"
-    fn, new = _new_function(module, f"realm_int8_unpacked_{kind}_r{rows}_{isa}", _UNPACKED_ARGS)
+    fn, new = _new_function(module, f"realm_int8_unpacked_{kind}_r{rows}_t{TOKENS}_{isa}", _UNPACKED_ARGS)
     if not new:
         return fn
-    q, scv, mn, xq, xd, xs, nb, out = fn.args
+    q, scv, mn, xq, xd, xs, nb, out, x_stride, s_stride, out_stride = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    q_rows = [b.gep(q, [b.mul(nb, i64(32 * r))]) for r in range(rows)]
+    q_rows = [b.gep(q, [b.mul(nb, i64(64 * r))]) for r in range(rows)]
     scv_rows = [b.gep(scv, [b.mul(nb, i64(8 * r))]) for r in range(rows)]
-    mn_rows = [b.gep(mn, [b.mul(nb, i64(r))]) for r in range(rows)]
-    loop = _BlockLoop(fn, b, nb, [ZEROS] * rows + [ZERO] * rows)
+    x_tokens = [b.gep(xq, [b.mul(x_stride, i64(2 * t))]) for t in range(TOKENS)]
+    xd_tokens = [b.gep(xd, [b.mul(s_stride, i64(t))]) for t in range(TOKENS)]
+    loop = _BlockLoop(fn, b, nb, [ZEROS] * (rows * TOKENS))
     blk, carried = loop.blk, loop.carried
-    x = load_vector(b, xq, b.mul(blk, i64(64)), V32I16)
-    dx_lanes = broadcast(b, b.load(b.gep(xd, [blk])), V8F32)
-    sx = b.load(b.gep(xs, [blk]))
-    lanes, mins = [], []
+    xs_blk = [load_vector(b, x_tokens[t], b.mul(blk, i64(64)), V32I16) for t in range(TOKENS)]
+    dx_lanes = [broadcast(b, b.load(b.gep(xd_tokens[t], [blk])), V8F32) for t in range(TOKENS)]
+    lanes = []
     for r in range(rows):
-        quants = load_vector(b, q_rows[r], b.mul(blk, i64(32)), V32I8)
+        quants = load_vector(b, q_rows[r], b.mul(blk, i64(64)), V32I16)
         scales = b.load(b.bitcast(b.gep(scv_rows[r], [b.mul(blk, i64(8))]), V8F32.as_pointer()), align=4)
-        lanes.append(_accumulate(b, dot32(b, quants, x, signed, isa), scales, dx_lanes, carried[r]))
-        acc_min = carried[rows + r]
-        mins.append(acc_min if signed else fma(b, b.load(b.gep(mn_rows[r], [blk])), sx, acc_min))
-    _finish(b, loop.close(lanes + mins), rows, out)
+        for t in range(TOKENS):
+            acc = carried[r * TOKENS + t]
+            lanes.append(_accumulate(b, dot32(b, quants, xs_blk[t], isa), scales, dx_lanes[t], acc))
+    finals = loop.close(lanes)
+    # The mins in a loop of their own (fewer live registers above), in the same order as
+    # `_inline_function` adds them, so both give the same bits.
+    mins = [ZERO] * (rows * TOKENS)
+    if not signed:
+        mn_rows = [b.gep(mn, [b.mul(nb, i64(r))]) for r in range(rows)]
+        xs_tokens = [b.gep(xs, [b.mul(s_stride, i64(t))]) for t in range(TOKENS)]
+        min_loop = _BlockLoop(fn, b, nb, mins)
+        updated = []
+        for r in range(rows):
+            block_min = b.load(b.gep(mn_rows[r], [min_loop.blk]))
+            for t in range(TOKENS):
+                sx = b.load(b.gep(xs_tokens[t], [min_loop.blk]))
+                updated.append(fma(b, block_min, sx, min_loop.carried[r * TOKENS + t]))
+        mins = min_loop.close(updated)
+    for r in range(rows):
+        for t in range(TOKENS):
+            total = b.fadd(horizontal_sum(b, finals[r * TOKENS + t]), mins[r * TOKENS + t])
+            b.store(total, b.gep(out, [b.add(b.mul(out_stride, i64(t)), i64(r))]))
+    b.ret_void()
     return fn
 
 
@@ -303,18 +325,17 @@ def unpack_intrinsic():
 
 def dot_unpacked_intrinsic(rows: int, isa: str):
     """``dot_unpacked(signed, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb,
-    out, out_at)`` for ``rows`` unpacked rows."""
+    out, out_at, x_stride, s_stride, out_stride)``: ``rows`` unpacked rows against `TOKENS`
+    tokens (strides in elements from one token to the next)."""
 
     def entry(module):
         cases = {int(signed): _unpacked_function(module, signed, rows, isa) for signed in (False, True)}
-        return _dispatch(module, f"realm_int8_unpacked_r{rows}_{isa}", _UNPACKED_ARGS, cases)
+        return _dispatch(module, f"realm_int8_unpacked_r{rows}_t{TOKENS}_{isa}", _UNPACKED_ARGS, cases)
 
     @intrinsic
-    def dot_unpacked(
-        typingctx, signed, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb, out, out_at
-    ):
-        return _void_call(
-            entry, signed, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb, out, out_at
-        )
+    def dot_unpacked(typingctx, signed, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb,
+                     out, out_at, x_stride, s_stride, out_stride):  # fmt: skip
+        return _void_call(entry, signed, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb,
+                          out, out_at, x_stride, s_stride, out_stride)  # fmt: skip
 
     return dot_unpacked

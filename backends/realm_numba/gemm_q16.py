@@ -17,9 +17,15 @@ from numba import njit, prange
 
 from realm_numba.dot_ir import dot_inline_intrinsic, dot_unpacked_intrinsic, unpack_intrinsic
 from realm_numba.int8_formats import has_row_scales, row_scales
-from realm_numba.scalars import JIT, JIT_FAST, JIT_PARALLEL
+from realm_numba.scalars import JIT
 from realm_numba.vector_ir import Q16_ORDER, host_isa
 
+# No fast-math anywhere here. numba gives fast-math flags to every float instruction of a
+# fast-math function's module, dot_ir's included, and LLVM then reorders and fuses them
+# differently in each place they are inlined: a row's bits would depend on the path (a
+# decode's or a prompt's) that computed it. Set explicitly: a callee inherits its caller's
+# flags unless it sets its own. (quantize_rows' divisions also stay divisions.)
+EXACT = {**JIT, "fastmath": False}
 TILE = 4
 # ORDER_SLOT[value index in its block] = where quantize_rows stores it (Q16_ORDER inverted).
 ORDER_SLOT = np.argsort(np.array(Q16_ORDER)).astype(np.int64)
@@ -32,9 +38,7 @@ _unpack = unpack_intrinsic()
 INLINE_MAX_TOKENS = 2
 
 
-# Explicitly not fast-math: a callee inherits its caller's flags unless it sets them, and
-# fast-math would turn the divisions into multiplies by rounded reciprocals.
-@njit(**{**JIT, "fastmath": False})
+@njit(**EXACT)
 def quantize_rows(x, xq, xd, xs):
     """Each 32-value block of ``x [n, k]`` as int16 ``xq`` times ``xd``; ``xs = xd * sum(xq)``.
 
@@ -65,7 +69,7 @@ def quantize_rows(x, xq, xd, xs):
             xs[t, blk] = d * np.float32(total)
 
 
-@njit(**{**JIT_FAST, "inline": "always"})
+@njit(**{**EXACT, "inline": "always"})
 def _tile(code, signed, w, out, ti, xq, xd, xs, sc, mn, q, scv):
     """Rows ``4 ti ..`` of ``out = q16(x) @ decode(w).T``, for every token (see the module doc).
 
@@ -93,17 +97,19 @@ def _tile(code, signed, w, out, ti, xq, xd, xs, sc, mn, q, scv):
         return
     for dr in range(rows):
         _unpack(code, w, (r0 + dr) * row_bytes, sc, dr * 2 * nb, mn, dr * nb, nb, q, dr * k, scv, dr * 8 * nb)
-    for t in range(n):
+    for t in range(0, n, 2):  # tokens in pairs (dot_ir.TOKENS); a last odd one as a pair with itself
+        step = 1 if t + 1 < n else 0
         x_at, s_at, o_at = t * k, t * nb, t * m + r0
         if rows == TILE:
-            _unpacked4(signed, q, 0, scv, 0, mn, 0, xq, x_at, xd, s_at, xs, s_at, nb, out, o_at)
+            _unpacked4(signed, q, 0, scv, 0, mn, 0, xq, x_at, xd, s_at, xs, s_at, nb, out, o_at,
+                       step * k, step * nb, step * m)  # fmt: skip
         else:
             for dr in range(rows):
-                _unpacked1(signed, q, dr * k, scv, dr * 8 * nb, mn, dr * nb,
-                           xq, x_at, xd, s_at, xs, s_at, nb, out, o_at + dr)  # fmt: skip
+                _unpacked1(signed, q, dr * k, scv, dr * 8 * nb, mn, dr * nb, xq, x_at, xd, s_at, xs, s_at,
+                           nb, out, o_at + dr, step * k, step * nb, step * m)  # fmt: skip
 
 
-@njit(**JIT_PARALLEL)
+@njit(**{**EXACT, "parallel": True})
 def matmul_q16(x, codes, signed, w0, out0, w1, out1, w2, out2, n_chunks):
     """``out_i = q16(x) @ decode(w_i).T`` for up to three weights sharing ``x`` (Q/K/V, gate/up).
 
@@ -124,7 +130,7 @@ def matmul_q16(x, codes, signed, w0, out0, w1, out1, w2, out2, n_chunks):
     for c in prange(n_chunks):
         sc = np.empty((TILE, 2 * nb), dtype=np.float32)
         mn = np.empty((TILE, nb), dtype=np.float32)
-        q = np.empty((TILE, k), dtype=np.int8)
+        q = np.empty((TILE, k), dtype=np.int16)
         scv = np.empty((TILE, 8 * nb), dtype=np.float32)
         for ti in range(c * tiles // n_chunks, (c + 1) * tiles // n_chunks):
             if ti < t0:

@@ -9,8 +9,10 @@ it in numba's on-disk cache like any kernel.
 Two instruction sets give the same bits: ``"avx2"`` uses x86's ``vpmaddwd``, and
 ``"generic"`` widens to 32-bit lanes, for any other CPU. Integer sums are exact and a
 lane's sum converts to float32 exactly (|w| <= 128, |x| <= 32767: four products are
-below 2**24), and every float operation is an explicit IR instruction in a fixed order (no
-fast-math flags, so LLVM may not reassociate), so both give the same result.
+below 2**24), and every float operation is an explicit IR instruction in a fixed order, so
+both give the same result. That holds only inside numba functions compiled without
+fast-math: numba puts fast-math flags on every float instruction of such a function's
+module, these included (see gemm_q16.EXACT).
 """
 
 from __future__ import annotations
@@ -107,26 +109,25 @@ def _sum_adjacent(b: ir.IRBuilder, v, lanes: int):
 Q16_ORDER = [*range(0, 8), *range(16, 24), *range(8, 16), *range(24, 32)]
 
 
-def dot32(b: ir.IRBuilder, w, x, signed: bool, isa: str):
-    """Eight int32 lanes: block quants ``w`` (32 x int8, or uint8 when not ``signed``) times
-    a token's block ``x`` (32 x int16 in `Q16_ORDER`), lanes 0-3 covering values 0-15 and
-    lanes 4-7 values 16-31 (so a scale per 16 values applies lane-wise)."""
+def widen(b: ir.IRBuilder, w, signed: bool):
+    """Block quants ``w`` (32 x int8, or uint8 when not ``signed``) as 32 x int16 in `Q16_ORDER`."""
     ordered = b.shuffle_vector(w, w, mask(Q16_ORDER))
-    wide = b.sext(ordered, V32I16) if signed else b.zext(ordered, V32I16)
+    return b.sext(ordered, V32I16) if signed else b.zext(ordered, V32I16)
+
+
+def dot32(b: ir.IRBuilder, wide, x, isa: str):
+    """Eight int32 lanes from two blocks of 32 x int16 in `Q16_ORDER` (weights `widen`ed, and
+    a token's values): lanes 0-3 cover values 0-15 and lanes 4-7 values 16-31, so a scale
+    per 16 values applies lane-wise."""
+    halves = (range(0, 16), range(16, 32))
     if isa == "avx2":
         madd = function(b.module, "llvm.x86.avx2.pmadd.wd", V8I32, [V16I16, V16I16])
-        halves = [
-            b.call(
-                madd,
-                [b.shuffle_vector(wide, wide, mask(list(part))), b.shuffle_vector(x, x, mask(list(part)))],
-            )
-            for part in (range(0, 16), range(16, 32))
+        parts = [
+            b.call(madd, [b.shuffle_vector(wide, wide, mask(list(h))), b.shuffle_vector(x, x, mask(list(h)))])
+            for h in halves
         ]
-        return b.add(halves[0], halves[1])
+        return b.add(parts[0], parts[1])
     v32i32 = ir.VectorType(I32, 32)
     products = b.mul(b.sext(wide, v32i32), b.sext(x, v32i32))
-    halves = [
-        _sum_adjacent(b, b.shuffle_vector(products, products, mask(list(part))), 8)
-        for part in (range(0, 16), range(16, 32))
-    ]
-    return b.add(halves[0], halves[1])
+    parts = [_sum_adjacent(b, b.shuffle_vector(products, products, mask(list(h))), 8) for h in halves]
+    return b.add(parts[0], parts[1])
