@@ -49,7 +49,8 @@ Op semantics (the numpy reference backend is the executable definition):
   a ``QuantTensor`` of a block type; ``k`` a multiple of 32. A backend computes it with
   integer dot products.
 - ``matmuls_q16(x, ws, outs)`` (optional): ``matmul_q16(x, ws[i], outs[i])`` for 1 to 3
-  weights sharing one ``x`` (Q/K/V, gate/up), in one call: ``x`` is rounded once.
+  weights sharing one ``x`` (Q/K/V, gate/up), in one call: ``x`` is rounded once. The
+  outputs are distinct arrays.
 
 Row-wise ops (rms_norm, rope, add, scale, swiglu, geglu) accept an ``out`` that is one of
 their inputs (the model runs them in place); matmul, get_rows and attention never get that.
@@ -153,7 +154,7 @@ class Backend(Protocol):
 
     def dequantize(self, w: QuantTensor, out: DeviceArray) -> None: ...
     def matmul(self, x: DeviceArray, w: QuantTensor | DeviceArray, out: DeviceArray) -> None: ...
-    # optional (OPTIONAL_OPS): def matmul_q16(self, x, w: QuantTensor, out) -> None
+    # optional (OPTIONAL_OPS): matmul_q16(x, w: QuantTensor, out), matmuls_q16(x, ws, outs)
     def get_rows(self, w: QuantTensor | DeviceArray, ids: DeviceArray, out: DeviceArray) -> None: ...
     def rms_norm(self, x: DeviceArray, weight: DeviceArray, eps: float, out: DeviceArray) -> None: ...
     def rope(

@@ -145,7 +145,8 @@ class OpChecks:
 
     def matmuls_q16(self, x: Any, ws: Any, outs: Any) -> None:
         if not isinstance(ws, (list, tuple)) or not 1 <= len(ws) <= 3:
-            refuse("matmuls_q16", "ws", "be a list of 1 to 3 weights", repr(type(ws).__name__))
+            found = f"{len(ws)} weights" if isinstance(ws, (list, tuple)) else type(ws).__name__
+            refuse("matmuls_q16", "ws", "be a list of 1 to 3 weights", found)
         if not isinstance(outs, (list, tuple)) or len(outs) != len(ws):
             refuse("matmuls_q16", "outs", f"be a list of {len(ws)} outputs, one per weight", repr(outs)[:60])
         for w, out in zip(ws, outs, strict=True):
