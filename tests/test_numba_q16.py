@@ -28,7 +28,9 @@ from realm_numba.int8_formats import FORMATS, has_row_scales, row_scales  # noqa
 from realm_numba.vector_ir import Q16_ORDER, host_isa  # noqa: E402
 
 # The formats of the models realm is measured on (and their siblings): all in integers.
-INT8_TYPES = {GGMLType[n] for n in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K")}
+INT8_TYPES = {
+    GGMLType[n] for n in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS")
+}
 
 
 def test_cpu_runs_the_common_formats_in_integers():
@@ -82,7 +84,7 @@ def _kernels(isa: str):
     inline4, unpacked4, unpack = (
         dot_inline_intrinsic(4, isa),
         dot_unpacked_intrinsic(4, isa),
-        unpack_intrinsic(),
+        unpack_intrinsic(isa),
     )
 
     @njit(cache=False)

@@ -120,7 +120,7 @@ def _inline_function(module: ir.Module, fmt: type[Int8Format], rows: int, isa: s
     sx = b.load(b.gep(xs, [blk]))
     lanes, mins = [], []
     for r in range(rows):
-        products = dot32(b, widen(b, fmt.quants(b, w_rows[r], blk), fmt.signed), x, isa)
+        products = dot32(b, widen(b, fmt.quants(b, w_rows[r], blk, isa), fmt.signed), x, isa)
         lane_scales, block_min = fmt.scales(b, w_rows[r], blk, sc_rows[r], mn_rows[r])
         lanes.append(_accumulate(b, products, lane_scales, dx_lanes, carried[r]))
         acc_min = carried[rows + r]
@@ -134,10 +134,10 @@ def _inline_function(module: ir.Module, fmt: type[Int8Format], rows: int, isa: s
 _UNPACK_ARGS = [P8, PF, PF, I64, P8, PF]
 
 
-def _unpack_function(module: ir.Module, fmt: type[Int8Format]) -> ir.Function:
+def _unpack_function(module: ir.Module, fmt: type[Int8Format], isa: str) -> ir.Function:
     """One row, block by block, into the scratch: its quants widened (vector_ir.widen) and
     its lane scales, what `_unpacked_function` reads for every token."""
-    fn, new = _new_function(module, f"realm_int8_unpack_{fmt.ggml.name.lower()}", _UNPACK_ARGS)
+    fn, new = _new_function(module, f"realm_int8_unpack_{fmt.ggml.name.lower()}_{isa}", _UNPACK_ARGS)
     if not new:
         return fn
     w, sc, mn, nb, q, scv = fn.args
@@ -145,7 +145,7 @@ def _unpack_function(module: ir.Module, fmt: type[Int8Format]) -> ir.Function:
     loop = _BlockLoop(fn, b, nb, [])
     blk = loop.blk
     quants = b.bitcast(b.gep(q, [b.mul(blk, i64(64))]), V32I16.as_pointer())
-    b.store(widen(b, fmt.quants(b, w, blk), fmt.signed), quants, align=2)
+    b.store(widen(b, fmt.quants(b, w, blk, isa), fmt.signed), quants, align=2)
     lane_scales, block_min = fmt.scales(b, w, blk, sc, mn)
     b.store(lane_scales, b.bitcast(b.gep(scv, [b.mul(blk, i64(8))]), V8F32.as_pointer()), align=4)
     if block_min is not None:
@@ -309,12 +309,12 @@ def dot_inline_intrinsic(rows: int, isa: str):
     return dot_inline
 
 
-def unpack_intrinsic():
+def unpack_intrinsic(isa: str):
     """``unpack(code, w, w_at, sc, sc_at, mn, mn_at, nb, q, q_at, scv, scv_at)``: one row into the scratch."""
 
     def entry(module):
-        cases = {code: _unpack_function(module, fmt) for code, fmt in FORMATS.items()}
-        return _dispatch(module, "realm_int8_unpack", _UNPACK_ARGS, cases)
+        cases = {code: _unpack_function(module, fmt, isa) for code, fmt in FORMATS.items()}
+        return _dispatch(module, f"realm_int8_unpack_{isa}", _UNPACK_ARGS, cases)
 
     @intrinsic
     def unpack(typingctx, code, w, w_at, sc, sc_at, mn, mn_at, nb, q, q_at, scv, scv_at):

@@ -32,7 +32,7 @@ ORDER_SLOT = np.argsort(np.array(Q16_ORDER)).astype(np.int64)
 ISA = host_isa()
 _inline4, _inline1 = dot_inline_intrinsic(TILE, ISA), dot_inline_intrinsic(1, ISA)
 _unpacked4, _unpacked1 = dot_unpacked_intrinsic(TILE, ISA), dot_unpacked_intrinsic(1, ISA)
-_unpack = unpack_intrinsic()
+_unpack = unpack_intrinsic(ISA)
 # Up to this many tokens, quants are unpacked in registers for each token; past it, once
 # per tile into a scratch (same bits either way, see dot_ir.py).
 INLINE_MAX_TOKENS = 2

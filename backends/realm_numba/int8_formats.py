@@ -1,15 +1,16 @@
-"""Each weight format's part in the 8-bit matmul: its quants as LLVM IR, its scales in numba.
+"""Each weight format's part in the integer matmul: its quants as LLVM IR, its scales in numba.
 
 A format is one class, registered by subclassing `Int8Format` (``__init_subclass__``),
 with its block size taken from gguf's type table. The matmul (gemm_q16.py) splits a
 weight row into 32-value blocks and needs two things per format:
 
-- ``quants(b, row, blk)``: IR giving block ``blk``'s 32 quants as ``<32 x i8>``, unsigned
-  (``signed = False``, with the format's offset folded into a per-block min) or signed;
+- ``quants(b, row, blk, isa)``: IR giving block ``blk``'s 32 quants as ``<32 x i8>``,
+  unsigned (``signed = False``, with the format's offset folded into a per-block min) or
+  signed (Q8_0, Q6_K, and IQ4_NL / IQ4_XS, whose nibbles index gguf's 16 levels);
 - ``scales(b, row, blk, sc, mn)``: IR giving the block's scales in dot32's lane layout
   (one per 16 values) and its min (None for signed formats). The 32-value formats read
-  their f16 scale where it is; the K-quants' packed 6-bit scales are unpacked once per
-  row by `row_scales` (numba) into ``sc`` (two per block) and ``mn`` (one per block).
+  their f16 scale where it is; the K-quants' and IQ4_XS's packed scales are unpacked once
+  per row by `row_scales` (numba) into ``sc`` (two per block) and ``mn`` (one per block).
 
 Layouts are ggml's (ggml/src/ggml-common.h); `realm.quants` holds the exact decoders.
 """
@@ -20,6 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 from gguf.constants import GGML_QUANT_SIZES
+from gguf.quants import IQ4_NL as _GGUF_IQ4_NL
 from llvmlite import ir
 from numba import njit
 
@@ -34,6 +36,7 @@ from realm_numba.vector_ir import (
     V16I8,
     V32I8,
     broadcast,
+    function,
     i64,
     join16,
     load_scalar,
@@ -43,6 +46,7 @@ from realm_numba.vector_ir import (
 )
 
 FORMATS: dict[int, type[Int8Format]] = {}
+IQ4_NL_LEVELS = _GGUF_IQ4_NL.kvalues  # IQ4_NL's and IQ4_XS's 16 levels, as gguf holds them
 
 
 class Int8Format:
@@ -68,7 +72,7 @@ class Int8Format:
         return b.mul(b.udiv(blk, i64(per_block)), i64(cls.block_bytes)), b.urem(blk, i64(per_block))
 
     @classmethod
-    def quants(cls, b, row, blk):  # pragma: no cover - every registered format overrides it
+    def quants(cls, b, row, blk, isa):  # pragma: no cover - every registered format overrides it
         raise NotImplementedError
 
     @classmethod
@@ -114,8 +118,8 @@ def _fifth_bits(b, row, offset):
     word = b.bitcast(load_scalar(b, row, offset, I32), ir.VectorType(I8, 4))
     spread = b.shuffle_vector(word, word, mask([j // 8 for j in range(32)]))
     bits = ir.Constant(V32I8, [1 << (j % 8) for j in range(32)])
-    is_set = b.icmp_unsigned("!=", b.and_(spread, bits), splat(V32I8, 0))
-    return b.select(is_set, splat(V32I8, 16), splat(V32I8, 0))
+    is_set = b.icmp_unsigned("==", b.and_(spread, bits), bits)  # vpcmpeqb: 0xFF where set
+    return b.and_(b.sext(is_set, V32I8), splat(V32I8, 16))
 
 
 def _shifted_low_bits(b, bytes32, shift, bits):
@@ -129,7 +133,7 @@ class Q4_0(_SimpleFormat):
     offset = -8.0
 
     @classmethod
-    def quants(cls, b, row, blk):
+    def quants(cls, b, row, blk, isa):
         o, _ = cls.block_offset(b, blk)
         return _nibbles(b, row, b.add(o, i64(2)))
 
@@ -139,7 +143,7 @@ class Q4_1(_SimpleFormat):
     has_min = True
 
     @classmethod
-    def quants(cls, b, row, blk):
+    def quants(cls, b, row, blk, isa):
         o, _ = cls.block_offset(b, blk)
         return _nibbles(b, row, b.add(o, i64(4)))
 
@@ -149,7 +153,7 @@ class Q5_0(_SimpleFormat):
     offset = -16.0
 
     @classmethod
-    def quants(cls, b, row, blk):
+    def quants(cls, b, row, blk, isa):
         o, _ = cls.block_offset(b, blk)
         return b.or_(_nibbles(b, row, b.add(o, i64(6))), _fifth_bits(b, row, b.add(o, i64(2))))
 
@@ -159,7 +163,7 @@ class Q5_1(_SimpleFormat):
     has_min = True
 
     @classmethod
-    def quants(cls, b, row, blk):
+    def quants(cls, b, row, blk, isa):
         o, _ = cls.block_offset(b, blk)
         return b.or_(_nibbles(b, row, b.add(o, i64(8))), _fifth_bits(b, row, b.add(o, i64(4))))
 
@@ -169,9 +173,45 @@ class Q8_0(_SimpleFormat):
     signed = True
 
     @classmethod
-    def quants(cls, b, row, blk):
+    def quants(cls, b, row, blk, isa):
         o, _ = cls.block_offset(b, blk)
         return load_vector(b, row, b.add(o, i64(2)), V32I8)
+
+
+def _iq4_levels(b, nibbles, isa):
+    """IQ4_NL's 16 non-linear levels (gguf's table) for 32 nibbles: one ``vpshufb`` on AVX2."""
+    levels = [int(v) for v in IQ4_NL_LEVELS]
+    if isa == "avx2":
+        lookup = function(b.module, "llvm.x86.avx2.pshuf.b", V32I8, [V32I8, V32I8])
+        return b.call(lookup, [ir.Constant(V32I8, levels * 2), nibbles])
+    out = ir.Constant(V32I8, [0] * 32)  # any other CPU: one value at a time
+    table = ir.Constant(ir.VectorType(I8, 16), levels)
+    for lane in range(32):
+        index = b.extract_element(nibbles, I32(lane))
+        out = b.insert_element(out, b.extract_element(table, index), I32(lane))
+    return out
+
+
+class IQ4_NL(_SimpleFormat):
+    ggml = GGMLType.IQ4_NL
+    signed = True
+
+    @classmethod
+    def quants(cls, b, row, blk, isa):
+        o, _ = cls.block_offset(b, blk)
+        return _iq4_levels(b, _nibbles(b, row, b.add(o, i64(2))), isa)
+
+
+class IQ4_XS(Int8Format):
+    """IQ4_NL's levels in 256-value blocks: sub-block j's nibbles at 8 + 16j, 6-bit scales."""
+
+    ggml = GGMLType.IQ4_XS
+    signed = True
+
+    @classmethod
+    def quants(cls, b, row, blk, isa):
+        o, j = cls.block_offset(b, blk)
+        return _iq4_levels(b, _nibbles(b, row, b.add(o, b.add(i64(8), b.mul(j, i64(16))))), isa)
 
 
 class Q4_K(Int8Format):
@@ -180,7 +220,7 @@ class Q4_K(Int8Format):
     ggml = GGMLType.Q4_K
 
     @classmethod
-    def quants(cls, b, row, blk):
+    def quants(cls, b, row, blk, isa):
         o, j = cls.block_offset(b, blk)
         packed = load_vector(b, row, b.add(o, b.add(i64(16), b.mul(b.lshr(j, i64(1)), i64(32)))), V32I8)
         return _shifted_low_bits(b, packed, b.mul(b.and_(j, i64(1)), i64(4)), 4)
@@ -192,7 +232,7 @@ class Q5_K(Int8Format):
     ggml = GGMLType.Q5_K
 
     @classmethod
-    def quants(cls, b, row, blk):
+    def quants(cls, b, row, blk, isa):
         o, j = cls.block_offset(b, blk)
         packed = load_vector(b, row, b.add(o, b.add(i64(48), b.mul(b.lshr(j, i64(1)), i64(32)))), V32I8)
         low = _shifted_low_bits(b, packed, b.mul(b.and_(j, i64(1)), i64(4)), 4)
@@ -211,7 +251,7 @@ class Q6_K(Int8Format):
     signed = True
 
     @classmethod
-    def quants(cls, b, row, blk):
+    def quants(cls, b, row, blk, isa):
         o, j = cls.block_offset(b, blk)
         h, g = b.lshr(j, i64(2)), b.and_(j, i64(3))
         ql_at = b.add(o, b.add(b.mul(h, i64(64)), b.mul(b.and_(g, i64(1)), i64(32))))
@@ -222,6 +262,7 @@ class Q6_K(Int8Format):
 
 
 Q4_K_CODE, Q5_K_CODE, Q6_K_CODE = int(GGMLType.Q4_K), int(GGMLType.Q5_K), int(GGMLType.Q6_K)
+IQ4_XS_CODE = int(GGMLType.IQ4_XS)
 
 
 @njit(**JIT)
@@ -250,14 +291,28 @@ def _q6_k_scales(src, nb, sc):
 
 
 @njit(**JIT)
+def _iq4_xs_scales(src, nb, sc):
+    """IQ4_XS: ``d * (ls - 32)``, ``ls`` 4 low bits at 4 + j/2 and 2 high bits of the u16 at 2."""
+    for blk in range(nb):
+        o = (blk >> 3) * 136
+        j = blk & 7
+        d = half_at(src, o)
+        low = (np.int32(src[o + 4 + (j >> 1)]) >> (4 * (j & 1))) & 0xF
+        high = ((np.int32(src[o + 2]) | (np.int32(src[o + 3]) << 8)) >> (2 * j)) & 3
+        scale = d * np.float32((low | (high << 4)) - 32)
+        sc[2 * blk] = scale
+        sc[2 * blk + 1] = scale
+
+
+@njit(**JIT)
 def has_row_scales(code):
     """Whether `row_scales` has work for this type (else the matmul skips it, and the row slices)."""
-    return code in (Q4_K_CODE, Q5_K_CODE, Q6_K_CODE)
+    return code in (Q4_K_CODE, Q5_K_CODE, Q6_K_CODE, IQ4_XS_CODE)
 
 
 @njit(**JIT)
 def row_scales(code, src, nb, sc, mn):
-    """The K-quants' block scales (two per 32 values) and mins of one row into ``sc``/``mn``.
+    """The K-quants' and IQ4_XS's block scales (two per 32 values) and mins of a row into ``sc``/``mn``.
 
     The other formats' scales are read by their IR (`_SimpleFormat.scales`): nothing to do.
     """
@@ -267,3 +322,5 @@ def row_scales(code, src, nb, sc, mn):
         _k_scales(src, nb, sc, mn, 176)
     elif code == Q6_K_CODE:
         _q6_k_scales(src, nb, sc)
+    elif code == IQ4_XS_CODE:
+        _iq4_xs_scales(src, nb, sc)
