@@ -265,46 +265,10 @@ def dot_inline_intrinsic(rows: int, isa: str):
         return _dispatch(module, f"realm_int8_inline_r{rows}_{isa}", _INLINE_ARGS, cases)
 
     @intrinsic
-    def dot_inline(
-        typingctx,
-        code,
-        w,
-        w_at,
-        w_stride,
-        sc,
-        sc_at,
-        mn,
-        mn_at,
-        xq,
-        xq_at,
-        xd,
-        xd_at,
-        xs,
-        xs_at,
-        nb,
-        out,
-        out_at,
-    ):
-        return _void_call(
-            entry,
-            code,
-            w,
-            w_at,
-            w_stride,
-            sc,
-            sc_at,
-            mn,
-            mn_at,
-            xq,
-            xq_at,
-            xd,
-            xd_at,
-            xs,
-            xs_at,
-            nb,
-            out,
-            out_at,
-        )
+    def dot_inline(typingctx, code, w, w_at, w_stride, sc, sc_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at,
+                   nb, out, out_at):  # fmt: skip
+        return _void_call(entry, code, w, w_at, w_stride, sc, sc_at, mn, mn_at, xq, xq_at, xd, xd_at,
+                          xs, xs_at, nb, out, out_at)  # fmt: skip
 
     return dot_inline
 

@@ -85,10 +85,19 @@ class Int8Format:
 
 
 class _SimpleFormat(Int8Format):
-    """32-value blocks led by an f16 scale ``d``, then an f16 min (``has_min``) or an offset."""
+    """32-value blocks: an f16 scale ``d``, an f16 min (``has_min``; else min = ``offset * d``),
+    the fifth bits of the 32 values as a uint32 (``fifth_bit``), then 16 bytes of nibbles."""
 
     has_min: ClassVar[bool] = False  # an f16 min follows d
     offset: ClassVar[float] = 0.0  # else the quants' offset: min = offset * d
+    fifth_bit: ClassVar[bool] = False
+
+    @classmethod
+    def quants(cls, b, row, blk, isa):
+        o, _ = cls.block_offset(b, blk)
+        header = b.add(o, i64(2 + 2 * cls.has_min))
+        nibbles = _nibbles(b, row, b.add(header, i64(4 * cls.fifth_bit)))
+        return b.or_(nibbles, _fifth_bits(b, row, header)) if cls.fifth_bit else nibbles
 
     @classmethod
     def scales(cls, b, row, blk, sc, mn):
@@ -132,43 +141,27 @@ class Q4_0(_SimpleFormat):
     ggml = GGMLType.Q4_0
     offset = -8.0
 
-    @classmethod
-    def quants(cls, b, row, blk, isa):
-        o, _ = cls.block_offset(b, blk)
-        return _nibbles(b, row, b.add(o, i64(2)))
-
 
 class Q4_1(_SimpleFormat):
     ggml = GGMLType.Q4_1
     has_min = True
 
-    @classmethod
-    def quants(cls, b, row, blk, isa):
-        o, _ = cls.block_offset(b, blk)
-        return _nibbles(b, row, b.add(o, i64(4)))
-
 
 class Q5_0(_SimpleFormat):
     ggml = GGMLType.Q5_0
     offset = -16.0
-
-    @classmethod
-    def quants(cls, b, row, blk, isa):
-        o, _ = cls.block_offset(b, blk)
-        return b.or_(_nibbles(b, row, b.add(o, i64(6))), _fifth_bits(b, row, b.add(o, i64(2))))
+    fifth_bit = True
 
 
 class Q5_1(_SimpleFormat):
     ggml = GGMLType.Q5_1
     has_min = True
-
-    @classmethod
-    def quants(cls, b, row, blk, isa):
-        o, _ = cls.block_offset(b, blk)
-        return b.or_(_nibbles(b, row, b.add(o, i64(8))), _fifth_bits(b, row, b.add(o, i64(4))))
+    fifth_bit = True
 
 
 class Q8_0(_SimpleFormat):
+    """d, then 32 int8 quants."""
+
     ggml = GGMLType.Q8_0
     signed = True
 
@@ -193,13 +186,14 @@ def _iq4_levels(b, nibbles, isa):
 
 
 class IQ4_NL(_SimpleFormat):
+    """Q4_0's layout, its nibbles indexing 16 levels."""
+
     ggml = GGMLType.IQ4_NL
     signed = True
 
     @classmethod
     def quants(cls, b, row, blk, isa):
-        o, _ = cls.block_offset(b, blk)
-        return _iq4_levels(b, _nibbles(b, row, b.add(o, i64(2))), isa)
+        return _iq4_levels(b, super().quants(b, row, blk, isa), isa)
 
 
 class IQ4_XS(Int8Format):

@@ -20,7 +20,7 @@ from __future__ import annotations
 from llvmlite import ir
 from numba.core import cgutils, config
 
-I1, I8, I16, I32, I64 = (ir.IntType(n) for n in (1, 8, 16, 32, 64))
+I8, I16, I32, I64 = (ir.IntType(n) for n in (8, 16, 32, 64))
 F32 = ir.FloatType()
 V16I8 = ir.VectorType(I8, 16)
 V32I8 = ir.VectorType(I8, 32)
@@ -40,10 +40,6 @@ def host_isa() -> str:
     if features is None:
         return "avx2" if llvm.get_host_cpu_features().get("avx2", False) else "generic"
     return "avx2" if "+avx2" in features.split(",") else "generic"
-
-
-def const(ty, value):
-    return ir.Constant(ty, value)
 
 
 def i64(value: int):
@@ -70,7 +66,7 @@ def load_scalar(b: ir.IRBuilder, base, offset, ty):
 
 def broadcast(b: ir.IRBuilder, value, vt: ir.VectorType):
     undef = ir.Constant(vt, None)
-    return b.shuffle_vector(b.insert_element(undef, value, const(I32, 0)), undef, mask([0] * vt.count))
+    return b.shuffle_vector(b.insert_element(undef, value, I32(0)), undef, mask([0] * vt.count))
 
 
 def join16(b: ir.IRBuilder, low, high):
@@ -93,7 +89,7 @@ def horizontal_sum(b: ir.IRBuilder, v):
     """The sum of 8 float lanes in a fixed order: lanes (i, i+4), then pairs, then the two."""
     quad = b.fadd(b.shuffle_vector(v, v, mask([0, 1, 2, 3])), b.shuffle_vector(v, v, mask([4, 5, 6, 7])))
     pair = b.fadd(b.shuffle_vector(quad, quad, mask([0, 1])), b.shuffle_vector(quad, quad, mask([2, 3])))
-    return b.fadd(b.extract_element(pair, const(I32, 0)), b.extract_element(pair, const(I32, 1)))
+    return b.fadd(b.extract_element(pair, I32(0)), b.extract_element(pair, I32(1)))
 
 
 def _sum_adjacent(b: ir.IRBuilder, v, lanes: int):
