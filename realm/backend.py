@@ -51,6 +51,10 @@ Op semantics (the numpy reference backend is the executable definition):
 - ``matmuls_q16(x, ws, outs)`` (optional): ``matmul_q16(x, ws[i], outs[i])`` for 1 to 3
   weights sharing one ``x`` (Q/K/V, gate/up), in one call: ``x`` is rounded once. The
   outputs are distinct arrays.
+- ``compile_step(calls, inputs)`` (optional): a program running a recorded list of step-op
+  calls (`realm.step_program`) in one go; ``program.run(new_inputs)`` must equal
+  `realm.step_program.run_calls` with ``new_inputs`` in place of ``inputs`` (the pass's index
+  arrays: same dtypes and shapes, a block table of any width).
 
 Row-wise ops (rms_norm, rope, add, scale, swiglu, geglu) accept an ``out`` that is one of
 their inputs (the model runs them in place); matmul, get_rows and attention never get that.
@@ -232,7 +236,7 @@ OPS = (
 # (`realm.quants.activations.quantize_q16`) by a quantized ``w``, which a backend runs with
 # integer dot products. ``k`` must be a multiple of 32.
 # ``matmuls_q16(x, ws, outs)``: ``matmul_q16`` of one x by 1 to 3 weights in one call.
-OPTIONAL_OPS = ("matmul_q16", "matmuls_q16")
+OPTIONAL_OPS = ("matmul_q16", "matmuls_q16", "compile_step")
 
 
 def check_quant_upload(

@@ -23,6 +23,25 @@ from numba import njit, prange
 from realm_numba.scalars import JIT, JIT_FAST, JIT_PARALLEL, exp_f32
 
 KEYS_PER_PASS = 4  # keys whose dot products (and value rows) one pass over head_dim takes
+# Attention below this many multiply-adds runs on the calling thread: a parallel region
+# costs a few microseconds, more than a short decode step's attention.
+PARALLEL_MIN_MACS = 1 << 17
+
+
+@njit(**JIT)
+def attention_plan(n, n_head, n_kv, head_dim, positions, threads):
+    """``(n_keys, n_split, n_chunks)`` for `attention_paged` over ``n`` tokens at ``positions``.
+
+    ``n_keys``: the longest scores row a task needs. A kv head's query heads are split over
+    ``n_split`` tasks only when there are too few tokens x kv heads to give each thread two
+    tasks (one decode token of a one-kv-head model).
+    """
+    n_keys = np.int64(positions.max()) + 1
+    if n * n_head * n_keys * head_dim < PARALLEL_MIN_MACS:
+        threads = 1
+    tasks = n * n_kv
+    n_split = min(n_head // n_kv, -(-2 * threads // tasks))
+    return n_keys, n_split, min(threads, tasks * n_split)
 
 
 @njit(**JIT_FAST)

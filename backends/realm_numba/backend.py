@@ -44,10 +44,6 @@ from realm_numba.threads import affinity_cpus, default_threads, shared_adaptive
 
 _QUANT_OPS = frozenset({"dequantize", "matmul", "get_rows"})
 
-# Attention below this many multiply-adds runs on the calling thread: a parallel region
-# costs a few microseconds, more than a short decode step's attention.
-ATTENTION_PARALLEL_MIN_MACS = 1 << 17
-
 # The numba thread count last applied on each thread (see NumbaBackend._threads). Thread-local,
 # not keyed by thread id: ids are reused, and the engine starts a fresh worker thread whenever
 # work arrives after an idle spell.
@@ -241,6 +237,13 @@ class NumbaBackend:
             return int(qtype) in self._k.INT8_FORMATS
         return op in _QUANT_OPS and GGMLType(qtype) in self._k.DECODABLE
 
+    def compile_step(self, calls, inputs: list[np.ndarray]):
+        """The calls of a pass as one compiled call (realm.step_program; step.py): ``run(inputs)``
+        swaps in the step's index arrays and runs every call in compiled code."""
+        from realm_numba.step import NumbaStepProgram
+
+        return NumbaStepProgram(self, calls, inputs)
+
     def synchronize(self) -> None:
         """Nothing to wait for: every kernel returns when its work is done."""
 
@@ -414,20 +417,13 @@ class NumbaBackend:
     def _attend(self, q, k_pool, v_pool, block_table, block_size, seq_ids, positions, scale, out,
                 window, softcap) -> None:
         """Run the paged kernel on checked arguments (see attention.attention_paged)."""
-        n, n_head, head_dim = q.shape
         if np.may_share_memory(q, out):
             q = q.copy()
-        n_keys = int(positions.max()) + 1  # the longest scores row any task needs
-        macs = n * n_head * n_keys * head_dim
-        threads = 1 if macs < ATTENTION_PARALLEL_MIN_MACS else self._threads()
-        # Split a kv head's query heads over tasks only when there are too few tokens x kv
-        # heads to give each thread two tasks (one decode token of a one-kv-head model).
-        tasks = n * k_pool.shape[1]
-        n_split = min(n_head // k_pool.shape[1], -(-2 * threads // tasks))
+        n_keys, n_split, n_chunks = self._k.attention_plan(len(q), q.shape[1], k_pool.shape[1], q.shape[2],
+                                                           positions, self._threads())
         self._k.attention_paged(q, k_pool, v_pool, block_table, int(block_size), seq_ids,
                                 positions, np.float32(scale), int(window or 0),
-                                np.float32(softcap or 0.0), out, n_keys, n_split,
-                                min(threads, tasks * n_split))
+                                np.float32(softcap or 0.0), out, n_keys, n_split, n_chunks)
 
     def set_rows(self, src: np.ndarray, dst: np.ndarray, rows: np.ndarray) -> None:
         """``dst[rows[i]] = src[i]`` (a paged KV write: ``rows`` are the tokens' slots)."""

@@ -14,13 +14,14 @@ from realm_numba.cache import drop_stale_kernels, ensure_cache_location, kernel_
 _PACKAGE = pathlib.Path(__file__).parent
 ensure_cache_location(_PACKAGE)  # before numba's decorators look for a cache directory
 
-from realm_numba.attention import attention_paged, set_rows  # noqa: E402
+from realm_numba.attention import attention_paged, attention_plan, set_rows  # noqa: E402
 from realm_numba.elementwise import add, copy_rows, geglu, rms_norm, rope, scale, swiglu  # noqa: E402
 from realm_numba.gemm import matmul_f32, matmul_quant  # noqa: E402
 from realm_numba.gemm_q16 import matmul_q16  # noqa: E402
 from realm_numba.int8_formats import FORMATS as INT8_FORMATS  # noqa: E402
 from realm_numba.matvec import LANES  # noqa: E402
 from realm_numba.rows import DECODABLE, dequantize_rows, get_rows, take_rows  # noqa: E402
+from realm_numba.step_kernel import run_step  # noqa: E402
 
 # Decorating a kernel only locates its cache; kernels load at their first call, so the
 # stale ones can still be dropped here, in the directory numba actually uses.
@@ -32,6 +33,7 @@ __all__ = [
     "LANES",
     "add",
     "attention_paged",
+    "attention_plan",
     "copy_rows",
     "dequantize_rows",
     "geglu",
@@ -41,6 +43,7 @@ __all__ = [
     "matmul_quant",
     "rms_norm",
     "rope",
+    "run_step",
     "scale",
     "set_rows",
     "swiglu",

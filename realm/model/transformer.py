@@ -30,6 +30,7 @@ from realm.model.architecture import Architecture
 from realm.model.config import ModelConfig
 from realm.model.kv_cache import KVCache
 from realm.model.weights import ModelWeights
+from realm.step_program import StepProgram, StepRecorder
 
 # A hook gets (name, host copy of the tensor) and returns None to leave it or an array to replace it.
 Hook = Callable[[str, np.ndarray], "np.ndarray | None"]
@@ -38,6 +39,10 @@ LOGITS_BUFFER_BYTES = 16 * 1024 * 1024  # bounds the rows of logits computed at 
 # Positions the KV pool may hold over all sequences unless load(kv_size=) says otherwise: its
 # memory grows with use, so this bounds what a busy engine can take before requests queue.
 DEFAULT_KV_SIZE = 16384
+# Passes of up to this many tokens run as one compiled program where the backend offers
+# them (realm.step_program): their ops are small, so calling each from Python would cost
+# as much as their work. Longer passes spend their time in matmuls and call ops one by one.
+STEP_PROGRAM_MAX_TOKENS = 64
 
 
 @dataclass
@@ -154,6 +159,10 @@ class Transformer:
         self._q16_types = frozenset(t for t in GGMLType if backend.supports("matmul_q16", t))
         # Q/K/V and gate/up share their input: one call for each group where the backend can.
         self._q16_groups = frozenset(t for t in GGMLType if backend.supports("matmuls_q16", t))
+        self._compiles_steps = backend.supports("compile_step")
+        # Programs by pass size, for the KV buffers of `_programs_capacity` (they record them).
+        self._programs: dict[int, StepProgram] = {}
+        self._programs_capacity = 0
 
     # ------------------------------------------------------------------ the engine's step
 
@@ -323,8 +332,30 @@ class Transformer:
         self._emit("inp_embd", x)
 
     def _layers(self) -> None:
-        for il in range(self.cfg.n_layer):
-            self.forward_layer(il)
+        p = self._current()
+        if not self._compiles_steps or p.n > STEP_PROGRAM_MAX_TOKENS or self.hooks or self._watch is not None:
+            for il in range(self.cfg.n_layer):
+                self.forward_layer(il)
+            return
+        inputs = [p.positions, p.seq_ids, p.block_table, p.slots]
+        if self._programs_capacity != self.cache.capacity:
+            self._programs.clear()
+            self._programs_capacity = self.cache.capacity
+        program = self._programs.get(p.n)
+        if program is None:
+            program = self._programs[p.n] = self._compile_layers(inputs)
+        program.run(inputs)
+
+    def _compile_layers(self, inputs: list[DeviceArray]) -> StepProgram:
+        """Every layer of the current pass as one backend program (the calls `forward_layer` makes)."""
+        recorder = StepRecorder(self.backend)
+        backend, self.backend = self.backend, recorder  # the lock is held: no other pass sees this
+        try:
+            for il in range(self.cfg.n_layer):
+                self.forward_layer(il)
+        finally:
+            self.backend = backend
+        return backend.compile_step(recorder.calls, inputs)
 
     def _refuse_closed(self) -> None:
         if self.closed:

@@ -1,0 +1,273 @@
+"""``compile_step`` on the CPU: a recorded pass (realm.step_program) as one compiled call.
+
+Each call is checked as its op method checks it, then encoded as an instruction of
+step_kernel.run_step, which calls the same kernels with the same arguments. A run
+swaps in the step's index arrays, checks their values as attention_paged would, and
+makes one call into compiled code: a SmolLM2 decode step's ~270 ops cost one Python
+call instead of ~270 (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numba import typed, types
+
+from realm.backend import QuantTensor, RopeMode
+from realm.errors import BackendArgumentError
+from realm.op_checks import refuse_bad_row, refuse_repeated_rows
+from realm.step_program import STEP_OPS, OpCall
+from realm_numba import step_kernel as sk
+from realm_numba.backend import _NO_WEIGHT, CHECKS
+
+_FLOATS = types.float32[::1]
+_INTS = types.int32[:, ::1]
+_WEIGHTS = types.Array(types.uint8, 2, "C", readonly=True)
+_NO_FLOATS = np.zeros(0, np.float32)
+
+
+class _Operands:
+    """The arrays of a program, each in its list once, by identity."""
+
+    def __init__(self, inputs: Sequence[np.ndarray], no_weight: np.ndarray) -> None:
+        self.floats = typed.List.empty_list(_FLOATS)
+        self.ints = typed.List.empty_list(_INTS)
+        self.weights = typed.List.empty_list(_WEIGHTS)
+        self._index: dict[int, int] = {}
+        self._keep: list[Any] = []  # the originals, so that no id is reused while the program lives
+        for array in inputs:
+            self.int32(array)
+        self.no_weight = self.weight(no_weight)
+        self.no_floats = self.float32(_NO_FLOATS)
+
+    def _add(self, key: Any, lst: Any, value: np.ndarray) -> int:
+        if id(key) not in self._index:
+            self._index[id(key)] = len(lst)
+            lst.append(value)
+            self._keep.append(key)
+        return self._index[id(key)]
+
+    def float32(self, a: np.ndarray) -> int:
+        if a.dtype != np.float32 or not a.flags.c_contiguous or not a.flags.writeable:
+            raise BackendArgumentError(
+                f"compile_step: every float array must be a writable C-contiguous "
+                f"float32 array, got {a.dtype} {a.shape}"
+            )
+        return self._add(a, self.floats, a.reshape(-1))
+
+    def int32(self, a: np.ndarray) -> int:
+        if a.dtype != np.int32 or a.ndim not in (1, 2) or not a.flags.c_contiguous:
+            raise BackendArgumentError(
+                f"compile_step: index arrays must be C-contiguous int32 [n] or "
+                f"[rows, cols], got {a.dtype} {a.shape}"
+            )
+        return self._add(a, self.ints, a.reshape(1, -1) if a.ndim == 1 else a)
+
+    def weight(self, blocks: np.ndarray) -> int:
+        return self._add(blocks, self.weights, blocks)
+
+
+class NumbaStepProgram:
+    """A compiled pass: `run` it with the step's index arrays (the recorded dtypes and shapes)."""
+
+    def __init__(self, backend: Any, calls: Sequence[OpCall], inputs: Sequence[np.ndarray]) -> None:
+        self._backend = backend
+        self._n_inputs = len(inputs)
+        self._shapes = [np.asarray(a).shape for a in inputs]
+        self._ops = _Operands(inputs, _NO_WEIGHT)
+        self._attention: set[tuple] = set()  # (table, block_size, n_slots, seq_ids, positions) indices
+        code, params = [], []
+        for call in calls:
+            if call.op not in STEP_OPS:
+                raise BackendArgumentError(f"compile_step: {call.op!r} is not a step op ({sorted(STEP_OPS)})")
+            encoded = getattr(self, "_" + call.op)(*call.args, **call.kwargs)
+            if encoded is not None:
+                row, p = encoded
+                code.append(row + [0] * (sk.FIELDS - len(row)))
+                params.append(p + [0.0] * (2 - len(p)))
+        self._code = np.array(code, dtype=np.int64).reshape(-1, sk.FIELDS)
+        self._params = np.array(params, dtype=np.float64).reshape(-1, 2)
+
+    def run(self, inputs: Sequence[np.ndarray]) -> None:
+        """The recorded calls on these index arrays; a 2-D one (a block table) may have another shape."""
+        if len(inputs) != self._n_inputs:
+            raise BackendArgumentError(f"compile_step program: {self._n_inputs} inputs, got {len(inputs)}")
+        ints = self._ops.ints
+        for i, (shape, now) in enumerate(zip(self._shapes, inputs, strict=True)):
+            same = isinstance(now, np.ndarray) and (now.shape == shape or len(shape) == now.ndim == 2)
+            if not same or now.dtype != np.int32 or not now.flags.c_contiguous:
+                raise BackendArgumentError(
+                    f"compile_step program: input {i} must be C-contiguous int32 of "
+                    f"shape {shape}, got {getattr(now, 'dtype', type(now))} "
+                    f"{getattr(now, 'shape', '')}"
+                )
+            ints[i] = now.reshape(1, -1) if now.ndim == 1 else now
+        for table, block_size, n_slots, seq_ids, positions in self._attention:
+            self._backend._check_paged_indices(
+                ints[table], block_size, n_slots, ints[seq_ids][0], ints[positions][0]
+            )
+        bad_at = sk.run_step(
+            self._code, self._params, self._ops.floats, ints, self._ops.weights, self._backend._threads()
+        )
+        if bad_at >= 0:  # set_rows refused its row ids and wrote nothing; the ops before it ran
+            answer, dst_rows, rows = (int(v) for v in self._code[bad_at, [9, 5, 6]])
+            self._code[bad_at, 9] = 0
+            if answer == -2:
+                refuse_repeated_rows()
+            refuse_bad_row(dst_rows, int(ints[rows][0][answer]), answer)
+
+    # ------------------------------------------------------------------ one encoder per op
+    # Each checks its call as the op method does and returns (instruction, float params).
+
+    def _f(self, a: np.ndarray) -> int:
+        return self._ops.float32(a)
+
+    def _rms_norm(self, x, weight, eps, out):
+        CHECKS.rms_norm(x, weight, out)
+        d = x.shape[-1]
+        return [sk.RMS_NORM, self._f(x), x.size // d, d, self._f(weight), self._f(out)], [eps]
+
+    def _add(self, a, b, out):
+        CHECKS.add(a, b, out)
+        d = a.shape[-1] if a.ndim else 1
+        return [sk.ADD, self._f(a), a.size // d, d, self._f(b), b.size // d, self._f(out)], []
+
+    def _scale(self, x, s, out):
+        CHECKS.scale(x, out)
+        return [sk.SCALE, self._f(x), self._f(out)], [s]
+
+    def _swiglu(self, gate, up, out):
+        CHECKS.gated("swiglu", gate, up, out)
+        return [sk.SWIGLU, self._f(gate), self._f(up), self._f(out)], []
+
+    def _geglu(self, gate, up, out):
+        CHECKS.gated("geglu", gate, up, out)
+        return [sk.GEGLU, self._f(gate), self._f(up), self._f(out)], []
+
+    def _rope(self, x, positions, n_rot, base, mode, out, freq_factors=None, freq_scale=1.0):
+        CHECKS.rope(x, positions, n_rot, mode, out, freq_factors)
+        n, heads, head_dim = x.shape
+        ff = _NO_FLOATS if freq_factors is None else freq_factors
+        neox = int(RopeMode(mode) == RopeMode.NEOX)
+        return [
+            sk.ROPE,
+            self._f(x),
+            n,
+            heads,
+            head_dim,
+            self._ops.int32(positions),
+            int(n_rot),
+            neox,
+            self._f(ff),
+            int(freq_factors is not None),
+            self._f(out),
+        ], [base, freq_scale]
+
+    def _set_rows(self, src, dst, rows):
+        CHECKS.set_rows(src, dst, rows)
+        if len(src) == 0:
+            return None
+        _refuse_shared("set_rows", src, dst)
+        return [
+            sk.SET_ROWS,
+            self._f(src),
+            len(src),
+            src[0].nbytes,
+            self._f(dst),
+            len(dst),
+            self._ops.int32(rows),
+        ], []
+
+    def _attention_paged(
+        self,
+        q,
+        k_pool,
+        v_pool,
+        block_table,
+        block_size,
+        seq_ids,
+        positions,
+        scale,
+        out,
+        window=None,
+        softcap=None,
+    ):
+        CHECKS.attention_paged(
+            q, k_pool, v_pool, block_table, block_size, seq_ids, positions, out, window, softcap
+        )
+        if len(q) == 0:
+            return None
+        _refuse_shared("attention_paged", q, out)
+        n, n_head, head_dim = q.shape
+        slots, n_kv, _ = k_pool.shape
+        table, seqs, pos = (self._ops.int32(a) for a in (block_table, seq_ids, positions))
+        self._attention.add((table, int(block_size), slots, seqs, pos))
+        return [
+            sk.ATTENTION,
+            self._f(q),
+            n,
+            n_head,
+            head_dim,
+            self._f(k_pool),
+            slots,
+            n_kv,
+            self._f(v_pool),
+            v_pool.shape[2],
+            table,
+            int(block_size),
+            seqs,
+            pos,
+            int(window or 0),
+            self._f(out),
+        ], [scale, softcap or 0.0]
+
+    def _matmul(self, x, w, out):
+        CHECKS.matmul(x, w, out)
+        _refuse_shared("matmul", x, out)
+        (n, k), m = x.shape, w.shape[0]
+        if not isinstance(w, QuantTensor):
+            return [sk.MATMUL_F32, self._f(x), n, k, self._f(w), m, self._f(out)], []
+        p = self._backend._prepare(w)
+        blocks = self._ops.weight(_read_only(p.data))
+        if p.rows is not None:
+            return [sk.MATMUL_F32_BLOCKS, self._f(x), n, k, blocks, self._f(out)], []
+        return [sk.MATMUL_QUANT, int(p.qtype), self._f(x), n, k, blocks, self._f(out), p.lanes], []
+
+    def _matmul_q16(self, x, w, out):
+        CHECKS.matmul_q16(x, w, out)
+        return self._q16(x, [w], [out])
+
+    def _matmuls_q16(self, x, ws, outs):
+        CHECKS.matmuls_q16(x, ws, outs)
+        return self._q16(x, ws, outs)
+
+    def _q16(self, x, ws, outs):
+        for out in outs:
+            _refuse_shared("matmul_q16", x, out)
+        codes, signed = self._backend._q16_plan(ws)
+        row = [sk.MATMUL_Q16, self._f(x), *x.shape]
+        for i in range(3):
+            if i < len(ws):
+                blocks = self._ops.weight(_read_only(self._backend._prepare(ws[i]).data))
+                row += [int(codes[i]), int(signed[i]), blocks, self._f(outs[i])]
+            else:
+                row += [0, 0, self._ops.no_weight, self._ops.no_floats]
+        return row, []
+
+
+def _read_only(blocks: np.ndarray) -> np.ndarray:
+    if not blocks.flags.writeable:
+        return blocks
+    view = blocks.view()
+    view.flags.writeable = False  # the kernels' one type for weights
+    return view
+
+
+def _refuse_shared(op: str, a: np.ndarray, out: np.ndarray) -> None:
+    if np.may_share_memory(a, out):
+        raise BackendArgumentError(
+            f"compile_step: {op}'s input and output share memory; a step program "
+            "does not copy inputs (call the op directly)"
+        )

@@ -1,0 +1,145 @@
+"""The compiled loop that runs a recorded step (step.py): every op of a pass in one call.
+
+Each instruction is one row of ``code`` (an opcode, then array indices and sizes) and of
+``params`` (its float arguments). Arrays come from three typed lists: ``floats`` (float32
+activations, norm weights, KV pools, flattened), ``ints`` (int32 index arrays, 2-D; a
+1-D one is row 0 of a 1-row view) and ``weights`` (raw GGML blocks, read-only). Each
+instruction calls the same kernel with the same arguments as the backend's op method
+does (backend.py), so a program gives the op-by-op results bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from realm_numba.attention import attention_paged, attention_plan, set_rows
+from realm_numba.elementwise import add, geglu, rms_norm, rope, scale, swiglu
+from realm_numba.gemm import matmul_f32, matmul_quant
+from realm_numba.gemm_q16 import EXACT, matmul_q16
+
+# Opcodes (code[i, 0]); the fields after each are listed where step.py encodes it.
+RMS_NORM, ADD, SCALE, SWIGLU, GEGLU, ROPE, SET_ROWS, ATTENTION = 1, 2, 3, 4, 5, 6, 7, 8
+MATMUL_Q16, MATMUL_QUANT, MATMUL_F32_BLOCKS, MATMUL_F32 = 9, 10, 11, 12
+FIELDS = 16
+
+
+@njit(**EXACT)
+def run_step(code, params, floats, ints, weights, threads):
+    """Run every instruction in order. Returns -1, or the instruction whose ``set_rows`` found
+    a bad row id (``code[i, 9]`` then holds set_rows' answer: a position, or -2 for a repeat)."""
+    for i in range(code.shape[0]):
+        c = code[i]
+        op = c[0]
+        if op == RMS_NORM:  # x, rows, d, weight, out
+            rows, d = c[2], c[3]
+            rms_norm(
+                floats[c[1]].reshape((rows, d)),
+                floats[c[4]],
+                np.float32(params[i, 0]),
+                floats[c[5]].reshape((rows, d)),
+            )
+        elif op == ADD:  # a, rows, d, b, b_rows, out
+            d = c[3]
+            add(
+                floats[c[1]].reshape((c[2], d)),
+                floats[c[4]].reshape((c[5], d)),
+                floats[c[6]].reshape((c[2], d)),
+            )
+        elif op == SCALE:  # x, out
+            scale(floats[c[1]], np.float32(params[i, 0]), floats[c[2]])
+        elif op == SWIGLU:  # gate, up, out
+            swiglu(floats[c[1]], floats[c[2]], floats[c[3]])
+        elif op == GEGLU:
+            geglu(floats[c[1]], floats[c[2]], floats[c[3]])
+        elif op == ROPE:  # x, n, heads, head_dim, positions, n_rot, neox, freq_factors, has_ff, out
+            shape = (c[2], c[3], c[4])
+            rope(
+                floats[c[1]].reshape(shape),
+                ints[c[5]][0],
+                c[6],
+                np.float32(params[i, 0]),
+                c[7] != 0,
+                floats[c[8]],
+                c[9] != 0,
+                np.float32(params[i, 1]),
+                floats[c[10]].reshape(shape),
+            )
+        elif op == SET_ROWS:  # src, n, row_bytes, dst, dst_rows, rows
+            src = floats[c[1]].view(np.uint8).reshape((c[2], c[3]))
+            dst = floats[c[4]].view(np.uint8).reshape((c[5], c[3]))
+            bad = set_rows(src, dst, ints[c[6]][0])
+            if bad != -1:
+                code[i, 9] = bad
+                return i
+        elif op == ATTENTION:
+            _attention(c, params[i], floats, ints, threads)
+        elif op == MATMUL_Q16:
+            _matmul_q16(c, floats, weights, threads)
+        elif op == MATMUL_QUANT:  # code, x, n, k, w, out, lanes
+            n, m = c[3], weights[c[5]].shape[0]
+            matmul_quant(
+                c[1],
+                floats[c[2]].reshape((n, c[4])),
+                weights[c[5]],
+                floats[c[6]].reshape((n, m)),
+                threads,
+                c[7],
+            )
+        elif op == MATMUL_F32_BLOCKS:  # x, n, k, w (float32 rows held as bytes), out
+            n, k = c[2], c[3]
+            w = weights[c[4]].view(np.float32)
+            matmul_f32(floats[c[1]].reshape((n, k)), w, floats[c[5]].reshape((n, w.shape[0])), threads)
+        elif op == MATMUL_F32:  # x, n, k, w, m, out
+            n, k, m = c[2], c[3], c[5]
+            matmul_f32(
+                floats[c[1]].reshape((n, k)),
+                floats[c[4]].reshape((m, k)),
+                floats[c[6]].reshape((n, m)),
+                threads,
+            )
+    return -1
+
+
+@njit(**EXACT)
+def _attention(c, p, floats, ints, threads):
+    """q, n, n_head, head_dim, k_pool, slots, n_kv, v_pool, v_dim, table, block_size, seq_ids,
+    positions, window, out; params: scale, softcap."""
+    n, n_head, n_kv, slots = c[2], c[3], c[7], c[6]
+    q = floats[c[1]].reshape((n, n_head, c[4]))
+    k_pool = floats[c[5]].reshape((slots, n_kv, c[4]))
+    v_pool = floats[c[8]].reshape((slots, n_kv, c[9]))
+    positions = ints[c[13]][0]
+    n_keys, n_split, n_chunks = attention_plan(n, n_head, n_kv, c[4], positions, threads)
+    attention_paged(
+        q,
+        k_pool,
+        v_pool,
+        ints[c[10]],
+        c[11],
+        ints[c[12]][0],
+        positions,
+        np.float32(p[0]),
+        c[14],
+        np.float32(p[1]),
+        floats[c[15]].reshape((n, n_head, c[9])),
+        n_keys,
+        n_split,
+        n_chunks,
+    )
+
+
+@njit(**EXACT)
+def _matmul_q16(c, floats, weights, threads):
+    """x, n, k, then for each of three weights: code, signed, w, out (an unused one has no rows)."""
+    n, k = c[2], c[3]
+    codes = np.empty(3, np.int64)
+    signed = np.empty(3, np.int64)
+    for j in range(3):
+        codes[j] = c[4 + 4 * j]
+        signed[j] = c[5 + 4 * j]
+    w0, w1, w2 = weights[c[6]], weights[c[10]], weights[c[14]]
+    matmul_q16(floats[c[1]].reshape((n, k)), codes, signed,
+               w0, floats[c[7]].reshape((n, w0.shape[0])),
+               w1, floats[c[11]].reshape((n, w1.shape[0])),
+               w2, floats[c[15]].reshape((n, w2.shape[0])), threads)  # fmt: skip
