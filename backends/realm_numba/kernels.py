@@ -21,7 +21,7 @@ from realm_numba.gemm_q16 import matmul_q16  # noqa: E402
 from realm_numba.int8_formats import FORMATS as INT8_FORMATS  # noqa: E402
 from realm_numba.matvec import LANES  # noqa: E402
 from realm_numba.rows import DECODABLE, dequantize_rows, get_rows, take_rows  # noqa: E402
-from realm_numba.step_kernel import run_step  # noqa: E402
+from realm_numba.step_kernel import run_step, run_step_quant  # noqa: E402
 
 # Decorating a kernel only locates its cache; kernels load at their first call, so the
 # stale ones can still be dropped here, in the directory numba actually uses.
@@ -44,6 +44,7 @@ __all__ = [
     "rms_norm",
     "rope",
     "run_step",
+    "run_step_quant",
     "scale",
     "set_rows",
     "swiglu",

@@ -89,6 +89,8 @@ class NumbaStepProgram:
                 params.append(p + [0.0] * (2 - len(p)))
         self._code = np.array(code, dtype=np.int64).reshape(-1, sk.FIELDS)
         self._params = np.array(params, dtype=np.float64).reshape(-1, 2)
+        has_quant = bool((self._code[:, 0] == sk.MATMUL_QUANT).any())
+        self._kernel = sk.run_step_quant if has_quant else sk.run_step
 
     def run(self, inputs: Sequence[np.ndarray]) -> None:
         """The recorded calls on these index arrays; a 2-D one (a block table) may have another shape."""
@@ -108,7 +110,7 @@ class NumbaStepProgram:
             self._backend._check_paged_indices(
                 ints[table], block_size, n_slots, ints[seq_ids][0], ints[positions][0]
             )
-        bad_at = sk.run_step(
+        bad_at = self._kernel(
             self._code, self._params, self._ops.floats, ints, self._ops.weights, self._backend._threads()
         )
         if bad_at >= 0:  # set_rows refused its row ids and wrote nothing; the ops before it ran

@@ -29,76 +29,92 @@ def run_step(code, params, floats, ints, weights, threads):
     """Run every instruction in order. Returns -1, or the instruction whose ``set_rows`` found
     a bad row id (``code[i, 9]`` then holds set_rows' answer: a position, or -2 for a repeat)."""
     for i in range(code.shape[0]):
-        c = code[i]
-        op = c[0]
-        if op == RMS_NORM:  # x, rows, d, weight, out
-            rows, d = c[2], c[3]
-            rms_norm(
-                floats[c[1]].reshape((rows, d)),
-                floats[c[4]],
-                np.float32(params[i, 0]),
-                floats[c[5]].reshape((rows, d)),
-            )
-        elif op == ADD:  # a, rows, d, b, b_rows, out
-            d = c[3]
-            add(
-                floats[c[1]].reshape((c[2], d)),
-                floats[c[4]].reshape((c[5], d)),
-                floats[c[6]].reshape((c[2], d)),
-            )
-        elif op == SCALE:  # x, out
-            scale(floats[c[1]], np.float32(params[i, 0]), floats[c[2]])
-        elif op == SWIGLU:  # gate, up, out
-            swiglu(floats[c[1]], floats[c[2]], floats[c[3]])
-        elif op == GEGLU:
-            geglu(floats[c[1]], floats[c[2]], floats[c[3]])
-        elif op == ROPE:  # x, n, heads, head_dim, positions, n_rot, neox, freq_factors, has_ff, out
-            shape = (c[2], c[3], c[4])
-            rope(
-                floats[c[1]].reshape(shape),
-                ints[c[5]][0],
-                c[6],
-                np.float32(params[i, 0]),
-                c[7] != 0,
-                floats[c[8]],
-                c[9] != 0,
-                np.float32(params[i, 1]),
-                floats[c[10]].reshape(shape),
-            )
-        elif op == SET_ROWS:  # src, n, row_bytes, dst, dst_rows, rows
-            src = floats[c[1]].view(np.uint8).reshape((c[2], c[3]))
-            dst = floats[c[4]].view(np.uint8).reshape((c[5], c[3]))
-            bad = set_rows(src, dst, ints[c[6]][0])
-            if bad != -1:
-                code[i, 9] = bad
-                return i
-        elif op == ATTENTION:
-            _attention(c, params[i], floats, ints, threads)
-        elif op == MATMUL_Q16:
-            _matmul_q16(c, floats, weights, threads)
-        elif op == MATMUL_QUANT:  # code, x, n, k, w, out, lanes
-            n, m = c[3], weights[c[5]].shape[0]
-            matmul_quant(
-                c[1],
-                floats[c[2]].reshape((n, c[4])),
-                weights[c[5]],
-                floats[c[6]].reshape((n, m)),
-                threads,
-                c[7],
-            )
-        elif op == MATMUL_F32_BLOCKS:  # x, n, k, w (float32 rows held as bytes), out
-            n, k = c[2], c[3]
-            w = weights[c[4]].view(np.float32)
-            matmul_f32(floats[c[1]].reshape((n, k)), w, floats[c[5]].reshape((n, w.shape[0])), threads)
-        elif op == MATMUL_F32:  # x, n, k, w, m, out
-            n, k, m = c[2], c[3], c[5]
-            matmul_f32(
-                floats[c[1]].reshape((n, k)),
-                floats[c[4]].reshape((m, k)),
-                floats[c[6]].reshape((n, m)),
-                threads,
-            )
+        if not _run_one(i, code, params, floats, ints, weights, threads):
+            return i
     return -1
+
+
+@njit(**EXACT)
+def run_step_quant(code, params, floats, ints, weights, threads):
+    """`run_step` for programs with float matmuls of quantized weights (``MATMUL_QUANT``).
+
+    Apart because its kernel holds every format's float decoder, a long compile that a
+    model whose matmuls are all integer never needs.
+    """
+    for i in range(code.shape[0]):
+        c = code[i]
+        if c[0] == MATMUL_QUANT:  # code, x, n, k, w, out, lanes
+            n, m = c[3], weights[c[5]].shape[0]
+            matmul_quant(c[1], floats[c[2]].reshape((n, c[4])), weights[c[5]], floats[c[6]].reshape((n, m)),
+                         threads, c[7])  # fmt: skip
+        elif not _run_one(i, code, params, floats, ints, weights, threads):
+            return i
+    return -1
+
+
+@njit(**EXACT)
+def _run_one(i, code, params, floats, ints, weights, threads):
+    """Instruction ``i`` (any but ``MATMUL_QUANT``); False where set_rows refused its rows."""
+    c = code[i]
+    op = c[0]
+    if op == RMS_NORM:  # x, rows, d, weight, out
+        rows, d = c[2], c[3]
+        rms_norm(
+            floats[c[1]].reshape((rows, d)),
+            floats[c[4]],
+            np.float32(params[i, 0]),
+            floats[c[5]].reshape((rows, d)),
+        )
+    elif op == ADD:  # a, rows, d, b, b_rows, out
+        d = c[3]
+        add(
+            floats[c[1]].reshape((c[2], d)),
+            floats[c[4]].reshape((c[5], d)),
+            floats[c[6]].reshape((c[2], d)),
+        )
+    elif op == SCALE:  # x, out
+        scale(floats[c[1]], np.float32(params[i, 0]), floats[c[2]])
+    elif op == SWIGLU:  # gate, up, out
+        swiglu(floats[c[1]], floats[c[2]], floats[c[3]])
+    elif op == GEGLU:
+        geglu(floats[c[1]], floats[c[2]], floats[c[3]])
+    elif op == ROPE:  # x, n, heads, head_dim, positions, n_rot, neox, freq_factors, has_ff, out
+        shape = (c[2], c[3], c[4])
+        rope(
+            floats[c[1]].reshape(shape),
+            ints[c[5]][0],
+            c[6],
+            np.float32(params[i, 0]),
+            c[7] != 0,
+            floats[c[8]],
+            c[9] != 0,
+            np.float32(params[i, 1]),
+            floats[c[10]].reshape(shape),
+        )
+    elif op == SET_ROWS:  # src, n, row_bytes, dst, dst_rows, rows
+        src = floats[c[1]].view(np.uint8).reshape((c[2], c[3]))
+        dst = floats[c[4]].view(np.uint8).reshape((c[5], c[3]))
+        bad = set_rows(src, dst, ints[c[6]][0])
+        if bad != -1:
+            code[i, 9] = bad
+            return False
+    elif op == ATTENTION:
+        _attention(c, params[i], floats, ints, threads)
+    elif op == MATMUL_Q16:
+        _matmul_q16(c, floats, weights, threads)
+    elif op == MATMUL_F32_BLOCKS:  # x, n, k, w (float32 rows held as bytes), out
+        n, k = c[2], c[3]
+        w = weights[c[4]].view(np.float32)
+        matmul_f32(floats[c[1]].reshape((n, k)), w, floats[c[5]].reshape((n, w.shape[0])), threads)
+    elif op == MATMUL_F32:  # x, n, k, w, m, out
+        n, k, m = c[2], c[3], c[5]
+        matmul_f32(
+            floats[c[1]].reshape((n, k)),
+            floats[c[4]].reshape((m, k)),
+            floats[c[6]].reshape((n, m)),
+            threads,
+        )
+    return True
 
 
 @njit(**EXACT)

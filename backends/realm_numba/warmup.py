@@ -19,6 +19,7 @@ import numpy as np
 
 from realm.backend import RopeMode
 from realm.gguf.types import GGMLType, type_traits
+from realm.step_program import OpCall
 from realm_numba.compile_notice import NOTICE
 
 # Enough columns for one block of every format (NVFP4: 64, k-quants: 256).
@@ -62,8 +63,9 @@ def warm_steps(be: Any, qtypes: Iterable[GGMLType] | None = None) -> list[tuple[
             step(f"matmul decode {qtype.name}", lambda w=w: be.matmul(x1, w, out1))
     if everything or any(q not in fast for q in as_floats):
         step("matmul decode (other types)", lambda: be.matmul(x1, generic, out1))
-    if everything or any(q != GGMLType.F32 for q in as_floats):  # a prompt's rows: the same kernel
-        w8 = _zero_weight(be, GGMLType.Q8_0)
+    float_blocks = everything or any(q != GGMLType.F32 for q in as_floats)
+    w8 = _zero_weight(be, GGMLType.Q8_0)
+    if float_blocks:  # a prompt's rows: the same kernel
         step("matmul prefill (quantized)", lambda: be.matmul(x4, w8, out4))
     ids = be.upload(np.array([1, 0], np.int32))
     rows_out = be.empty((2, _K))
@@ -104,6 +106,11 @@ def warm_steps(be: Any, qtypes: Iterable[GGMLType] | None = None) -> list[tuple[
             be.copy_rows(h[:1, :1], cache, 2),
         ),
     )
+    # A short pass runs as one compiled loop over its ops (step.py), compiled as a whole
+    # whatever ops a program holds; its variant with float matmuls of quantized weights only
+    # where the model has them (it holds every float decoder).
+    calls = [OpCall("scale", (x4, 2.0, x4))] + ([OpCall("matmul", (x4, w8, out4))] if float_blocks else [])
+    step("compile_step", lambda: be.compile_step(calls, [pos]).run([pos]))
     return steps
 
 

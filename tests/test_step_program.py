@@ -1,0 +1,215 @@
+"""Step programs (`compile_step`): a recorded pass run in one go equals its calls one by one.
+
+The definition is `realm.step_program.run_calls`; a backend's program must give the same
+bits on every array the calls write, with each run's index arrays put in place of the
+recorded ones. Then the model: a pass through a program equals the same pass op by op,
+for every family's optional parts (biases, Q/K norms, post norms, windows, soft-caps).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import realm
+from realm.backend import RopeMode
+from realm.errors import BackendArgumentError, CallOrderError
+from realm.gguf.types import GGMLType
+from realm.model.transformer import Batch
+from realm.step_program import OpCall, StepRecorder, run_calls
+from realm.testing import random_quant_tensor, write_model
+
+K, N_HEAD, N_KV, HEAD_DIM, BLOCK, N_SLOTS = 64, 4, 2, 16, 4, 32
+
+
+def _needs_programs(backend) -> None:
+    if not backend.supports("compile_step"):
+        pytest.skip(f"backend {backend.name!r} runs passes op by op (compile_step is optional)")
+
+
+class Pass:
+    """A small layer's buffers on a backend, and the calls of one pass over ``n`` tokens."""
+
+    def __init__(self, be, rng, n: int) -> None:
+        self.be, self.n = be, n
+
+        def floats(*shape):
+            return be.upload(rng.standard_normal(shape).astype(np.float32))
+
+        def quant(qtype, m, k=K):
+            raw = random_quant_tensor(qtype, (m, k), rng)
+            return be.upload_quant(raw, qtype, (m, k), name=f"w_{qtype.name}")
+
+        self.x, self.norm, self.bias = floats(n, K), floats(K), floats(K)
+        self.q, self.k, self.v = (
+            floats(n, N_HEAD * HEAD_DIM),
+            floats(n, N_KV * HEAD_DIM),
+            floats(n, N_KV * HEAD_DIM),
+        )
+        self.k_pool, self.v_pool = floats(N_SLOTS, N_KV, HEAD_DIM), floats(N_SLOTS, N_KV, HEAD_DIM)
+        self.attn, self.gate, self.up = floats(n, N_HEAD * HEAD_DIM), floats(n, 96), floats(n, 96)
+        self.proj, self.logits = floats(n, K), floats(n, 40)
+        self.freqs = be.upload(rng.uniform(1.0, 4.0, HEAD_DIM // 2).astype(np.float32))
+        q16 = [t for t in (GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_1) if be.supports("matmul_q16", t)]
+        rows = (N_HEAD * HEAD_DIM, N_KV * HEAD_DIM, N_KV * HEAD_DIM)
+        self.w_qkv = [quant(t, m) for t, m in zip(q16, rows[: len(q16)], strict=True)]
+        self.w_up = quant(GGMLType.F16, 96)
+        self.w_down = quant(GGMLType.Q8_0 if q16 else GGMLType.F16, K, 96)
+        self.w_f32 = quant(GGMLType.F32, 96)
+        self.w_array = floats(40, K)
+        self.writes = [self.x, self.q, self.k, self.v, self.k_pool, self.v_pool, self.attn]
+        self.writes += [self.gate, self.up, self.proj, self.logits]
+        self.initial = [be.download(a) for a in self.writes]
+
+    def describe(self, be, positions, seq_ids, table, slots) -> None:
+        """One pass's calls on ``be`` (a recorder or the backend): every step op, every matmul path."""
+        n = self.n
+        be.rms_norm(self.x, self.norm, 1e-5, self.x)
+        if self.w_qkv:
+            be.matmuls_q16(self.x, self.w_qkv, [self.q, self.k, self.v])
+            be.matmul_q16(self.x, self.w_qkv[1], self.k)
+        q3 = self.q.reshape(n, N_HEAD, HEAD_DIM)
+        k3, v3 = self.k.reshape(n, N_KV, HEAD_DIM), self.v.reshape(n, N_KV, HEAD_DIM)
+        be.rms_norm(q3, self.norm[:HEAD_DIM], 1e-6, q3)
+        be.rope(q3, positions, HEAD_DIM, 10000.0, RopeMode.NEOX, q3, freq_factors=self.freqs, freq_scale=0.5)
+        be.rope(k3, positions, HEAD_DIM // 2, 500.0, RopeMode.NORMAL, k3)
+        be.set_rows(k3, self.k_pool, slots)
+        be.set_rows(v3, self.v_pool, slots)
+        be.attention_paged(q3, self.k_pool, self.v_pool, table, BLOCK, seq_ids, positions, 0.25,
+                           self.attn.reshape(n, N_HEAD, HEAD_DIM), window=3, softcap=20.0)  # fmt: skip
+        be.matmul(self.x, self.w_up, self.up)
+        be.matmul(self.x, self.w_f32, self.gate)
+        be.swiglu(self.gate, self.up, self.gate)
+        be.geglu(self.up, self.gate, self.up)
+        be.matmul(self.gate, self.w_down, self.proj)
+        be.add(self.x, self.proj, self.x)
+        be.add(self.x, self.bias, self.x)
+        be.scale(self.x, 0.5, self.proj)
+        be.matmul(self.proj, self.w_array, self.logits)
+
+    def reset(self) -> None:
+        for host, array in zip(self.initial, self.writes, strict=True):
+            self.be.copy_rows(self.be.upload(host), array, 0)
+
+    def results(self) -> list[np.ndarray]:
+        return [self.be.download(a) for a in self.writes]
+
+
+def _inputs(be, rng, n: int, width: int) -> list:
+    """positions, seq_ids, a block table of ``width`` blocks per sequence, slots: two sequences."""
+    seq_ids = np.sort(rng.integers(0, 2, n)).astype(np.int32)
+    positions = np.zeros(n, np.int32)
+    table = rng.permutation(N_SLOTS // BLOCK)[: 2 * width].reshape(2, width).astype(np.int32)
+    for s in (0, 1):
+        mine = np.flatnonzero(seq_ids == s)
+        positions[mine] = rng.integers(0, width * BLOCK - len(mine) + 1) + np.arange(len(mine))
+    slots = table[seq_ids, positions // BLOCK] * BLOCK + positions % BLOCK
+    return [be.upload(a) for a in (positions, seq_ids, table, slots.astype(np.int32))]
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_a_program_gives_its_calls_bits_with_each_runs_inputs(backend, rng, n):
+    _needs_programs(backend)
+    p = Pass(backend, rng, n)
+    recorded = _inputs(backend, rng, n, width=2)
+    recorder = StepRecorder(backend)
+    p.describe(recorder, *recorded)
+    program = backend.compile_step(recorder.calls, recorded)
+    outcomes = []
+    for width in (2, 3, 4):  # each run's own indices, the block table wider than recorded
+        now = _inputs(backend, rng, n, width)
+        p.reset()
+        run_calls(backend, recorder.calls, recorded, now)
+        expected = p.results()
+        p.reset()
+        program.run(now)
+        for i, (got, want) in enumerate(zip(p.results(), expected, strict=True)):
+            np.testing.assert_array_equal(got, want, err_msg=f"array {i} after the program (width {width})")
+        outcomes.append(expected)
+    # The runs' inputs mattered: a program that kept the recorded indices would fail above.
+    assert not np.array_equal(outcomes[0][4], outcomes[1][4])  # k_pool: written at other slots
+    assert not np.array_equal(outcomes[0][6], outcomes[1][6])  # attention read other positions
+
+
+def test_programs_check_their_inputs_as_the_ops_do(backend, rng):
+    _needs_programs(backend)
+    p = Pass(backend, rng, 3)
+    recorded = _inputs(backend, rng, 3, width=2)
+    recorder = StepRecorder(backend)
+    p.describe(recorder, *recorded)
+    program = backend.compile_step(recorder.calls, recorded)
+    positions, seq_ids, table, slots = (backend.download(a) for a in recorded)
+
+    with pytest.raises(BackendArgumentError, match="input 0 must be C-contiguous int32 of shape"):
+        program.run([backend.upload(positions.astype(np.int64)), *recorded[1:]])
+    with pytest.raises(BackendArgumentError, match="input 3 must be C-contiguous int32 of shape"):
+        program.run([*recorded[:3], backend.upload(slots[:2])])
+    with pytest.raises(BackendArgumentError, match="4 inputs"):
+        program.run(recorded[:3])
+    bad = slots.copy()
+    bad[1] = N_SLOTS + 7
+    with pytest.raises(BackendArgumentError, match=rf"set_rows.*rows.*{N_SLOTS + 7} at position 1"):
+        program.run([*recorded[:3], backend.upload(bad)])
+    with pytest.raises(BackendArgumentError, match="set_rows.*distinct"):
+        program.run([*recorded[:3], backend.upload(np.full(3, slots[0], np.int32))])
+    bad_seq = seq_ids.copy()
+    bad_seq[0] = 9
+    with pytest.raises(BackendArgumentError, match="seq_ids"):
+        program.run([recorded[0], backend.upload(bad_seq), *recorded[2:]])
+    program.run(recorded)  # a refused run leaves the program usable
+
+
+def test_a_call_a_program_cannot_hold_is_refused(backend, rng):
+    _needs_programs(backend)
+    recorder = StepRecorder(backend)
+    with pytest.raises(CallOrderError, match="'get_rows' cannot be part of a recorded step"):
+        recorder.get_rows(None, None, None)
+    x = backend.upload(np.ones((2, K), np.float32))
+    with pytest.raises(BackendArgumentError, match="'download' is not a step op"):
+        backend.compile_step([OpCall("download", (x,))], [])
+    with pytest.raises(BackendArgumentError, match="rms_norm"):  # the op's own shape check
+        backend.compile_step([OpCall("rms_norm", (x, backend.upload(np.ones(3, np.float32)), 1e-5, x))], [])
+
+
+# ----------------------------------------------------------------------------- the model
+
+FAMILIES = {
+    "llama-q4_0": dict(arch="llama", qtype=GGMLType.Q4_0, rope_freq_factors=True),
+    "qwen2-q8_0-biases": dict(arch="qwen2", qtype=GGMLType.Q8_0),
+    "qwen3-f16-qk-norm": dict(arch="qwen3", qtype=GGMLType.F16),
+    "gemma3-q6_k-window": dict(arch="gemma3", qtype=GGMLType.Q6_K, n_embd=256, n_ff=512),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_model_pass_through_a_program_equals_it_op_by_op(tmp_path, family):
+    path = write_model(tmp_path / f"{family}.gguf", **FAMILIES[family])
+    model = realm.load(path, device="cpu")
+    t = model.transformer
+    assert t._compiles_steps
+
+    def run_steps(rng_ids: np.random.Generator) -> list[np.ndarray]:
+        """A prompt chunk, decodes, then two sequences in one batch."""
+        a, b = t.cache.pool.new_sequence([], share=False), t.cache.pool.new_sequence([], share=False)
+        ids = rng_ids.integers(0, t.cfg.n_vocab, 40).tolist()
+        logits = []
+        for table, chunk in ((a, ids[:9]), (a, ids[9:10]), (a, ids[10:11]), (b, ids[11:30])):
+            t.cache.pool.reserve(table, table.n_tokens + len(chunk))
+            logits.append(t.forward(Batch.one_sequence(table, chunk, len(chunk))))
+            t.cache.pool.commit(table, table.n_tokens + len(chunk), chunk)
+        for table in (a, b):
+            t.cache.pool.reserve(table, table.n_tokens + 1)
+        positions = np.array([a.n_tokens, b.n_tokens], np.int32)
+        batch = Batch(ids[30:32], positions, np.array([0, 1], np.int32), [a, b], 2)
+        logits.append(t.forward(batch))
+        t.cache.pool.free(a)
+        t.cache.pool.free(b)
+        return logits
+
+    results = {}
+    for programs in (True, False):
+        t._compiles_steps = programs
+        results[programs] = run_steps(np.random.default_rng(7))
+    assert set(t._programs) == {1, 2, 9, 19}  # the passes above did run as programs
+    for i, (got, want) in enumerate(zip(results[True], results[False], strict=True)):
+        np.testing.assert_array_equal(got, want, err_msg=f"pass {i}")
