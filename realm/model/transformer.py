@@ -219,8 +219,7 @@ class Transformer:
             for start in range(0, len(ids), self.n_batch):
                 chunk = ids[start : start + self.n_batch]
                 self.embed(chunk)
-                for il in range(self.cfg.n_layer):
-                    self.forward_layer(il)
+                self._layers()
                 last_chunk = start + self.n_batch >= len(ids)
                 if all_logits or last_chunk:
                     out.append(self.finish(all_logits=all_logits))
