@@ -210,6 +210,7 @@ def test_a_model_pass_through_a_program_equals_it_op_by_op(tmp_path, family):
     for programs in (True, False):
         t._compiles_steps = programs
         results[programs] = run_steps(np.random.default_rng(7))
-    assert set(t._programs) == {1, 2, 9, 19}  # the passes above did run as programs
+    # The passes above did run as programs: layers, final norm and output projection.
+    assert set(t._programs) == {("forward", n, n) for n in (1, 2, 9, 19)}
     for i, (got, want) in enumerate(zip(results[True], results[False], strict=True)):
         np.testing.assert_array_equal(got, want, err_msg=f"pass {i}")

@@ -176,9 +176,14 @@ class Transformer:
             self._refuse_closed()
             self._begin(batch)
             try:
-                self._layers()
                 n = len(batch.ids)
-                return self._logits(n - batch.n_logits, n, check=False)
+                first = n - batch.n_logits
+                if self._runs_programs(n) and batch.n_logits <= self.state.logits.shape[0]:
+                    # The layers, the final norm and the output projection: one program.
+                    self._run_program(("forward", n, batch.n_logits), lambda: self._project(first, n))
+                    return self._finish_logits([self.backend.download(self.state.logits[: batch.n_logits])])
+                self._layers()
+                return self._logits(first, n, check=False)
             finally:
                 self._pass = None
 
@@ -331,30 +336,41 @@ class Transformer:
         self._emit("inp_embd", x)
 
     def _layers(self) -> None:
+        """Every layer of the current pass: as one program where the backend can, else op by op."""
+        if self._runs_programs(self._current().n):
+            self._run_program(("layers", self._current().n), lambda: None)
+        else:
+            self._layer_calls()
+
+    def _layer_calls(self) -> None:
+        for il in range(self.cfg.n_layer):
+            self.forward_layer(il)
+
+    def _runs_programs(self, n: int) -> bool:
+        quiet = not self.hooks and self._watch is None  # hooks see each op's output: op by op
+        return self._compiles_steps and n <= STEP_PROGRAM_MAX_TOKENS and quiet
+
+    def _run_program(self, key: tuple, then: Callable[[], None]) -> None:
+        """Run the program of every layer's calls followed by ``then()``'s, recorded on first use.
+
+        Programs hold the KV buffers they were recorded with: they are dropped when those grow.
+        """
         p = self._current()
-        if not self._compiles_steps or p.n > STEP_PROGRAM_MAX_TOKENS or self.hooks or self._watch is not None:
-            for il in range(self.cfg.n_layer):
-                self.forward_layer(il)
-            return
         inputs = [p.positions, p.seq_ids, p.block_table, p.slots]
         if self._programs_capacity != self.cache.capacity:
             self._programs.clear()
             self._programs_capacity = self.cache.capacity
-        program = self._programs.get(p.n)
+        program = self._programs.get(key)
         if program is None:
-            program = self._programs[p.n] = self._compile_layers(inputs)
+            recorder = StepRecorder(self.backend)
+            backend, self.backend = self.backend, recorder  # the lock is held: no other pass sees this
+            try:
+                self._layer_calls()
+                then()
+            finally:
+                self.backend = backend
+            program = self._programs[key] = backend.compile_step(recorder.calls, inputs)
         program.run(inputs)
-
-    def _compile_layers(self, inputs: list[DeviceArray]) -> StepProgram:
-        """Every layer of the current pass as one backend program (the calls `forward_layer` makes)."""
-        recorder = StepRecorder(self.backend)
-        backend, self.backend = self.backend, recorder  # the lock is held: no other pass sees this
-        try:
-            for il in range(self.cfg.n_layer):
-                self.forward_layer(il)
-        finally:
-            self.backend = backend
-        return backend.compile_step(recorder.calls, inputs)
 
     def _refuse_closed(self) -> None:
         if self.closed:
@@ -472,21 +488,30 @@ class Transformer:
 
     def _logits(self, row_start: int, row_stop: int, check: bool = True) -> np.ndarray:
         """Final norm and output projection for rows [row_start, row_stop) of the pass."""
-        be, s, cfg = self.backend, self.state, self.cfg
-        step = s.logits.shape[0]
-        out = np.empty((row_stop - row_start, cfg.n_vocab), dtype=np.float32)
+        step = self.state.logits.shape[0]
+        parts = []
         for r0 in range(row_start, row_stop, step):
             r1 = min(r0 + step, row_stop)
-            xn = s.xn[r0:r1]
-            be.rms_norm(s.x[r0:r1], self.w.output_norm, cfg.rms_eps, xn)
-            self._emit("result_norm", xn)
-            logits = s.logits[: r1 - r0]
-            self._matmul(xn, self.w.output, logits)
-            out[r0 - row_start : r1 - row_start] = be.download(logits)
+            self._project(r0, r1)
+            parts.append(self.backend.download(self.state.logits[: r1 - r0]))
+        return self._finish_logits(parts, check)
+
+    def _project(self, r0: int, r1: int) -> None:
+        """Rows [r0, r1) of the pass through the final norm and the output projection, into
+        the first rows of the logits buffer."""
+        be, s, cfg = self.backend, self.state, self.cfg
+        xn = s.xn[r0:r1]
+        be.rms_norm(s.x[r0:r1], self.w.output_norm, cfg.rms_eps, xn)
+        self._emit("result_norm", xn)
+        self._matmul(xn, self.w.output, s.logits[: r1 - r0])
+
+    def _finish_logits(self, parts: list[np.ndarray], check: bool = False) -> np.ndarray:
+        empty = np.empty((0, self.cfg.n_vocab), np.float32)
+        out = parts[0] if len(parts) == 1 else np.concatenate([empty, *parts])
         if check and not np.isfinite(out).all():
             raise self._nonfinite_error()
-        if cfg.final_softcap:
-            out = cfg.final_softcap * np.tanh(out / cfg.final_softcap)
+        if self.cfg.final_softcap:
+            out = self.cfg.final_softcap * np.tanh(out / self.cfg.final_softcap)
         return out
 
     def _nonfinite_error(self) -> NumericalError:
