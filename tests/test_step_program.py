@@ -189,13 +189,16 @@ def test_a_model_pass_through_a_program_equals_it_op_by_op(tmp_path, family):
     assert t._compiles_steps
 
     def run_steps(rng_ids: np.random.Generator) -> list[np.ndarray]:
-        """A prompt chunk, decodes, then two sequences in one batch."""
+        """Passes of one sequence, then two sequences in one batch."""
         a, b = t.cache.pool.new_sequence([], share=False), t.cache.pool.new_sequence([], share=False)
         ids = rng_ids.integers(0, t.cfg.n_vocab, 40).tolist()
         logits = []
-        for table, chunk in ((a, ids[:9]), (a, ids[9:10]), (a, ids[10:11]), (b, ids[11:30])):
+        # A prompt chunk whose logits nobody needs yet, the rest of it, decodes, another prompt.
+        passes = [(a, ids[:6], 0), (a, ids[6:9], 3), (a, ids[9:10], 1), (a, ids[10:11], 1)]
+        passes.append((b, ids[11:30], 19))
+        for table, chunk, n_logits in passes:
             t.cache.pool.reserve(table, table.n_tokens + len(chunk))
-            logits.append(t.forward(Batch.one_sequence(table, chunk, len(chunk))))
+            logits.append(t.forward(Batch.one_sequence(table, chunk, n_logits)))
             t.cache.pool.commit(table, table.n_tokens + len(chunk), chunk)
         for table in (a, b):
             t.cache.pool.reserve(table, table.n_tokens + 1)
@@ -211,6 +214,6 @@ def test_a_model_pass_through_a_program_equals_it_op_by_op(tmp_path, family):
         t._compiles_steps = programs
         results[programs] = run_steps(np.random.default_rng(7))
     # The passes above did run as programs: layers, final norm and output projection.
-    assert set(t._programs) == {("forward", n, n) for n in (1, 2, 9, 19)}
+    assert set(t._programs) == {("forward", 6, 0), *(("forward", n, n) for n in (1, 2, 3, 19))}
     for i, (got, want) in enumerate(zip(results[True], results[False], strict=True)):
         np.testing.assert_array_equal(got, want, err_msg=f"pass {i}")

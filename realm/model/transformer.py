@@ -160,8 +160,8 @@ class Transformer:
         # Q/K/V and gate/up share their input: one call for each group where the backend can.
         self._q16_groups = frozenset(t for t in GGMLType if backend.supports("matmuls_q16", t))
         self._compiles_steps = backend.supports("compile_step")
-        # Programs by pass size, for the KV buffers of `_programs_capacity` (they record them).
-        self._programs: dict[int, StepProgram] = {}
+        # Programs by what they run and its size, for the KV buffers of `_programs_capacity`.
+        self._programs: dict[tuple, StepProgram] = {}
         self._programs_capacity = 0
 
     # ------------------------------------------------------------------ the engine's step
@@ -180,7 +180,8 @@ class Transformer:
                 first = n - batch.n_logits
                 if self._runs_programs(n) and batch.n_logits <= self.state.logits.shape[0]:
                     # The layers, the final norm and the output projection: one program.
-                    self._run_program(("forward", n, batch.n_logits), lambda: self._project(first, n))
+                    project = (lambda: self._project(first, n)) if batch.n_logits else (lambda: None)
+                    self._run_program(("forward", n, batch.n_logits), project)
                     return self._finish_logits([self.backend.download(self.state.logits[: batch.n_logits])])
                 self._layers()
                 return self._logits(first, n, check=False)
