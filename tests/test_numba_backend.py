@@ -103,6 +103,36 @@ def test_numpy_integer_thread_counts_are_accepted(n_threads):
     assert be.threads_now == int(n_threads)
 
 
+_ONE_THREAD_RUN = """
+import resource, sys, time
+import realm
+from realm.testing import write_model
+path = write_model(sys.argv[1], n_layer=4, n_embd=256, n_head=4, n_head_kv=2, n_ff=768, n_vocab=2048)
+model = realm.load(path, device="cpu", n_threads=1)
+model.generate("warm", max_tokens=4, temperature=0)
+before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+for _ in range(3):
+    model.generate("Once upon a time", max_tokens=40, temperature=0)
+    model.logits(list(range(1, 120)))  # a prompt's pass as well as decode steps
+after, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - start
+cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+print(cpu / wall)
+"""
+
+
+def test_one_thread_means_one_busy_cpu(tmp_path):
+    """``n_threads=1`` is honoured exactly: generating and a prompt's pass keep one CPU busy,
+    no more (no numba, OpenMP or BLAS worker computing or spinning beside it), in a fresh
+    process whose CPU time counts every thread."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs to tell one busy thread from two")
+    run = subprocess.run([sys.executable, "-c", _ONE_THREAD_RUN, str(tmp_path / "m.gguf")],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    busy = float(run.stdout.split()[-1])
+    assert 0.3 < busy < 1.15, f"CPU time / wall time {busy:.2f} with n_threads=1"
+
+
 def test_default_threads_follow_the_cpus_others_leave_free():
     class Share:  # free CPUs as measured, in order
         works = True

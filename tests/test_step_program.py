@@ -217,3 +217,18 @@ def test_a_model_pass_through_a_program_equals_it_op_by_op(tmp_path, family):
     assert set(t._programs) == {("forward", 6, 0), *(("forward", n, n) for n in (1, 2, 3, 19))}
     for i, (got, want) in enumerate(zip(results[True], results[False], strict=True)):
         np.testing.assert_array_equal(got, want, err_msg=f"pass {i}")
+
+
+def test_the_model_keeps_its_most_recently_used_programs(tmp_path, monkeypatch):
+    """An engine's passes come in many sizes: the programs kept are bounded, oldest use out first."""
+    import realm.model.transformer as transformer
+
+    monkeypatch.setattr(transformer, "STEP_PROGRAMS_KEPT", 2)
+    model = realm.load(write_model(tmp_path / "m.gguf"), device="cpu")
+    t = model.transformer
+    seen = []
+    for n in (3, 4, 3, 5, 4):
+        t.reset()
+        t.eval(list(range(1, n + 1)))
+        seen.append(sorted(key[1] for key in t._programs))
+    assert seen == [[3], [3, 4], [3, 4], [3, 5], [4, 5]]

@@ -43,6 +43,9 @@ DEFAULT_KV_SIZE = 16384
 # them (realm.step_program): their ops are small, so calling each from Python would cost
 # as much as their work. Longer passes spend their time in matmuls and call ops one by one.
 STEP_PROGRAM_MAX_TOKENS = 64
+# Programs kept (the most recently used): an engine's passes come in many sizes (tokens x
+# rows of logits), and each program holds ~100 KB of encoded calls.
+STEP_PROGRAMS_KEPT = 32
 
 
 @dataclass
@@ -361,7 +364,7 @@ class Transformer:
         if self._programs_capacity != self.cache.capacity:
             self._programs.clear()
             self._programs_capacity = self.cache.capacity
-        program = self._programs.get(key)
+        program = self._programs.pop(key, None)  # re-inserted below: the newest at the end
         if program is None:
             recorder = StepRecorder(self.backend)
             backend, self.backend = self.backend, recorder  # the lock is held: no other pass sees this
@@ -370,7 +373,10 @@ class Transformer:
                 then()
             finally:
                 self.backend = backend
-            program = self._programs[key] = backend.compile_step(recorder.calls, inputs)
+            program = backend.compile_step(recorder.calls, inputs)
+            while len(self._programs) >= STEP_PROGRAMS_KEPT:
+                del self._programs[next(iter(self._programs))]  # the least recently used
+        self._programs[key] = program
         program.run(inputs)
 
     def _refuse_closed(self) -> None:
