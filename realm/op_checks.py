@@ -311,20 +311,23 @@ def check_paged_indices(block_table: np.ndarray, block_size: int, n_slots: int,
     """
     op = "attention_paged"
     n_seqs, max_blocks = block_table.shape
-    bad = np.flatnonzero((seq_ids < 0) | (seq_ids >= n_seqs))
-    if bad.size:
+    # Each test is one vectorized pass; where the bad entry is, only once one is found.
+    outside = (seq_ids < 0) | (seq_ids >= n_seqs)
+    if outside.any():
+        bad = int(np.flatnonzero(outside)[0])
         refuse(op, "seq_ids", f"be in [0, {n_seqs}) (block_table's rows)",
-               f"{int(seq_ids[bad[0]])} at token {int(bad[0])}")
-    bad = np.flatnonzero((positions < 0) | (positions >= max_blocks * block_size))
-    if bad.size:
+               f"{int(seq_ids[bad])} at token {bad}")
+    outside = (positions < 0) | (positions >= max_blocks * block_size)
+    if outside.any():
+        bad = int(np.flatnonzero(outside)[0])
         refuse(op, "positions", f"be in [0, {max_blocks * block_size}) (max_blocks * block_size)",
-               f"{int(positions[bad[0]])} at token {int(bad[0])}")
+               f"{int(positions[bad])} at token {bad}")
     n_blocks = n_slots // block_size
-    read = np.arange(max_blocks)[None, :] <= (positions // block_size)[:, None]  # [n, max_blocks]
+    read = np.arange(max_blocks) <= (positions // block_size)[:, None]  # [n, max_blocks]
     blocks = block_table[seq_ids]
-    wrong = np.argwhere(read & ((blocks < 0) | (blocks >= n_blocks)))
-    if wrong.size:
-        i, j = (int(v) for v in wrong[0])
+    wrong = read & ((blocks < 0) | (blocks >= n_blocks))
+    if wrong.any():
+        i, j = (int(v) for v in np.argwhere(wrong)[0])
         refuse(op, "block_table", f"hold block ids in [0, {n_blocks}) where token {i} reads",
                f"{int(blocks[i, j])} at block_table[{int(seq_ids[i])}, {j}]")
 

@@ -17,7 +17,7 @@ from numba import typed, types
 
 from realm.backend import QuantTensor, RopeMode
 from realm.errors import BackendArgumentError
-from realm.op_checks import refuse_bad_row, refuse_repeated_rows
+from realm.op_checks import check_paged_indices, refuse_bad_row, refuse_repeated_rows
 from realm.step_program import STEP_OPS, OpCall
 from realm_numba import step_kernel as sk
 from realm_numba.backend import _NO_WEIGHT, CHECKS
@@ -34,6 +34,7 @@ class _Operands:
     def __init__(self, inputs: Sequence[np.ndarray], no_weight: np.ndarray) -> None:
         self.floats = typed.List.empty_list(_FLOATS)
         self.ints = typed.List.empty_list(_INTS)
+        self.int_arrays: list[np.ndarray] = []  # the arrays behind ``ints``, as given
         self.weights = typed.List.empty_list(_WEIGHTS)
         self._index: dict[int, int] = {}
         self._keep: list[Any] = []  # the originals, so that no id is reused while the program lives
@@ -63,7 +64,10 @@ class _Operands:
                 f"compile_step: index arrays must be C-contiguous int32 [n] or "
                 f"[rows, cols], got {a.dtype} {a.shape}"
             )
-        return self._add(a, self.ints, a.reshape(1, -1) if a.ndim == 1 else a)
+        at = self._add(a, self.ints, a.reshape(1, -1) if a.ndim == 1 else a)
+        if at == len(self.int_arrays):
+            self.int_arrays.append(a)
+        return at
 
     def weight(self, blocks: np.ndarray) -> int:
         return self._add(blocks, self.weights, blocks)
@@ -106,10 +110,10 @@ class NumbaStepProgram:
                     f"{getattr(now, 'shape', '')}"
                 )
             ints[i] = now.reshape(1, -1) if now.ndim == 1 else now
+        arrays = [*inputs, *self._ops.int_arrays[len(inputs) :]]
         for table, block_size, n_slots, seq_ids, positions in self._attention:
-            self._backend._check_paged_indices(
-                ints[table], block_size, n_slots, ints[seq_ids][0], ints[positions][0]
-            )
+            # Once per run (each layer's attention shares them): no need for the op's cache.
+            check_paged_indices(arrays[table], block_size, n_slots, arrays[seq_ids], arrays[positions])
         bad_at = self._kernel(
             self._code, self._params, self._ops.floats, ints, self._ops.weights, self._backend._threads()
         )
@@ -118,7 +122,7 @@ class NumbaStepProgram:
             self._code[bad_at, 9] = 0
             if answer == -2:
                 refuse_repeated_rows()
-            refuse_bad_row(dst_rows, int(ints[rows][0][answer]), answer)
+            refuse_bad_row(dst_rows, int(arrays[rows][answer]), answer)
 
     # ------------------------------------------------------------------ one encoder per op
     # Each checks its call as the op method does and returns (instruction, float params).
