@@ -22,10 +22,15 @@ pytest.importorskip("numba")
 from numba import njit  # noqa: E402
 
 from realm_numba import NumbaBackend  # noqa: E402
-from realm_numba.dot_ir import dot_inline_intrinsic, dot_unpacked_intrinsic, unpack_intrinsic  # noqa: E402
+from realm_numba.dot_ir import (  # noqa: E402
+    dot_inline_intrinsic,
+    dot_unpacked_intrinsic,
+    unpack_intrinsic,
+    unpacked_kind,
+)
 from realm_numba.gemm_q16 import quantize_rows  # noqa: E402
 from realm_numba.int8_formats import FORMATS, has_row_scales, row_scales  # noqa: E402
-from realm_numba.vector_ir import Q16_ORDER, host_isa  # noqa: E402
+from realm_numba.vector_ir import host_isa  # noqa: E402
 
 # The formats of the models realm is measured on (and their siblings): all in integers.
 INT8_TYPES = {
@@ -40,7 +45,7 @@ def test_cpu_runs_the_common_formats_in_integers():
 
 
 def _quantize_on_cpu(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """quantize_rows' int16 blocks (each in Q16_ORDER), scales and scaled sums."""
+    """quantize_rows' int16 blocks, scales and scaled sums."""
     n, k = x.shape
     xq = np.empty((n, k), np.int16)
     xd = np.empty((n, k // 32), np.float32)
@@ -63,8 +68,7 @@ def test_activations_round_as_the_reference_says(x):
     """Bit for bit: the same int16 and the same scale for every block, NaN and inf included."""
     xq, xd, xs = _quantize_on_cpu(x)
     q, d = quantize_q16(x)
-    in_order = q.reshape(*d.shape, 32)[..., Q16_ORDER].reshape(q.shape)
-    np.testing.assert_array_equal(xq, in_order)
+    np.testing.assert_array_equal(xq, q)
     np.testing.assert_array_equal(xd.view(np.uint32), d.view(np.uint32))
     with np.errstate(invalid="ignore", over="ignore"):
         sums = d * q.reshape(*d.shape, 32).sum(axis=-1, dtype=np.int32).astype(np.float32)
@@ -76,7 +80,7 @@ def test_ties_round_to_even():
     x[0, :4] = [32767.0, 0.5, 1.5, -2.5]  # d = 1: q = rint(x)
     xq, xd, _ = _quantize_on_cpu(x)
     assert xd[0, 0] == 1.0
-    assert xq[0, :4].tolist() == [32767, 0, 2, -2]  # values 0-3 lead Q16_ORDER
+    assert xq[0, :4].tolist() == [32767, 0, 2, -2]
 
 
 def _kernels(isa: str):
@@ -88,7 +92,7 @@ def _kernels(isa: str):
     )
 
     @njit(cache=False)
-    def run(code, signed, w, xq, xd, xs, out_inline, out_unpacked):
+    def run(code, kind, w, xq, xd, xs, out_inline, out_unpacked):
         nb = xd.shape[0]
         sc = np.zeros((4, 2 * nb), np.float32)
         mn = np.zeros((4, nb), np.float32)
@@ -100,7 +104,7 @@ def _kernels(isa: str):
         inline4(code, w, 0, w.shape[1], sc, 0, mn, 0, xq, 0, xd, 0, xs, 0, nb, out_inline, 0)
         for r in range(4):
             unpack(code, w, r * w.shape[1], sc, r * 2 * nb, mn, r * nb, nb, q, r * 32 * nb, scv, r * 8 * nb)
-        unpacked4(signed, q, 0, scv, 0, mn, 0, xq, 0, xd, 0, xs, 0, nb, out_unpacked, 0, 0, 0, 0)
+        unpacked4(kind, q, 0, scv, 0, mn, 0, xq, 0, xd, 0, xs, 0, nb, out_unpacked, 0, 0, 0, 0)
 
     return run
 
@@ -116,7 +120,8 @@ def test_avx2_and_generic_kernels_agree_bit_for_bit(qtype, rng):
     results = []
     for isa in ("avx2", "generic"):
         inline, unpacked = np.full(4, np.nan, np.float32), np.full(4, np.nan, np.float32)
-        _kernels(isa)(int(qtype), int(FORMATS[int(qtype)].signed), raw, xq[0], xd[0], xs[0], inline, unpacked)
+        kind = unpacked_kind(FORMATS[int(qtype)])
+        _kernels(isa)(int(qtype), kind, raw, xq[0], xd[0], xs[0], inline, unpacked)
         results += [inline, unpacked]
     assert np.isfinite(results[0]).all()
     for other in results[1:]:

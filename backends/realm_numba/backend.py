@@ -299,28 +299,28 @@ class NumbaBackend:
             x = x.copy()
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
-        codes, signed = plan
+        codes, kinds = plan
         args = []
         for i in range(3):
             if i < len(ws):
                 args += [self._prepare(ws[i]).data, outs[i]]
             else:
                 args += [_NO_WEIGHT, np.empty((x.shape[0], 0), np.float32)]
-        self._k.matmul_q16(x, codes, signed, *args, self._threads())
+        self._k.matmul_q16(x, codes, kinds, *args, self._threads())
 
     def _q16_plan(self, ws) -> tuple[np.ndarray, np.ndarray]:
-        """The kernel's type codes and signedness for weights of these types (cached)."""
+        """The kernel's type codes and unpacked-dot kinds for weights of these types (cached)."""
         for w in ws:
             if not self.supports("matmul_q16", w.qtype):
                 raise BackendArgumentError(
                     f"matmul_q16: w {w.name!r} must be one of the types supports('matmul_q16') accepts, "
                     f"got {GGMLType(w.qtype).name}; use matmul for it")
         codes = np.zeros(3, np.int64)
-        signed = np.zeros(3, np.int64)
+        kinds = np.zeros(3, np.int64)
         for i, w in enumerate(ws):
             codes[i] = int(w.qtype)
-            signed[i] = int(self._k.INT8_FORMATS[int(w.qtype)].signed)
-        plan = (codes, signed)
+            kinds[i] = self._k.unpacked_kind(self._k.INT8_FORMATS[int(w.qtype)])
+        plan = (codes, kinds)
         self._q16_plans[tuple(w.qtype for w in ws)] = plan
         return plan
 

@@ -120,7 +120,7 @@ def _inline_function(module: ir.Module, fmt: type[Int8Format], rows: int, isa: s
     sx = b.load(b.gep(xs, [blk]))
     lanes, mins = [], []
     for r in range(rows):
-        products = dot32(b, widen(b, fmt.quants(b, w_rows[r], blk, isa), fmt.signed), x, isa)
+        products = dot32(b, widen(b, fmt.quants(b, w_rows[r], blk, isa), fmt.signed), x, isa, fmt.two_scales)
         lane_scales, block_min = fmt.scales(b, w_rows[r], blk, sc_rows[r], mn_rows[r])
         lanes.append(_accumulate(b, products, lane_scales, dx_lanes, carried[r]))
         acc_min = carried[rows + r]
@@ -161,9 +161,17 @@ _UNPACKED_ARGS = [P8, PF, PF, P8, PF, PF, I64, PF, I64, I64, I64]
 TOKENS = 2  # tokens per pass: each row's quants and scales are loaded once for both
 
 
-def _unpacked_function(module: ir.Module, signed: bool, rows: int, isa: str) -> ir.Function:
-    kind = "signed" if signed else "unsigned"
-    fn, new = _new_function(module, f"realm_int8_unpacked_{kind}_r{rows}_t{TOKENS}_{isa}", _UNPACKED_ARGS)
+def unpacked_kind(fmt: type[Int8Format]) -> int:
+    """What `dot_unpacked` must know of a format: its quants' sign and its scales per block."""
+    return int(fmt.signed) + 2 * int(fmt.two_scales)
+
+
+UNPACKED_KINDS = {0: (False, False), 1: (True, False), 3: (True, True)}  # (signed, two_scales)
+
+
+def _unpacked_function(module: ir.Module, kind: int, rows: int, isa: str) -> ir.Function:
+    signed, two_scales = UNPACKED_KINDS[kind]
+    fn, new = _new_function(module, f"realm_int8_unpacked_k{kind}_r{rows}_t{TOKENS}_{isa}", _UNPACKED_ARGS)
     if not new:
         return fn
     q, scv, mn, xq, xd, xs, nb, out, x_stride, s_stride, out_stride = fn.args
@@ -182,7 +190,8 @@ def _unpacked_function(module: ir.Module, signed: bool, rows: int, isa: str) -> 
         scales = b.load(b.bitcast(b.gep(scv_rows[r], [b.mul(blk, i64(8))]), V8F32.as_pointer()), align=4)
         for t in range(TOKENS):
             acc = carried[r * TOKENS + t]
-            lanes.append(_accumulate(b, dot32(b, quants, xs_blk[t], isa), scales, dx_lanes[t], acc))
+            products = dot32(b, quants, xs_blk[t], isa, two_scales)
+            lanes.append(_accumulate(b, products, scales, dx_lanes[t], acc))
     finals = loop.close(lanes)
     # The mins in a loop of their own (fewer live registers above), in the same order as
     # `_inline_function` adds them, so both give the same bits.
@@ -288,18 +297,18 @@ def unpack_intrinsic(isa: str):
 
 
 def dot_unpacked_intrinsic(rows: int, isa: str):
-    """``dot_unpacked(signed, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb,
+    """``dot_unpacked(kind, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb,
     out, out_at, x_stride, s_stride, out_stride)``: ``rows`` unpacked rows against `TOKENS`
     tokens (strides in elements from one token to the next)."""
 
     def entry(module):
-        cases = {int(signed): _unpacked_function(module, signed, rows, isa) for signed in (False, True)}
+        cases = {kind: _unpacked_function(module, kind, rows, isa) for kind in UNPACKED_KINDS}
         return _dispatch(module, f"realm_int8_unpacked_r{rows}_t{TOKENS}_{isa}", _UNPACKED_ARGS, cases)
 
     @intrinsic
-    def dot_unpacked(typingctx, signed, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb,
+    def dot_unpacked(typingctx, kind, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb,
                      out, out_at, x_stride, s_stride, out_stride):  # fmt: skip
-        return _void_call(entry, signed, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb,
+        return _void_call(entry, kind, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb,
                           out, out_at, x_stride, s_stride, out_stride)  # fmt: skip
 
     return dot_unpacked

@@ -18,7 +18,7 @@ from numba import njit, prange
 from realm_numba.dot_ir import dot_inline_intrinsic, dot_unpacked_intrinsic, unpack_intrinsic
 from realm_numba.int8_formats import has_row_scales, row_scales
 from realm_numba.scalars import JIT
-from realm_numba.vector_ir import Q16_ORDER, host_isa
+from realm_numba.vector_ir import host_isa
 
 # No fast-math anywhere here. numba gives fast-math flags to every float instruction of a
 # fast-math function's module, dot_ir's included, and LLVM then reorders and fuses them
@@ -27,8 +27,6 @@ from realm_numba.vector_ir import Q16_ORDER, host_isa
 # flags unless it sets its own. (quantize_rows' divisions also stay divisions.)
 EXACT = {**JIT, "fastmath": False}
 TILE = 4
-# ORDER_SLOT[value index in its block] = where quantize_rows stores it (Q16_ORDER inverted).
-ORDER_SLOT = np.argsort(np.array(Q16_ORDER)).astype(np.int64)
 ISA = host_isa()
 _inline4, _inline1 = dot_inline_intrinsic(TILE, ISA), dot_inline_intrinsic(1, ISA)
 _unpacked4, _unpacked1 = dot_unpacked_intrinsic(TILE, ISA), dot_unpacked_intrinsic(1, ISA)
@@ -43,8 +41,7 @@ def quantize_rows(x, xq, xd, xs):
     """Each 32-value block of ``x [n, k]`` as int16 ``xq`` times ``xd``; ``xs = xd * sum(xq)``.
 
     ``d = max|x| / 32767``, ``q = rint(x / d)`` (ties to even), in float32, rounded as the
-    reference's numpy rounds them (`realm.quants.activations`). Each block's values are
-    stored in vector_ir.Q16_ORDER, the order its ``vpmaddwd`` lanes read them. A NaN
+    reference's numpy rounds them (`realm.quants.activations`), stored in order. A NaN
     anywhere in a block makes its scale NaN, so it reaches the outputs as the float
     matmul's would.
     """
@@ -63,14 +60,14 @@ def quantize_rows(x, xq, xd, xs):
             total = 0
             for j in range(32):
                 q = np.int16(np.rint(x[t, o + j] / d)) if usable else np.int16(0)
-                xq[t, o + ORDER_SLOT[j]] = q
+                xq[t, o + j] = q
                 total += q
             xd[t, blk] = d
             xs[t, blk] = d * np.float32(total)
 
 
 @njit(**{**EXACT, "inline": "always"})
-def _tile(code, signed, w, out, ti, xq, xd, xs, sc, mn, q, scv):
+def _tile(code, kind, w, out, ti, xq, xd, xs, sc, mn, q, scv):
     """Rows ``4 ti ..`` of ``out = q16(x) @ decode(w).T``, for every token (see the module doc).
 
     Arrays reach dot_ir as (array, element offset): see dot_ir._pointer_args.
@@ -84,16 +81,14 @@ def _tile(code, signed, w, out, ti, xq, xd, xs, sc, mn, q, scv):
         for dr in range(rows):
             row_scales(code, w[r0 + dr], nb, sc[dr], mn[dr])
     if n <= INLINE_MAX_TOKENS:
-        for t in range(n):
-            x_at, s_at, o_at = t * k, t * nb, t * m + r0
-            if rows == TILE:
-                _inline4(code, w, r0 * row_bytes, row_bytes, sc, 0, mn, 0,
-                         xq, x_at, xd, s_at, xs, s_at, nb, out, o_at)  # fmt: skip
-            else:
-                for dr in range(rows):
-                    w_at, o_dr = (r0 + dr) * row_bytes, o_at + dr
-                    _inline1(code, w, w_at, row_bytes, sc, dr * 2 * nb, mn, dr * nb,
-                             xq, x_at, xd, s_at, xs, s_at, nb, out, o_dr)  # fmt: skip
+        # Row after row, not four rows side by side: reading four rows a block at a time
+        # made the hardware prefetchers fetch a large weight at ~60% of the bandwidth.
+        for dr in range(rows):
+            w_at = (r0 + dr) * row_bytes
+            for t in range(n):
+                x_at, s_at = t * k, t * nb
+                _inline1(code, w, w_at, row_bytes, sc, dr * 2 * nb, mn, dr * nb,
+                         xq, x_at, xd, s_at, xs, s_at, nb, out, t * m + r0 + dr)  # fmt: skip
         return
     for dr in range(rows):
         _unpack(code, w, (r0 + dr) * row_bytes, sc, dr * 2 * nb, mn, dr * nb, nb, q, dr * k, scv, dr * 8 * nb)
@@ -101,20 +96,20 @@ def _tile(code, signed, w, out, ti, xq, xd, xs, sc, mn, q, scv):
         step = 1 if t + 1 < n else 0
         x_at, s_at, o_at = t * k, t * nb, t * m + r0
         if rows == TILE:
-            _unpacked4(signed, q, 0, scv, 0, mn, 0, xq, x_at, xd, s_at, xs, s_at, nb, out, o_at,
+            _unpacked4(kind, q, 0, scv, 0, mn, 0, xq, x_at, xd, s_at, xs, s_at, nb, out, o_at,
                        step * k, step * nb, step * m)  # fmt: skip
         else:
             for dr in range(rows):
-                _unpacked1(signed, q, dr * k, scv, dr * 8 * nb, mn, dr * nb, xq, x_at, xd, s_at, xs, s_at,
+                _unpacked1(kind, q, dr * k, scv, dr * 8 * nb, mn, dr * nb, xq, x_at, xd, s_at, xs, s_at,
                            nb, out, o_at + dr, step * k, step * nb, step * m)  # fmt: skip
 
 
 @njit(**{**EXACT, "parallel": True})
-def matmul_q16(x, codes, signed, w0, out0, w1, out1, w2, out2, n_chunks):
+def matmul_q16(x, codes, kinds, w0, out0, w1, out1, w2, out2, n_chunks):
     """``out_i = q16(x) @ decode(w_i).T`` for up to three weights sharing ``x`` (Q/K/V, gate/up).
 
-    ``w_i [m_i, row_bytes_i]`` are raw blocks of GGML type ``codes[i]``; ``signed[i]`` is 1
-    where that format's quants are int8. An unused weight has no rows. ``x`` is rounded once;
+    ``w_i [m_i, row_bytes_i]`` are raw blocks of GGML type ``codes[i]``; ``kinds[i]`` is its
+    format's `dot_ir.unpacked_kind`. An unused weight has no rows. ``x`` is rounded once;
     the threads split the three weights' tiles together, whole tiles each.
     """
     n, k = x.shape
@@ -134,8 +129,8 @@ def matmul_q16(x, codes, signed, w0, out0, w1, out1, w2, out2, n_chunks):
         scv = np.empty((TILE, 8 * nb), dtype=np.float32)
         for ti in range(c * tiles // n_chunks, (c + 1) * tiles // n_chunks):
             if ti < t0:
-                _tile(codes[0], signed[0], w0, out0, ti, xq, xd, xs, sc, mn, q, scv)
+                _tile(codes[0], kinds[0], w0, out0, ti, xq, xd, xs, sc, mn, q, scv)
             elif ti < t0 + t1:
-                _tile(codes[1], signed[1], w1, out1, ti - t0, xq, xd, xs, sc, mn, q, scv)
+                _tile(codes[1], kinds[1], w1, out1, ti - t0, xq, xd, xs, sc, mn, q, scv)
             else:
-                _tile(codes[2], signed[2], w2, out2, ti - t0 - t1, xq, xd, xs, sc, mn, q, scv)
+                _tile(codes[2], kinds[2], w2, out2, ti - t0 - t1, xq, xd, xs, sc, mn, q, scv)

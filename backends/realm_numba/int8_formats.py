@@ -54,6 +54,7 @@ class Int8Format:
 
     ggml: ClassVar[GGMLType]
     signed: ClassVar[bool] = False  # quants are int8 (else uint8 with a per-block min)
+    two_scales: ClassVar[bool] = False  # a scale per 16 values (else one per 32-value block)
     block_values: ClassVar[int]  # values per GGML block
     block_bytes: ClassVar[int]
 
@@ -243,6 +244,7 @@ class Q6_K(Int8Format):
 
     ggml = GGMLType.Q6_K
     signed = True
+    two_scales = True
 
     @classmethod
     def quants(cls, b, row, blk, isa):

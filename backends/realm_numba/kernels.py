@@ -15,6 +15,7 @@ _PACKAGE = pathlib.Path(__file__).parent
 ensure_cache_location(_PACKAGE)  # before numba's decorators look for a cache directory
 
 from realm_numba.attention import attention_paged, attention_plan, set_rows  # noqa: E402
+from realm_numba.dot_ir import unpacked_kind  # noqa: E402
 from realm_numba.elementwise import add, copy_rows, geglu, rms_norm, rope, scale, swiglu  # noqa: E402
 from realm_numba.gemm import matmul_f32, matmul_quant  # noqa: E402
 from realm_numba.gemm_q16 import matmul_q16  # noqa: E402
@@ -49,4 +50,5 @@ __all__ = [
     "set_rows",
     "swiglu",
     "take_rows",
+    "unpacked_kind",
 ]

@@ -252,12 +252,12 @@ class NumbaStepProgram:
     def _q16(self, x, ws, outs):
         for out in outs:
             _refuse_shared("matmul_q16", x, out)
-        codes, signed = self._backend._q16_plan(ws)
+        codes, kinds = self._backend._q16_plan(ws)
         row = [sk.MATMUL_Q16, self._f(x), *x.shape]
         for i in range(3):
             if i < len(ws):
                 blocks = self._ops.weight(_read_only(self._backend._prepare(ws[i]).data))
-                row += [int(codes[i]), int(signed[i]), blocks, self._f(outs[i])]
+                row += [int(codes[i]), int(kinds[i]), blocks, self._f(outs[i])]
             else:
                 row += [0, 0, self._ops.no_weight, self._ops.no_floats]
         return row, []

@@ -147,15 +147,15 @@ def _attention(c, p, floats, ints, threads):
 
 @njit(**EXACT)
 def _matmul_q16(c, floats, weights, threads):
-    """x, n, k, then for each of three weights: code, signed, w, out (an unused one has no rows)."""
+    """x, n, k, then for each of three weights: code, kind, w, out (an unused one has no rows)."""
     n, k = c[2], c[3]
     codes = np.empty(3, np.int64)
-    signed = np.empty(3, np.int64)
+    kinds = np.empty(3, np.int64)
     for j in range(3):
         codes[j] = c[4 + 4 * j]
-        signed[j] = c[5 + 4 * j]
+        kinds[j] = c[5 + 4 * j]
     w0, w1, w2 = weights[c[6]], weights[c[10]], weights[c[14]]
-    matmul_q16(floats[c[1]].reshape((n, k)), codes, signed,
+    matmul_q16(floats[c[1]].reshape((n, k)), codes, kinds,
                w0, floats[c[7]].reshape((n, w0.shape[0])),
                w1, floats[c[11]].reshape((n, w1.shape[0])),
                w2, floats[c[15]].reshape((n, w2.shape[0])), threads)  # fmt: skip

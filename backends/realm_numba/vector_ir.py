@@ -99,22 +99,25 @@ def _sum_adjacent(b: ir.IRBuilder, v, lanes: int):
     return b.add(even, odd)
 
 
-# Where value i of a block sits in a token's int16 block (gemm_q16.quantize_rows writes it
-# so): values 0-7 and 16-23, then 8-15 and 24-31. One ``vpmaddwd`` over each half puts
-# values 0-15 in lanes 0-3 and values 16-31 in lanes 4-7 once the two are added.
-Q16_ORDER = [*range(0, 8), *range(16, 24), *range(8, 16), *range(24, 32)]
-
-
 def widen(b: ir.IRBuilder, w, signed: bool):
-    """Block quants ``w`` (32 x int8, or uint8 when not ``signed``) as 32 x int16 in `Q16_ORDER`."""
-    ordered = b.shuffle_vector(w, w, mask(Q16_ORDER))
-    return b.sext(ordered, V32I16) if signed else b.zext(ordered, V32I16)
+    """Block quants ``w`` (32 x int8, or uint8 when not ``signed``) as 32 x int16, in order.
+
+    In order, not permuted: a lane-crossing shuffle here (to put values 0-15 in the lanes
+    a per-16 scale multiplies) cost half the inner loop's time; `dot32` folds its lanes
+    instead, and only for the format that needs it (Q6_K).
+    """
+    return b.sext(w, V32I16) if signed else b.zext(w, V32I16)
 
 
-def dot32(b: ir.IRBuilder, wide, x, isa: str):
-    """Eight int32 lanes from two blocks of 32 x int16 in `Q16_ORDER` (weights `widen`ed, and
-    a token's values): lanes 0-3 cover values 0-15 and lanes 4-7 values 16-31, so a scale
-    per 16 values applies lane-wise."""
+def dot32(b: ir.IRBuilder, wide, x, isa: str, two_scales: bool = False):
+    """Eight int32 lanes from two blocks of 32 x int16 (weights `widen`ed, and a token's values).
+
+    Each ``vpmaddwd`` half gives lane ``j`` = products ``2j, 2j+1`` of its 16 values. One
+    scale per block: the halves are added (lane ``j`` also holds products ``16+2j, 17+2j``).
+    ``two_scales`` (one scale per 16 values): lanes 0-3 hold values 0-15 and lanes 4-7 values
+    16-31 (lane ``j`` of a half plus lane ``j+4``), so a scale per 16 values applies lane-wise.
+    Integer sums are exact: the generic form gives the same lanes, so the same bits.
+    """
     halves = (range(0, 16), range(16, 32))
     if isa == "avx2":
         madd = function(b.module, "llvm.x86.avx2.pmadd.wd", V8I32, [V16I16, V16I16])
@@ -122,8 +125,12 @@ def dot32(b: ir.IRBuilder, wide, x, isa: str):
             b.call(madd, [b.shuffle_vector(wide, wide, mask(list(h))), b.shuffle_vector(x, x, mask(list(h)))])
             for h in halves
         ]
+    else:
+        v32i32 = ir.VectorType(I32, 32)
+        products = b.mul(b.sext(wide, v32i32), b.sext(x, v32i32))
+        parts = [_sum_adjacent(b, b.shuffle_vector(products, products, mask(list(h))), 8) for h in halves]
+    if not two_scales:
         return b.add(parts[0], parts[1])
-    v32i32 = ir.VectorType(I32, 32)
-    products = b.mul(b.sext(wide, v32i32), b.sext(x, v32i32))
-    parts = [_sum_adjacent(b, b.shuffle_vector(products, products, mask(list(h))), 8) for h in halves]
-    return b.add(parts[0], parts[1])
+    low = b.shuffle_vector(parts[0], parts[1], mask([0, 1, 2, 3, 8, 9, 10, 11]))
+    high = b.shuffle_vector(parts[0], parts[1], mask([4, 5, 6, 7, 12, 13, 14, 15]))
+    return b.add(low, high)
