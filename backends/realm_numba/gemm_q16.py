@@ -7,7 +7,9 @@ and scaled in float.
 
 Batch invariance holds as for the float matmul (gemm.py): a token is quantized alone,
 and ``out[t, r]`` comes from dot_ir's per-row instruction sequence, the same for any
-``n``, any row group and any thread count. Threads split whole tiles of four rows.
+``n``, any row group and any thread count. Threads split whole tiles of four rows. A
+decode (one or two tokens) reads a tile's rows one after another, each straight from the
+weight bytes; a prompt unpacks the tile once and runs its tokens two at a time.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from realm_numba.vector_ir import host_isa
 EXACT = {**JIT, "fastmath": False}
 TILE = 4
 ISA = host_isa()
-_inline4, _inline1 = dot_inline_intrinsic(TILE, ISA), dot_inline_intrinsic(1, ISA)
+_inline1 = dot_inline_intrinsic(1, ISA)
 _unpacked4, _unpacked1 = dot_unpacked_intrinsic(TILE, ISA), dot_unpacked_intrinsic(1, ISA)
 _unpack = unpack_intrinsic(ISA)
 # Up to this many tokens, quants are unpacked in registers for each token; past it, once
