@@ -158,7 +158,8 @@ class Backend(Protocol):
 
     def dequantize(self, w: QuantTensor, out: DeviceArray) -> None: ...
     def matmul(self, x: DeviceArray, w: QuantTensor | DeviceArray, out: DeviceArray) -> None: ...
-    # optional (OPTIONAL_OPS): matmul_q16(x, w: QuantTensor, out), matmuls_q16(x, ws, outs)
+    # optional (OPTIONAL_OPS): matmul_q16(x, w: QuantTensor, out), matmuls_q16(x, ws, outs),
+    # compile_step(calls, inputs) -> a program with run(inputs)
     def get_rows(self, w: QuantTensor | DeviceArray, ids: DeviceArray, out: DeviceArray) -> None: ...
     def rms_norm(self, x: DeviceArray, weight: DeviceArray, eps: float, out: DeviceArray) -> None: ...
     def rope(
@@ -230,8 +231,9 @@ OPS = (
     "attention_paged",
 )
 
-# Ops a backend may have, and the model layer uses where `supports` says so; each is
-# defined by the numpy reference and checked by the conformance suite like the others.
+# Ops a backend may have, and the model layer uses where `supports` says so; checked by the
+# conformance suite like the others. The matmuls are defined by the numpy reference;
+# ``compile_step(calls, inputs)`` by `realm.step_program.run_calls` (the calls one by one).
 # ``matmul_q16(x, w, out)``: ``matmul`` of x rounded to 16-bit integer blocks
 # (`realm.quants.activations.quantize_q16`) by a quantized ``w``, which a backend runs with
 # integer dot products. ``k`` must be a multiple of 32.

@@ -75,6 +75,15 @@ def test_activations_round_as_the_reference_says(x):
     np.testing.assert_array_equal(xs, sums)
 
 
+def test_a_subnormal_scale_keeps_the_largest_value():
+    """With a subnormal ``d``, ``x / d`` rounds past 32767: both sides keep 32767 (no wrap)."""
+    x = np.full((1, 32), 3.31815e-40, np.float32)
+    xq, xd, _ = _quantize_on_cpu(x)
+    q, d = quantize_q16(x)
+    assert xq.tolist() == q.tolist() == [[32767] * 32]
+    assert xd[0, 0] == d[0, 0] > 0
+
+
 def test_ties_round_to_even():
     x = np.zeros((1, 32), np.float32)
     x[0, :4] = [32767.0, 0.5, 1.5, -2.5]  # d = 1: q = rint(x)

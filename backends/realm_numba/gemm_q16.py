@@ -61,7 +61,8 @@ def quantize_rows(x, xq, xd, xs):
             usable = d != 0 and np.isfinite(d)
             total = 0
             for j in range(32):
-                q = np.int16(np.rint(x[t, o + j] / d)) if usable else np.int16(0)
+                r = min(max(np.rint(x[t, o + j] / d), np.float32(-32767.0)), np.float32(32767.0))
+                q = np.int16(r) if usable else np.int16(0)  # r past 32767: a subnormal d
                 xq[t, o + j] = q
                 total += q
             xd[t, blk] = d

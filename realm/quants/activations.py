@@ -40,6 +40,8 @@ def quantize_q16(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     usable = (d != 0) & np.isfinite(d)
     divisor = np.where(usable, d, np.float32(1)).astype(np.float32)
     q = np.where(usable[..., None], np.rint(np.where(usable[..., None], blocks, 0) / divisor[..., None]), 0)
+    # A subnormal d carries few bits, so |x| / d can round past 32767 there: keep the largest.
+    q = np.clip(q, -Q16_MAX, Q16_MAX)
     return q.astype(np.int16).reshape(x.shape), d
 
 
