@@ -94,8 +94,8 @@ def test_ties_round_to_even():
 
 def _kernels(isa: str):
     """A one-token, one-tile integer matmul built from dot_ir's kernels for ``isa``: both ways."""
-    inline1, unpacked4, unpack = (
-        dot_inline_intrinsic(1, isa),
+    inline, unpacked4, unpack = (
+        dot_inline_intrinsic(isa),
         dot_unpacked_intrinsic(4, isa),
         unpack_intrinsic(isa),
     )
@@ -111,8 +111,8 @@ def _kernels(isa: str):
             for r in range(4):
                 row_scales(code, w[r], nb, sc[r], mn[r])
         for r in range(4):  # decode's way: one row after another
-            inline1(code, w, r * w.shape[1], w.shape[1], sc, r * 2 * nb, mn, r * nb, xq, 0, xd, 0, xs, 0, nb,
-                    out_inline, r)  # fmt: skip
+            w_at = r * w.shape[1]
+            inline(code, w, w_at, sc, r * 2 * nb, mn, r * nb, xq, 0, xd, 0, xs, 0, nb, out_inline, r)
         for r in range(4):
             unpack(code, w, r * w.shape[1], sc, r * 2 * nb, mn, r * nb, nb, q, r * 32 * nb, scv, r * 8 * nb)
         unpacked4(kind, q, 0, scv, 0, mn, 0, xq, 0, xd, 0, xs, 0, nb, out_unpacked, 0, 0, 0, 0)

@@ -1,25 +1,27 @@
-"""The 8-bit matmul's inner loops, as LLVM functions reached through numba ``@intrinsic``.
+"""The integer matmul's inner loops, as LLVM functions reached through numba ``@intrinsic``.
 
-A tile is up to four weight rows. For one token, row ``r``'s result is
+For one token, weight row ``r``'s result is
 
     sum over 32-value blocks b of  fma-accumulated  (dot_b * SC[r, b]) * DX[b]   (8 lanes)
     then one horizontal sum, plus  sum over b of  mn[r, b] * xs[b]               (scalar)
 
 where ``dot_b`` is the integer dot product of the block's quants with the token's
-8-bit values in eight int32 lanes (vector_ir.dot32), ``SC`` the block's scale per lane
-(two per block: one per 16 values), ``DX`` the token's block scale and ``xs`` its scale
-times the sum of its quants (for the formats with a min or an offset).
+16-bit values in eight int32 lanes (vector_ir.dot32), ``SC`` the block's scale per lane
+(two per block: one per 16 values, equal unless the format has ``two_scales``), ``DX`` the
+token's block scale and ``xs`` its scale times the sum of its quants (for the formats with
+a min or an offset).
 
 Two ways to get there, with the same instructions on the same values, so the same bits:
 
-- ``dot_inline``: quants unpacked from the weight bytes in registers, for each token
-  (one or two tokens: no scratch memory to write and read again);
-- ``unpack`` once per tile into a scratch of int8 quants and 8-lane scales, then
-  ``dot_unpacked`` for each token (many tokens: the unpacking is paid once).
+- ``dot_inline``: one row's quants unpacked from the weight bytes in registers, for each
+  token (one or two tokens: no scratch memory to write and read again);
+- ``unpack`` once per tile of up to four rows into a scratch of int16 quants and 8-lane
+  scales, then ``dot_unpacked`` for each pair of tokens (many tokens: the unpacking is
+  paid once).
 
 Each row's accumulation is the same instruction sequence in a group of four or alone,
-whatever the other rows and tokens are: that is what keeps the matmul batch-invariant
-(gemm_q16.py).
+either way, whatever the other rows and tokens are: that is what keeps the matmul
+batch-invariant (gemm_q16.py).
 """
 
 from __future__ import annotations
@@ -94,38 +96,29 @@ def _accumulate(b, products, lane_scales, dx_lanes, acc):
     return fma(b, b.fmul(b.sitofp(products, V8F32), lane_scales), dx_lanes, acc)
 
 
-def _finish(b, finals, rows, out):
-    for r in range(rows):
-        b.store(b.fadd(horizontal_sum(b, finals[r]), finals[rows + r]), b.gep(out, [i64(r)]))
-    b.ret_void()
+# w, sc, mn, xq, xd, xs, nb, out
+_INLINE_ARGS = [P8, PF, PF, P8, PF, PF, I64, PF]
 
 
-# w, w_stride, sc, mn, xq, xd, xs, nb, out
-_INLINE_ARGS = [P8, I64, PF, PF, P8, PF, PF, I64, PF]
-
-
-def _inline_function(module: ir.Module, fmt: type[Int8Format], rows: int, isa: str) -> ir.Function:
-    fn, new = _new_function(module, f"realm_int8_inline_{fmt.ggml.name.lower()}_r{rows}_{isa}", _INLINE_ARGS)
+def _inline_function(module: ir.Module, fmt: type[Int8Format], isa: str) -> ir.Function:
+    """One weight row against one token, its quants unpacked in registers block by block."""
+    fn, new = _new_function(module, f"realm_int8_inline_{fmt.ggml.name.lower()}_{isa}", _INLINE_ARGS)
     if not new:
         return fn
-    w, w_stride, sc, mn, xq, xd, xs, nb, out = fn.args
+    w, sc, mn, xq, xd, xs, nb, out = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    w_rows = [b.gep(w, [b.mul(w_stride, i64(r))]) for r in range(rows)]
-    sc_rows = [b.gep(sc, [b.mul(nb, i64(2 * r))]) for r in range(rows)]
-    mn_rows = [b.gep(mn, [b.mul(nb, i64(r))]) for r in range(rows)]
-    loop = _BlockLoop(fn, b, nb, [ZEROS] * rows + [ZERO] * rows)
-    blk, carried = loop.blk, loop.carried
+    loop = _BlockLoop(fn, b, nb, [ZEROS, ZERO])
+    blk, (acc, acc_min) = loop.blk, loop.carried
     x = load_vector(b, xq, b.mul(blk, i64(64)), V32I16)
     dx_lanes = broadcast(b, b.load(b.gep(xd, [blk])), V8F32)
     sx = b.load(b.gep(xs, [blk]))
-    lanes, mins = [], []
-    for r in range(rows):
-        products = dot32(b, widen(b, fmt.quants(b, w_rows[r], blk, isa), fmt.signed), x, isa, fmt.two_scales)
-        lane_scales, block_min = fmt.scales(b, w_rows[r], blk, sc_rows[r], mn_rows[r])
-        lanes.append(_accumulate(b, products, lane_scales, dx_lanes, carried[r]))
-        acc_min = carried[rows + r]
-        mins.append(acc_min if block_min is None else fma(b, block_min, sx, acc_min))
-    _finish(b, loop.close(lanes + mins), rows, out)
+    products = dot32(b, widen(b, fmt.quants(b, w, blk, isa), fmt.signed), x, isa, fmt.two_scales)
+    lane_scales, block_min = fmt.scales(b, w, blk, sc, mn)
+    lanes = _accumulate(b, products, lane_scales, dx_lanes, acc)
+    mins = acc_min if block_min is None else fma(b, block_min, sx, acc_min)
+    final_lanes, final_min = loop.close([lanes, mins])
+    b.store(b.fadd(horizontal_sum(b, final_lanes), final_min), out)
+    b.ret_void()
     return fn
 
 
@@ -265,19 +258,19 @@ def _void_call(build_entry, *arg_types):
     return types.void(*arg_types), codegen
 
 
-def dot_inline_intrinsic(rows: int, isa: str):
-    """``dot_inline(code, w, w_at, w_stride, sc, sc_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at,
-    nb, out, out_at)`` for ``rows`` weight rows; each ``_at`` an element offset into its array."""
+def dot_inline_intrinsic(isa: str):
+    """``dot_inline(code, w, w_at, sc, sc_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb, out,
+    out_at)``: one weight row against one token; each ``_at`` an element offset into its array."""
 
     def entry(module):
-        cases = {code: _inline_function(module, fmt, rows, isa) for code, fmt in FORMATS.items()}
-        return _dispatch(module, f"realm_int8_inline_r{rows}_{isa}", _INLINE_ARGS, cases)
+        cases = {code: _inline_function(module, fmt, isa) for code, fmt in FORMATS.items()}
+        return _dispatch(module, f"realm_int8_inline_{isa}", _INLINE_ARGS, cases)
 
     @intrinsic
-    def dot_inline(typingctx, code, w, w_at, w_stride, sc, sc_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at,
-                   nb, out, out_at):  # fmt: skip
-        return _void_call(entry, code, w, w_at, w_stride, sc, sc_at, mn, mn_at, xq, xq_at, xd, xd_at,
-                          xs, xs_at, nb, out, out_at)  # fmt: skip
+    def dot_inline(typingctx, code, w, w_at, sc, sc_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb,
+                   out, out_at):  # fmt: skip
+        return _void_call(entry, code, w, w_at, sc, sc_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb,
+                          out, out_at)  # fmt: skip
 
     return dot_inline
 

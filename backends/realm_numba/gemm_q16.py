@@ -30,7 +30,7 @@ from realm_numba.vector_ir import host_isa
 EXACT = {**JIT, "fastmath": False}
 TILE = 4
 ISA = host_isa()
-_inline1 = dot_inline_intrinsic(1, ISA)
+_inline = dot_inline_intrinsic(ISA)
 _unpacked4, _unpacked1 = dot_unpacked_intrinsic(TILE, ISA), dot_unpacked_intrinsic(1, ISA)
 _unpack = unpack_intrinsic(ISA)
 # Up to this many tokens, quants are unpacked in registers for each token; past it, once
@@ -90,8 +90,8 @@ def _tile(code, kind, w, out, ti, xq, xd, xs, sc, mn, q, scv):
             w_at = (r0 + dr) * row_bytes
             for t in range(n):
                 x_at, s_at = t * k, t * nb
-                _inline1(code, w, w_at, row_bytes, sc, dr * 2 * nb, mn, dr * nb,
-                         xq, x_at, xd, s_at, xs, s_at, nb, out, t * m + r0 + dr)  # fmt: skip
+                _inline(code, w, w_at, sc, dr * 2 * nb, mn, dr * nb,
+                        xq, x_at, xd, s_at, xs, s_at, nb, out, t * m + r0 + dr)  # fmt: skip
         return
     for dr in range(rows):
         _unpack(code, w, (r0 + dr) * row_bytes, sc, dr * 2 * nb, mn, dr * nb, nb, q, dr * k, scv, dr * 8 * nb)

@@ -8,7 +8,8 @@ weight row into 32-value blocks and needs two things per format:
   unsigned (``signed = False``, with the format's offset folded into a per-block min) or
   signed (Q8_0, Q6_K, and IQ4_NL / IQ4_XS, whose nibbles index gguf's 16 levels);
 - ``scales(b, row, blk, sc, mn)``: IR giving the block's scales in dot32's lane layout
-  (one per 16 values) and its min (None for signed formats). The 32-value formats read
+  (lanes 0-3 and 4-7: one per 16 values, the same in both unless ``two_scales``) and its
+  min (None for signed formats). The 32-value formats read
   their f16 scale where it is; the K-quants' and IQ4_XS's packed scales are unpacked once
   per row by `row_scales` (numba) into ``sc`` (two per block) and ``mn`` (one per block).
 

@@ -341,8 +341,9 @@ class Transformer:
 
     def _layers(self) -> None:
         """Every layer of the current pass: as one program where the backend can, else op by op."""
-        if self._runs_programs(self._current().n):
-            self._run_program(("layers", self._current().n), lambda: None)
+        n = self._current().n
+        if self._runs_programs(n):
+            self._run_program(("layers", n), lambda: None)
         else:
             self._layer_calls()
 
