@@ -25,6 +25,7 @@ from realm.testing import random_quant_tensor
 pytest.importorskip("numba")
 from realm_numba import CpuQuantTensor, NumbaBackend  # noqa: E402
 from realm_numba import threads as th  # noqa: E402
+from realm_numba.cache import drop_stale_kernels  # noqa: E402
 from realm_numba.compile_notice import MESSAGE, CompileNotice  # noqa: E402
 from realm_numba.kernels import LANES  # noqa: E402
 from realm_numba.warmup import warm_steps  # noqa: E402
@@ -410,3 +411,30 @@ def test_compile_message_only_when_the_cache_is_cold(tmp_path):
         assert run.returncode == 0, run.stderr
     assert runs[0].stderr.count(MESSAGE) == 1, runs[0].stderr
     assert MESSAGE not in runs[1].stderr, runs[1].stderr
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "@njit\ndef f(x):\n    return x\n",
+        # intrinsics made by a function
+        "def make():\n    @intrinsic\n    def f(typingctx, x):\n        pass\n",
+        "from llvmlite import ir\nI8 = ir.IntType(8)\n",  # IR that compiled functions call
+    ],
+    ids=["njit", "nested_intrinsic", "llvm_ir"],
+)
+def test_editing_a_kernel_source_drops_the_cached_kernels(tmp_path, source):
+    """numba checks a cached kernel only against its own file: editing a module whose code it
+    calls (a decoder, an intrinsic's IR) must drop the package's cache, and nothing else must."""
+    package, cache = tmp_path / "pkg", tmp_path / "cache"
+    package.mkdir()
+    (package / "kernel.py").write_text(source)
+    (package / "python_side.py").write_text("def helper():\n    return 1\n")
+    assert drop_stale_kernels(package, cache)  # the first stamp
+    (cache / "kernel.f-1.py311.nbi").write_bytes(b"cached")
+    (package / "python_side.py").write_text("def helper():\n    return 2\n")
+    assert not drop_stale_kernels(package, cache)
+    assert (cache / "kernel.f-1.py311.nbi").exists()
+    (package / "kernel.py").write_text(source + "# edited\n")
+    assert drop_stale_kernels(package, cache)
+    assert not (cache / "kernel.f-1.py311.nbi").exists()

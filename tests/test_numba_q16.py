@@ -29,7 +29,7 @@ from realm_numba.dot_ir import (  # noqa: E402
     unpacked_kind,
 )
 from realm_numba.gemm_q16 import quantize_rows  # noqa: E402
-from realm_numba.int8_formats import FORMATS, has_row_scales, row_scales  # noqa: E402
+from realm_numba.int8_formats import FORMATS  # noqa: E402
 from realm_numba.vector_ir import host_isa  # noqa: E402
 
 # The formats of the models realm is measured on (and their siblings): all in integers.
@@ -94,28 +94,28 @@ def test_ties_round_to_even():
 
 def _kernels(isa: str):
     """A one-token, one-tile integer matmul built from dot_ir's kernels for ``isa``: both ways."""
-    inline, unpacked4, unpack = (
+    inline, unpacked2, unpacked1, unpack = (
         dot_inline_intrinsic(isa),
-        dot_unpacked_intrinsic(4, isa),
+        dot_unpacked_intrinsic(2, isa),
+        dot_unpacked_intrinsic(1, isa),
         unpack_intrinsic(isa),
     )
 
     @njit(cache=False)
     def run(code, kind, w, xq, xd, xs, out_inline, out_unpacked):
         nb = xd.shape[0]
-        sc = np.zeros((4, 2 * nb), np.float32)
         mn = np.zeros((4, nb), np.float32)
         q = np.zeros((4, 32 * nb), np.int16)
         scv = np.zeros((4, 8 * nb), np.float32)
-        if has_row_scales(code):
-            for r in range(4):
-                row_scales(code, w[r], nb, sc[r], mn[r])
         for r in range(4):  # decode's way: one row after another
             w_at = r * w.shape[1]
-            inline(code, w, w_at, sc, r * 2 * nb, mn, r * nb, xq, 0, xd, 0, xs, 0, nb, out_inline, r)
+            inline(code, w, w_at, xq, 0, xd, 0, xs, 0, nb, out_inline, r)
         for r in range(4):
-            unpack(code, w, r * w.shape[1], sc, r * 2 * nb, mn, r * nb, nb, q, r * 32 * nb, scv, r * 8 * nb)
-        unpacked4(kind, q, 0, scv, 0, mn, 0, xq, 0, xd, 0, xs, 0, nb, out_unpacked, 0, 0, 0, 0)
+            unpack(code, w, r * w.shape[1], nb, q, r * 32 * nb, scv, r * 8 * nb, mn, r * nb)
+        unpacked2(kind, q, 0, scv, 0, mn, 0, xq, 0, xd, 0, xs, 0, nb, out_unpacked, 0, 0, 0, 0)  # rows 0-1
+        for r in (2, 3):  # a tile's odd rows' way
+            unpacked1(kind, q, r * 32 * nb, scv, r * 8 * nb, mn, r * nb, xq, 0, xd, 0, xs, 0, nb,
+                      out_unpacked, r, 0, 0, 0)  # fmt: skip
 
     return run
 

@@ -25,8 +25,9 @@ import re
 import tempfile
 
 _STAMP = "realm_numba-sources.sha256"
-# A module with a decorator line like these defines compiled functions.
-_COMPILED = re.compile(rb"^@(njit|intrinsic|overload)\b", re.MULTILINE)
+# A module with a decorator line like these (at any indentation: intrinsics are made by
+# functions) defines compiled functions; one that imports llvmlite writes their IR.
+_COMPILED = re.compile(rb"^[ \t]*@(njit|intrinsic|overload)\b|^from llvmlite\b", re.MULTILINE)
 
 
 def _writable(directory: pathlib.Path) -> bool:

@@ -33,6 +33,7 @@ from numba.extending import intrinsic
 from realm_numba.int8_formats import FORMATS, Int8Format
 from realm_numba.vector_ir import (
     F32,
+    I32,
     I64,
     P8,
     PF,
@@ -44,7 +45,7 @@ from realm_numba.vector_ir import (
     horizontal_sum,
     i64,
     load_vector,
-    widen,
+    mask,
 )
 
 ZEROS = ir.Constant(V8F32, [0.0] * 8)
@@ -91,13 +92,41 @@ class _BlockLoop:
         return finals
 
 
+# Each row's sums run as two chains, block ``blk`` into chain ``blk % 2``: one chain made
+# every block wait for the previous block's FMA (its latency, not the work, set the pace).
+# Each loop carries (this block's chain, the other) and swaps them after every block; the
+# chains meet in `_row_total`, where the order cannot matter (a + b == b + a exactly).
+
+
+def _row_total(b, lanes, lanes_other, mins, mins_other):
+    """A row's result from its chains: lanes added, summed across (fixed order), plus the mins."""
+    return b.fadd(horizontal_sum(b, b.fadd(lanes, lanes_other)), b.fadd(mins, mins_other))
+
+
 def _accumulate(b, products, lane_scales, dx_lanes, acc):
     """One block into a row's lanes: ``fma(products * SC, DX, acc)``, the one formula both ways use."""
     return fma(b, b.fmul(b.sitofp(products, V8F32), lane_scales), dx_lanes, acc)
 
 
-# w, sc, mn, xq, xd, xs, nb, out
-_INLINE_ARGS = [P8, PF, PF, P8, PF, PF, I64, PF]
+def _lane_scales(b, fmt: type[Int8Format], scales, j: int):
+    """Block ``j``'s eight lane scales (dot32's layout) from its GGML block's ``scales``."""
+    if fmt.two_scales:  # lanes 0-3: values 0-15, lanes 4-7: values 16-31
+        return b.shuffle_vector(scales, scales, mask([2 * j] * 4 + [2 * j + 1] * 4))
+    return b.shuffle_vector(scales, scales, mask([j] * 8))
+
+
+def _ggml_blocks(fn: ir.Function, b: ir.IRBuilder, fmt: type[Int8Format], w, nb, isa: str, initial: list):
+    """A loop over a row's GGML blocks (``nb`` 32-value blocks in all): the loop, the block's
+    byte offset, its scales and mins (`Int8Format.scales`, once per GGML block), and the
+    index of its first 32-value block."""
+    loop = _BlockLoop(fn, b, b.udiv(nb, i64(fmt.blocks)), initial)
+    o = b.mul(loop.blk, i64(fmt.block_bytes))
+    scales, mins = fmt.scales(b, w, o, isa)
+    return loop, o, scales, mins, b.mul(loop.blk, i64(fmt.blocks))
+
+
+# w, xq, xd, xs, nb, out
+_INLINE_ARGS = [P8, P8, PF, PF, I64, PF]
 
 
 def _inline_function(module: ir.Module, fmt: type[Int8Format], isa: str) -> ir.Function:
@@ -105,44 +134,45 @@ def _inline_function(module: ir.Module, fmt: type[Int8Format], isa: str) -> ir.F
     fn, new = _new_function(module, f"realm_int8_inline_{fmt.ggml.name.lower()}_{isa}", _INLINE_ARGS)
     if not new:
         return fn
-    w, sc, mn, xq, xd, xs, nb, out = fn.args
+    w, xq, xd, xs, nb, out = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    loop = _BlockLoop(fn, b, nb, [ZEROS, ZERO])
-    blk, (acc, acc_min) = loop.blk, loop.carried
-    x = load_vector(b, xq, b.mul(blk, i64(64)), V32I16)
-    dx_lanes = broadcast(b, b.load(b.gep(xd, [blk])), V8F32)
-    sx = b.load(b.gep(xs, [blk]))
-    products = dot32(b, widen(b, fmt.quants(b, w, blk, isa), fmt.signed), x, isa, fmt.two_scales)
-    lane_scales, block_min = fmt.scales(b, w, blk, sc, mn)
-    lanes = _accumulate(b, products, lane_scales, dx_lanes, acc)
-    mins = acc_min if block_min is None else fma(b, block_min, sx, acc_min)
-    final_lanes, final_min = loop.close([lanes, mins])
-    b.store(b.fadd(horizontal_sum(b, final_lanes), final_min), out)
+    loop, o, scales, mins, first = _ggml_blocks(fn, b, fmt, w, nb, isa, [ZEROS, ZEROS, ZERO, ZERO])
+    acc, acc_next, acc_min, min_next = loop.carried  # two chains each: see `_chains`
+    for j in range(fmt.blocks):
+        blk = b.add(first, i64(j))
+        x = load_vector(b, xq, b.mul(blk, i64(64)), V32I16)
+        dx_lanes = broadcast(b, b.load(b.gep(xd, [blk])), V8F32)
+        products = dot32(b, fmt.wide_quants(b, w, o, j, isa), x, isa, fmt.two_scales)
+        acc, acc_next = acc_next, _accumulate(b, products, _lane_scales(b, fmt, scales, j), dx_lanes, acc)
+        if mins is not None:
+            block_min = fma(b, b.extract_element(mins, I32(j)), b.load(b.gep(xs, [blk])), acc_min)
+            acc_min, min_next = min_next, block_min
+    b.store(_row_total(b, *loop.close([acc, acc_next, acc_min, min_next])), out)
     b.ret_void()
     return fn
 
 
-# w (one row), sc, mn, nb, q (nb x 32 int16), scv (nb x 8 float); mn is read (the
-# K-quants, from row_scales) or written (the others).
-_UNPACK_ARGS = [P8, PF, PF, I64, P8, PF]
+# w (one row), nb, q (nb x 32 int16), scv (nb x 8 float), mn (nb floats; unsigned formats)
+_UNPACK_ARGS = [P8, I64, P8, PF, PF]
 
 
 def _unpack_function(module: ir.Module, fmt: type[Int8Format], isa: str) -> ir.Function:
-    """One row, block by block, into the scratch: its quants widened (vector_ir.widen) and
-    its lane scales, what `_unpacked_function` reads for every token."""
+    """One row, block by block, into the scratch: its quants widened (vector_ir.widen), its
+    lane scales and its mins, what `_unpacked_function` reads for every token."""
     fn, new = _new_function(module, f"realm_int8_unpack_{fmt.ggml.name.lower()}_{isa}", _UNPACK_ARGS)
     if not new:
         return fn
-    w, sc, mn, nb, q, scv = fn.args
+    w, nb, q, scv, mn = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    loop = _BlockLoop(fn, b, nb, [])
-    blk = loop.blk
-    quants = b.bitcast(b.gep(q, [b.mul(blk, i64(64))]), V32I16.as_pointer())
-    b.store(widen(b, fmt.quants(b, w, blk, isa), fmt.signed), quants, align=2)
-    lane_scales, block_min = fmt.scales(b, w, blk, sc, mn)
-    b.store(lane_scales, b.bitcast(b.gep(scv, [b.mul(blk, i64(8))]), V8F32.as_pointer()), align=4)
-    if block_min is not None:
-        b.store(block_min, b.gep(mn, [blk]))
+    loop, o, scales, mins, first = _ggml_blocks(fn, b, fmt, w, nb, isa, [])
+    for j in range(fmt.blocks):
+        blk = b.add(first, i64(j))
+        quants = b.bitcast(b.gep(q, [b.mul(blk, i64(64))]), V32I16.as_pointer())
+        b.store(fmt.wide_quants(b, w, o, j, isa), quants, align=2)
+        lanes = b.bitcast(b.gep(scv, [b.mul(blk, i64(8))]), V8F32.as_pointer())
+        b.store(_lane_scales(b, fmt, scales, j), lanes, align=4)
+        if mins is not None:
+            b.store(b.extract_element(mins, I32(j)), b.gep(mn, [blk]))
     loop.close([])
     b.ret_void()
     return fn
@@ -173,8 +203,8 @@ def _unpacked_function(module: ir.Module, kind: int, rows: int, isa: str) -> ir.
     scv_rows = [b.gep(scv, [b.mul(nb, i64(8 * r))]) for r in range(rows)]
     x_tokens = [b.gep(xq, [b.mul(x_stride, i64(2 * t))]) for t in range(TOKENS)]
     xd_tokens = [b.gep(xd, [b.mul(s_stride, i64(t))]) for t in range(TOKENS)]
-    loop = _BlockLoop(fn, b, nb, [ZEROS] * (rows * TOKENS))
-    blk, carried = loop.blk, loop.carried
+    loop = _BlockLoop(fn, b, nb, [ZEROS] * (2 * rows * TOKENS))
+    blk, carried = loop.blk, loop.carried  # (chain of this block, the other) per row and token
     xs_blk = [load_vector(b, x_tokens[t], b.mul(blk, i64(64)), V32I16) for t in range(TOKENS)]
     dx_lanes = [broadcast(b, b.load(b.gep(xd_tokens[t], [blk])), V8F32) for t in range(TOKENS)]
     lanes = []
@@ -182,13 +212,13 @@ def _unpacked_function(module: ir.Module, kind: int, rows: int, isa: str) -> ir.
         quants = load_vector(b, q_rows[r], b.mul(blk, i64(64)), V32I16)
         scales = b.load(b.bitcast(b.gep(scv_rows[r], [b.mul(blk, i64(8))]), V8F32.as_pointer()), align=4)
         for t in range(TOKENS):
-            acc = carried[r * TOKENS + t]
+            acc, acc_next = carried[2 * (r * TOKENS + t) : 2 * (r * TOKENS + t) + 2]
             products = dot32(b, quants, xs_blk[t], isa, two_scales)
-            lanes.append(_accumulate(b, products, scales, dx_lanes[t], acc))
+            lanes += [acc_next, _accumulate(b, products, scales, dx_lanes[t], acc)]
     finals = loop.close(lanes)
     # The mins in a loop of their own (fewer live registers above), in the same order as
     # `_inline_function` adds them, so both give the same bits.
-    mins = [ZERO] * (rows * TOKENS)
+    mins = [ZERO] * (2 * rows * TOKENS)
     if not signed:
         mn_rows = [b.gep(mn, [b.mul(nb, i64(r))]) for r in range(rows)]
         xs_tokens = [b.gep(xs, [b.mul(s_stride, i64(t))]) for t in range(TOKENS)]
@@ -198,11 +228,13 @@ def _unpacked_function(module: ir.Module, kind: int, rows: int, isa: str) -> ir.
             block_min = b.load(b.gep(mn_rows[r], [min_loop.blk]))
             for t in range(TOKENS):
                 sx = b.load(b.gep(xs_tokens[t], [min_loop.blk]))
-                updated.append(fma(b, block_min, sx, min_loop.carried[r * TOKENS + t]))
+                acc, acc_next = min_loop.carried[2 * (r * TOKENS + t) : 2 * (r * TOKENS + t) + 2]
+                updated += [acc_next, fma(b, block_min, sx, acc)]
         mins = min_loop.close(updated)
     for r in range(rows):
         for t in range(TOKENS):
-            total = b.fadd(horizontal_sum(b, finals[r * TOKENS + t]), mins[r * TOKENS + t])
+            at = 2 * (r * TOKENS + t)
+            total = _row_total(b, finals[at], finals[at + 1], mins[at], mins[at + 1])
             b.store(total, b.gep(out, [b.add(b.mul(out_stride, i64(t)), i64(r))]))
     b.ret_void()
     return fn
@@ -259,32 +291,30 @@ def _void_call(build_entry, *arg_types):
 
 
 def dot_inline_intrinsic(isa: str):
-    """``dot_inline(code, w, w_at, sc, sc_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb, out,
-    out_at)``: one weight row against one token; each ``_at`` an element offset into its array."""
+    """``dot_inline(code, w, w_at, xq, xq_at, xd, xd_at, xs, xs_at, nb, out, out_at)``: one
+    weight row against one token; each ``_at`` an element offset into its array."""
 
     def entry(module):
         cases = {code: _inline_function(module, fmt, isa) for code, fmt in FORMATS.items()}
         return _dispatch(module, f"realm_int8_inline_{isa}", _INLINE_ARGS, cases)
 
     @intrinsic
-    def dot_inline(typingctx, code, w, w_at, sc, sc_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb,
-                   out, out_at):  # fmt: skip
-        return _void_call(entry, code, w, w_at, sc, sc_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb,
-                          out, out_at)  # fmt: skip
+    def dot_inline(typingctx, code, w, w_at, xq, xq_at, xd, xd_at, xs, xs_at, nb, out, out_at):
+        return _void_call(entry, code, w, w_at, xq, xq_at, xd, xd_at, xs, xs_at, nb, out, out_at)
 
     return dot_inline
 
 
 def unpack_intrinsic(isa: str):
-    """``unpack(code, w, w_at, sc, sc_at, mn, mn_at, nb, q, q_at, scv, scv_at)``: one row into the scratch."""
+    """``unpack(code, w, w_at, nb, q, q_at, scv, scv_at, mn, mn_at)``: one row into the scratch."""
 
     def entry(module):
         cases = {code: _unpack_function(module, fmt, isa) for code, fmt in FORMATS.items()}
         return _dispatch(module, f"realm_int8_unpack_{isa}", _UNPACK_ARGS, cases)
 
     @intrinsic
-    def unpack(typingctx, code, w, w_at, sc, sc_at, mn, mn_at, nb, q, q_at, scv, scv_at):
-        return _void_call(entry, code, w, w_at, sc, sc_at, mn, mn_at, nb, q, q_at, scv, scv_at)
+    def unpack(typingctx, code, w, w_at, nb, q, q_at, scv, scv_at, mn, mn_at):
+        return _void_call(entry, code, w, w_at, nb, q, q_at, scv, scv_at, mn, mn_at)
 
     return unpack
 

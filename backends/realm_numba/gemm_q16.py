@@ -18,7 +18,6 @@ import numpy as np
 from numba import njit, prange
 
 from realm_numba.dot_ir import dot_inline_intrinsic, dot_unpacked_intrinsic, unpack_intrinsic
-from realm_numba.int8_formats import has_row_scales, row_scales
 from realm_numba.scalars import JIT
 from realm_numba.vector_ir import host_isa
 
@@ -31,7 +30,9 @@ EXACT = {**JIT, "fastmath": False}
 TILE = 4
 ISA = host_isa()
 _inline = dot_inline_intrinsic(ISA)
-_unpacked4, _unpacked1 = dot_unpacked_intrinsic(TILE, ISA), dot_unpacked_intrinsic(1, ISA)
+# Two rows at a time: each row and token holds two chains of 8-lane sums (dot_ir), and two
+# rows of two tokens' take 8 of AVX2's 16 registers.
+_unpacked2, _unpacked1 = dot_unpacked_intrinsic(2, ISA), dot_unpacked_intrinsic(1, ISA)
 _unpack = unpack_intrinsic(ISA)
 # Up to this many tokens, quants are unpacked in registers for each token; past it, once
 # per tile into a scratch (same bits either way, see dot_ir.py).
@@ -70,7 +71,7 @@ def quantize_rows(x, xq, xd, xs):
 
 
 @njit(**{**EXACT, "inline": "always"})
-def _tile(code, kind, w, out, ti, xq, xd, xs, sc, mn, q, scv):
+def _tile(code, kind, w, out, ti, xq, xd, xs, mn, q, scv):
     """Rows ``4 ti ..`` of ``out = q16(x) @ decode(w).T``, for every token (see the module doc).
 
     Arrays reach dot_ir as (array, element offset): see dot_ir._pointer_args.
@@ -80,9 +81,6 @@ def _tile(code, kind, w, out, ti, xq, xd, xs, sc, mn, q, scv):
     m, row_bytes = w.shape
     r0 = ti * TILE
     rows = min(TILE, m - r0)
-    if has_row_scales(code):
-        for dr in range(rows):
-            row_scales(code, w[r0 + dr], nb, sc[dr], mn[dr])
     if n <= INLINE_MAX_TOKENS:
         # Row after row, not four rows side by side: reading four rows a block at a time
         # made the hardware prefetchers fetch a large weight at ~60% of the bandwidth.
@@ -90,21 +88,20 @@ def _tile(code, kind, w, out, ti, xq, xd, xs, sc, mn, q, scv):
             w_at = (r0 + dr) * row_bytes
             for t in range(n):
                 x_at, s_at = t * k, t * nb
-                _inline(code, w, w_at, sc, dr * 2 * nb, mn, dr * nb,
-                        xq, x_at, xd, s_at, xs, s_at, nb, out, t * m + r0 + dr)  # fmt: skip
+                _inline(code, w, w_at, xq, x_at, xd, s_at, xs, s_at, nb, out, t * m + r0 + dr)
         return
     for dr in range(rows):
-        _unpack(code, w, (r0 + dr) * row_bytes, sc, dr * 2 * nb, mn, dr * nb, nb, q, dr * k, scv, dr * 8 * nb)
+        _unpack(code, w, (r0 + dr) * row_bytes, nb, q, dr * k, scv, dr * 8 * nb, mn, dr * nb)
     for t in range(0, n, 2):  # tokens in pairs (dot_ir.TOKENS); a last odd one as a pair with itself
         step = 1 if t + 1 < n else 0
         x_at, s_at, o_at = t * k, t * nb, t * m + r0
-        if rows == TILE:
-            _unpacked4(kind, q, 0, scv, 0, mn, 0, xq, x_at, xd, s_at, xs, s_at, nb, out, o_at,
-                       step * k, step * nb, step * m)  # fmt: skip
-        else:
-            for dr in range(rows):
-                _unpacked1(kind, q, dr * k, scv, dr * 8 * nb, mn, dr * nb, xq, x_at, xd, s_at, xs, s_at,
-                           nb, out, o_at + dr, step * k, step * nb, step * m)  # fmt: skip
+        for dr in range(0, rows - 1, 2):
+            _unpacked2(kind, q, dr * k, scv, dr * 8 * nb, mn, dr * nb, xq, x_at, xd, s_at, xs, s_at,
+                       nb, out, o_at + dr, step * k, step * nb, step * m)  # fmt: skip
+        if rows % 2:
+            dr = rows - 1
+            _unpacked1(kind, q, dr * k, scv, dr * 8 * nb, mn, dr * nb, xq, x_at, xd, s_at, xs, s_at,
+                       nb, out, o_at + dr, step * k, step * nb, step * m)  # fmt: skip
 
 
 @njit(**{**EXACT, "parallel": True})
@@ -126,14 +123,13 @@ def matmul_q16(x, codes, kinds, w0, out0, w1, out1, w2, out2, n_chunks):
     tiles = t0 + t1 + (w2.shape[0] + TILE - 1) // TILE
     n_chunks = max(1, min(n_chunks, tiles))
     for c in prange(n_chunks):
-        sc = np.empty((TILE, 2 * nb), dtype=np.float32)
         mn = np.empty((TILE, nb), dtype=np.float32)
         q = np.empty((TILE, k), dtype=np.int16)
         scv = np.empty((TILE, 8 * nb), dtype=np.float32)
         for ti in range(c * tiles // n_chunks, (c + 1) * tiles // n_chunks):
             if ti < t0:
-                _tile(codes[0], kinds[0], w0, out0, ti, xq, xd, xs, sc, mn, q, scv)
+                _tile(codes[0], kinds[0], w0, out0, ti, xq, xd, xs, mn, q, scv)
             elif ti < t0 + t1:
-                _tile(codes[1], kinds[1], w1, out1, ti - t0, xq, xd, xs, sc, mn, q, scv)
+                _tile(codes[1], kinds[1], w1, out1, ti - t0, xq, xd, xs, mn, q, scv)
             else:
-                _tile(codes[2], kinds[2], w2, out2, ti - t0 - t1, xq, xd, xs, sc, mn, q, scv)
+                _tile(codes[2], kinds[2], w2, out2, ti - t0 - t1, xq, xd, xs, mn, q, scv)

@@ -1,121 +1,128 @@
-"""Each weight format's part in the integer matmul: its quants as LLVM IR, its scales in numba.
+"""Each weight format's part in the integer matmul: its quants and its scales, as LLVM IR.
 
 A format is one class, registered by subclassing `Int8Format` (``__init_subclass__``),
-with its block size taken from gguf's type table. The matmul (gemm_q16.py) splits a
-weight row into 32-value blocks and needs two things per format:
+with its block size taken from gguf's type table. The matmul (dot_ir.py) walks a weight
+row one GGML block at a time (32 values, or a 256-value super-block of eight 32-value
+blocks) and needs two things per format:
 
-- ``quants(b, row, blk, isa)``: IR giving block ``blk``'s 32 quants as ``<32 x i8>``,
-  unsigned (``signed = False``, with the format's offset folded into a per-block min) or
-  signed (Q8_0, Q6_K, and IQ4_NL / IQ4_XS, whose nibbles index gguf's 16 levels);
-- ``scales(b, row, blk, sc, mn)``: IR giving the block's scales in dot32's lane layout
-  (lanes 0-3 and 4-7: one per 16 values, the same in both unless ``two_scales``) and its
-  min (None for signed formats). The 32-value formats read
-  their f16 scale where it is; the K-quants' and IQ4_XS's packed scales are unpacked once
-  per row by `row_scales` (numba) into ``sc`` (two per block) and ``mn`` (one per block).
+- ``scales(b, row, o, isa)``: IR giving the GGML block at byte ``o``'s scales, as vectors: one
+  float per 32-value block (two, one per 16 values, for ``two_scales``) and, for unsigned
+  formats, one min per 32-value block (None for signed ones). A super-block's packed 6-bit
+  scales are unpacked once for its eight blocks, in a dozen vector instructions;
+- ``quants(b, row, o, j, isa)``: IR giving the block's 32-value block ``j`` (a constant) as
+  ``<32 x i8>``, unsigned (``signed = False``: Q4_1, Q5_1 and the K-quants with a min) or
+  signed (Q8_0, Q6_K, Q4_0 and Q5_0 with their offset taken off, and IQ4_NL / IQ4_XS,
+  whose nibbles index gguf's 16 levels).
 
-Layouts are ggml's (ggml/src/ggml-common.h); `realm.quants` holds the exact decoders.
+Layouts are ggml's (ggml/src/ggml-common.h); `realm.quants` holds the exact decoders. The
+scales are the decoders' own products (``d * scale``, ``-dmin * min``).
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-import numpy as np
+import llvmlite.binding as llvm
 from gguf.constants import GGML_QUANT_SIZES
 from gguf.quants import IQ4_NL as _GGUF_IQ4_NL
 from llvmlite import ir
-from numba import njit
 
 from realm.gguf.types import GGMLType
-from realm_numba.decode_kquants import k_scale_min
-from realm_numba.scalars import JIT, half_at
 from realm_numba.vector_ir import (
     F32,
     I8,
+    I16,
     I32,
-    V8F32,
     V16I8,
     V32I8,
+    V32I16,
     broadcast,
     function,
-    i64,
     join16,
     load_scalar,
     load_vector,
     mask,
     splat,
+    widen,
 )
 
 FORMATS: dict[int, type[Int8Format]] = {}
+llvm.initialize_native_asmparser()  # for `_half`'s inline asm (numba initializes only the printer)
 IQ4_NL_LEVELS = _GGUF_IQ4_NL.kvalues  # IQ4_NL's and IQ4_XS's 16 levels, as gguf holds them
 
 
 class Int8Format:
-    """One GGML type's quants for `dot_ir`; subclasses register themselves."""
+    """One GGML type's quants and scales for `dot_ir`; subclasses register themselves."""
 
     ggml: ClassVar[GGMLType]
     signed: ClassVar[bool] = False  # quants are int8 (else uint8 with a per-block min)
     two_scales: ClassVar[bool] = False  # a scale per 16 values (else one per 32-value block)
     block_values: ClassVar[int]  # values per GGML block
     block_bytes: ClassVar[int]
+    blocks: ClassVar[int]  # 32-value blocks per GGML block
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         if "ggml" in cls.__dict__:  # a format, not a family of them
             cls.block_values, cls.block_bytes = GGML_QUANT_SIZES[cls.ggml]
+            cls.blocks = cls.block_values // 32
             FORMATS[int(cls.ggml)] = cls
 
     @classmethod
-    def block_offset(cls, b, blk):
-        """Byte offset of the GGML block holding 32-value block ``blk``, and ``blk``'s place in it."""
-        per_block = cls.block_values // 32
-        if per_block == 1:
-            return b.mul(blk, i64(cls.block_bytes)), None
-        return b.mul(b.udiv(blk, i64(per_block)), i64(cls.block_bytes)), b.urem(blk, i64(per_block))
-
-    @classmethod
-    def quants(cls, b, row, blk, isa):  # pragma: no cover - every registered format overrides it
+    def quants(cls, b, row, o, j, isa):  # pragma: no cover - every registered format overrides it
         raise NotImplementedError
 
     @classmethod
-    def scales(cls, b, row, blk, sc, mn):
-        """From `row_scales`' arrays: ``sc[2blk]`` for lanes 0-3, ``sc[2blk+1]`` for 4-7; ``mn[blk]``."""
-        pair_type = ir.VectorType(F32, 2)
-        pair = b.load(b.bitcast(b.gep(sc, [b.mul(blk, i64(2))]), pair_type.as_pointer()), align=4)
-        lanes = b.shuffle_vector(pair, pair, mask([0, 0, 0, 0, 1, 1, 1, 1]))
-        return lanes, None if cls.signed else b.load(b.gep(mn, [blk]))
-
-
-class _SimpleFormat(Int8Format):
-    """32-value blocks: an f16 scale ``d``, an f16 min (``has_min``; else min = ``offset * d``),
-    the fifth bits of the 32 values as a uint32 (``fifth_bit``), then 16 bytes of nibbles."""
-
-    has_min: ClassVar[bool] = False  # an f16 min follows d
-    offset: ClassVar[float] = 0.0  # else the quants' offset: min = offset * d
-    fifth_bit: ClassVar[bool] = False
+    def scales(cls, b, row, o, isa):  # pragma: no cover - every registered format overrides it
+        raise NotImplementedError
 
     @classmethod
-    def quants(cls, b, row, blk, isa):
-        o, _ = cls.block_offset(b, blk)
-        header = b.add(o, i64(2 + 2 * cls.has_min))
-        nibbles = _nibbles(b, row, b.add(header, i64(4 * cls.fifth_bit)))
-        return b.or_(nibbles, _fifth_bits(b, row, header)) if cls.fifth_bit else nibbles
-
-    @classmethod
-    def scales(cls, b, row, blk, sc, mn):
-        o, _ = cls.block_offset(b, blk)
-        if cls.has_min:  # d and m side by side: one load, one conversion for both (~20% faster)
-            pair = b.fpext(load_scalar(b, row, o, ir.VectorType(ir.HalfType(), 2)), ir.VectorType(F32, 2))
-            d, m = b.extract_element(pair, I32(0)), b.extract_element(pair, I32(1))
-            return broadcast(b, d, V8F32), m
-        d = _half(b, row, o)
-        if cls.signed:
-            return broadcast(b, d, V8F32), None
-        return broadcast(b, d, V8F32), b.fmul(d, F32(cls.offset))
+    def wide_quants(cls, b, row, o, j, isa):
+        """`quants` as the ``<32 x i16>`` that dot32 multiplies."""
+        return widen(b, cls.quants(b, row, o, j, isa), cls.signed)
 
 
-def _half(b, row, offset):
-    return b.fpext(load_scalar(b, row, offset, ir.HalfType()), F32)
+def _vector(b, *values):
+    """Scalars of one type as one vector, in order."""
+    out = ir.Constant(ir.VectorType(values[0].type, len(values)), None)
+    for i, v in enumerate(values):
+        out = b.insert_element(out, v, I32(i))
+    return out
+
+
+def _scaled(b, ints, d):
+    """``d * float(ints)`` lane-wise: a vector of integers times a float32 scalar."""
+    floats = ir.VectorType(F32, ints.type.count)
+    return b.fmul(broadcast(b, d, floats), b.sitofp(ints, floats))
+
+
+def _at(o, offset: int):
+    return ir.Constant(o.type, offset)
+
+
+def _halves(b, row, offset):
+    """The two f16 at ``offset`` as float32, from one 4-byte load (``vmovd``)."""
+    pair = b.fpext(load_scalar(b, row, offset, ir.VectorType(ir.HalfType(), 2)), ir.VectorType(F32, 2))
+    return b.extract_element(pair, I32(0)), b.extract_element(pair, I32(1))
+
+
+def _half(b, row, offset, isa):
+    """The f16 at ``offset`` as float32.
+
+    On x86 through a general register (``movzwl``, ``vmovd``): LLVM loads a lone f16 into a
+    vector register that still holds another value (``vpinsrw``), and the conversion then
+    waits for whatever last wrote that register, the row's accumulator: a dependency through
+    every block that made the loop ~1.7x slower. ``vmovd`` from a general register writes
+    the whole register; the asm keeps LLVM from turning it back into ``vpinsrw``.
+    """
+    if isa != "avx2":
+        return b.fpext(load_scalar(b, row, offset, ir.HalfType()), F32)
+    bits = b.zext(load_scalar(b, row, offset, I16), I32)
+    v4i32 = ir.VectorType(I32, 4)
+    moved = b.call(ir.InlineAsm(ir.FunctionType(v4i32, [I32]), "vmovd $1, $0", "=x,r"), [bits])
+    halves = b.bitcast(moved, ir.VectorType(ir.HalfType(), 8))
+    four = b.fpext(b.shuffle_vector(halves, halves, mask([0, 1, 2, 3])), ir.VectorType(F32, 4))
+    return b.extract_element(four, I32(0))
 
 
 def _nibbles(b, row, offset):
@@ -133,15 +140,48 @@ def _fifth_bits(b, row, offset):
     return b.and_(b.sext(is_set, V32I8), splat(V32I8, 16))
 
 
-def _shifted_low_bits(b, bytes32, shift, bits):
-    """``(bytes32 >> shift) & (2**bits - 1)`` lane-wise, ``shift`` an i64 run-time value."""
-    amount = broadcast(b, b.trunc(shift, I8), V32I8)
-    return b.and_(b.lshr(bytes32, amount), splat(V32I8, (1 << bits) - 1))
+def _low_bits(b, bytes32, shift: int, bits: int):
+    """``(bytes32 >> shift) & (2**bits - 1)`` lane-wise."""
+    return b.and_(b.lshr(bytes32, splat(V32I8, shift)), splat(V32I8, (1 << bits) - 1))
+
+
+class _SimpleFormat(Int8Format):
+    """32-value blocks: an f16 scale ``d``, an f16 min (``has_min``; else the quants are offset
+    by ``offset``), the fifth bits of the 32 values as a uint32 (``fifth_bit``), then 16
+    bytes of nibbles."""
+
+    has_min: ClassVar[bool] = False  # an f16 min follows d
+    offset: ClassVar[int] = 0  # else the quants' offset, taken off in integers (signed quants)
+    fifth_bit: ClassVar[bool] = False
+
+    @classmethod
+    def quants(cls, b, row, o, j, isa):
+        header = b.add(o, _at(o, 2 + 2 * cls.has_min))
+        quants = _nibbles(b, row, b.add(header, _at(o, 4 * cls.fifth_bit)))
+        return b.or_(quants, _fifth_bits(b, row, header)) if cls.fifth_bit else quants
+
+    @classmethod
+    def wide_quants(cls, b, row, o, j, isa):
+        """With an offset, (q - offset) * x in integers: a subtraction in 16-bit lanes, where a
+        min (offset * d) costs a float multiply-add per block and row. (In bytes, before
+        widening, it made LLVM cross the vector's halves twice more: ~25% slower.)"""
+        if not cls.offset:
+            return super().wide_quants(b, row, o, j, isa)
+        wide = widen(b, cls.quants(b, row, o, j, isa), False)  # the nibbles, unsigned
+        return b.sub(wide, splat(V32I16, cls.offset))
+
+    @classmethod
+    def scales(cls, b, row, o, isa):
+        if cls.has_min:  # d and m side by side
+            d, m = _halves(b, row, o)
+            return _vector(b, d), _vector(b, m)
+        return _vector(b, _half(b, row, o, isa)), None
 
 
 class Q4_0(_SimpleFormat):
     ggml = GGMLType.Q4_0
-    offset = -8.0
+    offset = 8
+    signed = True
 
 
 class Q4_1(_SimpleFormat):
@@ -151,7 +191,8 @@ class Q4_1(_SimpleFormat):
 
 class Q5_0(_SimpleFormat):
     ggml = GGMLType.Q5_0
-    offset = -16.0
+    offset = 16
+    signed = True
     fifth_bit = True
 
 
@@ -168,9 +209,8 @@ class Q8_0(_SimpleFormat):
     signed = True
 
     @classmethod
-    def quants(cls, b, row, blk, isa):
-        o, _ = cls.block_offset(b, blk)
-        return load_vector(b, row, b.add(o, i64(2)), V32I8)
+    def quants(cls, b, row, o, j, isa):
+        return load_vector(b, row, b.add(o, _at(o, 2)), V32I8)
 
 
 def _iq4_levels(b, nibbles, isa):
@@ -194,50 +234,82 @@ class IQ4_NL(_SimpleFormat):
     signed = True
 
     @classmethod
-    def quants(cls, b, row, blk, isa):
-        return _iq4_levels(b, super().quants(b, row, blk, isa), isa)
+    def quants(cls, b, row, o, j, isa):
+        return _iq4_levels(b, super().quants(b, row, o, j, isa), isa)
 
 
 class IQ4_XS(Int8Format):
-    """IQ4_NL's levels in 256-value blocks: sub-block j's nibbles at 8 + 16j, 6-bit scales."""
+    """IQ4_NL's levels in 256-value blocks: f16 d, the scales' 2 high bits (a u16), their 4 low
+    bits (4 bytes), then block j's nibbles at 8 + 16j. Block j's scale is ``d * (ls - 32)``."""
 
     ggml = GGMLType.IQ4_XS
     signed = True
 
     @classmethod
-    def quants(cls, b, row, blk, isa):
-        o, j = cls.block_offset(b, blk)
-        return _iq4_levels(b, _nibbles(b, row, b.add(o, b.add(i64(8), b.mul(j, i64(16))))), isa)
+    def quants(cls, b, row, o, j, isa):
+        return _iq4_levels(b, _nibbles(b, row, b.add(o, _at(o, 8 + 16 * j))), isa)
+
+    @classmethod
+    def scales(cls, b, row, o, isa):
+        v8i8, v8i16, v8i32 = (ir.VectorType(t, 8) for t in (I8, I16, I32))
+        packed = load_scalar(b, row, b.add(o, _at(o, 4)), ir.VectorType(I8, 4))
+        spread = b.shuffle_vector(packed, packed, mask([j // 2 for j in range(8)]))
+        low = b.and_(b.lshr(spread, ir.Constant(v8i8, [4 * (j & 1) for j in range(8)])), splat(v8i8, 15))
+        high_bits = broadcast(b, load_scalar(b, row, b.add(o, _at(o, 2)), I16), v8i16)
+        high = b.and_(b.lshr(high_bits, ir.Constant(v8i16, [2 * j for j in range(8)])), splat(v8i16, 3))
+        ls = b.or_(b.zext(low, v8i32), b.shl(b.zext(high, v8i32), splat(v8i32, 4)))
+        return _scaled(b, b.sub(ls, splat(v8i32, 32)), _half(b, row, o, isa)), None
 
 
-class Q4_K(Int8Format):
-    """Sub-blocks 2c and 2c+1 are the low and high nibbles of the 32 bytes at 16 + 32c."""
+class _KQuant(Int8Format):
+    """Q4_K / Q5_K: f16 d and dmin, then 12 bytes of eight 6-bit (scale, min) pairs."""
+
+    @classmethod
+    def scales(cls, b, row, o, isa):
+        """``d * sc`` and ``-dmin * m``, the pairs unpacked a 32-bit word at a time (as ggml's
+        AVX2 kernel does): words 0-1 give the scales' bytes, words 2-3 the mins'."""
+        d, dmin = _halves(b, row, o)
+        u0, u1, u2 = (load_scalar(b, row, b.add(o, _at(o, at)), I32) for at in (4, 8, 12))
+        six, four, two = (I32(m) for m in (0x3F3F3F3F, 0x0F0F0F0F, 0x03030303))
+
+        def top_bits(u):  # each byte's bits 6-7, as bits 4-5
+            return b.shl(b.and_(b.lshr(u, I32(6)), two), I32(4))
+
+        def as_floats(low, high, scale):
+            v8i32 = ir.VectorType(I32, 8)
+            return _scaled(b, b.zext(b.bitcast(_vector(b, low, high), ir.VectorType(I8, 8)), v8i32), scale)
+
+        scales = as_floats(b.and_(u0, six), b.or_(b.and_(u2, four), top_bits(u0)), d)
+        mins = as_floats(b.and_(u1, six), b.or_(b.and_(b.lshr(u2, I32(4)), four), top_bits(u1)), b.fneg(dmin))
+        return scales, mins
+
+
+class Q4_K(_KQuant):
+    """Blocks 2c and 2c+1 are the low and high nibbles of the 32 bytes at 16 + 32c."""
 
     ggml = GGMLType.Q4_K
 
     @classmethod
-    def quants(cls, b, row, blk, isa):
-        o, j = cls.block_offset(b, blk)
-        packed = load_vector(b, row, b.add(o, b.add(i64(16), b.mul(b.lshr(j, i64(1)), i64(32)))), V32I8)
-        return _shifted_low_bits(b, packed, b.mul(b.and_(j, i64(1)), i64(4)), 4)
+    def quants(cls, b, row, o, j, isa):
+        packed = load_vector(b, row, b.add(o, _at(o, 16 + 32 * (j >> 1))), V32I8)
+        return _low_bits(b, packed, 4 * (j & 1), 4)
 
 
-class Q5_K(Int8Format):
+class Q5_K(_KQuant):
     """Q4_K's nibbles (at 48 + 32c) plus bit j of the 32 bytes at 16 as the fifth bit."""
 
     ggml = GGMLType.Q5_K
 
     @classmethod
-    def quants(cls, b, row, blk, isa):
-        o, j = cls.block_offset(b, blk)
-        packed = load_vector(b, row, b.add(o, b.add(i64(48), b.mul(b.lshr(j, i64(1)), i64(32)))), V32I8)
-        low = _shifted_low_bits(b, packed, b.mul(b.and_(j, i64(1)), i64(4)), 4)
-        high = _shifted_low_bits(b, load_vector(b, row, b.add(o, i64(16)), V32I8), j, 1)
+    def quants(cls, b, row, o, j, isa):
+        low = _low_bits(b, load_vector(b, row, b.add(o, _at(o, 48 + 32 * (j >> 1))), V32I8), 4 * (j & 1), 4)
+        high = _low_bits(b, load_vector(b, row, b.add(o, _at(o, 16)), V32I8), j, 1)
         return b.or_(low, b.shl(high, splat(V32I8, 4)))
 
 
 class Q6_K(Int8Format):
-    """Per 128 values (half h): a nibble of ``ql`` plus 2 bits of ``qh``, minus 32.
+    """Per 128 values (half h): a nibble of ``ql`` plus 2 bits of ``qh``, minus 32; then 16
+    int8 scales (one per 16 values) at 192 and f16 d at 208.
 
     Block g of the half takes ``ql[64h + 32(g & 1):][:32]`` shifted by 4(g >> 1), and
     ``qh[32h:][:32]`` shifted by 2g.
@@ -248,76 +320,14 @@ class Q6_K(Int8Format):
     two_scales = True
 
     @classmethod
-    def quants(cls, b, row, blk, isa):
-        o, j = cls.block_offset(b, blk)
-        h, g = b.lshr(j, i64(2)), b.and_(j, i64(3))
-        ql_at = b.add(o, b.add(b.mul(h, i64(64)), b.mul(b.and_(g, i64(1)), i64(32))))
-        low = _shifted_low_bits(b, load_vector(b, row, ql_at, V32I8), b.mul(b.lshr(g, i64(1)), i64(4)), 4)
-        qh_at = b.add(o, b.add(i64(128), b.mul(h, i64(32))))
-        high = _shifted_low_bits(b, load_vector(b, row, qh_at, V32I8), b.mul(g, i64(2)), 2)
-        return b.sub(b.or_(low, b.shl(high, splat(V32I8, 4))), splat(V32I8, 32))
+    def quants(cls, b, row, o, j, isa):
+        h, g = j >> 2, j & 3
+        ql = load_vector(b, row, b.add(o, _at(o, 64 * h + 32 * (g & 1))), V32I8)
+        qh = load_vector(b, row, b.add(o, _at(o, 128 + 32 * h)), V32I8)
+        high = b.shl(_low_bits(b, qh, 2 * g, 2), splat(V32I8, 4))
+        return b.sub(b.or_(_low_bits(b, ql, 4 * (g >> 1), 4), high), splat(V32I8, 32))
 
-
-Q4_K_CODE, Q5_K_CODE, Q6_K_CODE = int(GGMLType.Q4_K), int(GGMLType.Q5_K), int(GGMLType.Q6_K)
-IQ4_XS_CODE = int(GGMLType.IQ4_XS)
-
-
-@njit(**JIT)
-def _k_scales(src, nb, sc, mn, block_bytes):
-    """Q4_K / Q5_K: ``d * scale`` and ``-dmin * min`` of each 6-bit pair."""
-    for blk in range(nb):
-        o = (blk >> 3) * block_bytes
-        d = half_at(src, o)
-        dmin = half_at(src, o + 2)
-        s, m = k_scale_min(src, o + 4, blk & 7)
-        sc[2 * blk] = d * np.float32(s)
-        sc[2 * blk + 1] = d * np.float32(s)
-        mn[blk] = -dmin * np.float32(m)
-
-
-@njit(**JIT)
-def _q6_k_scales(src, nb, sc):
-    """Q6_K: ``d * scale`` per 16 values, int8 scales at 192, f16 d at 208."""
-    for blk in range(nb):
-        o = (blk >> 3) * 210
-        d = half_at(src, o + 208)
-        j = blk & 7
-        at = o + 192 + 8 * (j >> 2) + 2 * (j & 3)
-        sc[2 * blk] = d * np.float32(np.int8(src[at]))
-        sc[2 * blk + 1] = d * np.float32(np.int8(src[at + 1]))
-
-
-@njit(**JIT)
-def _iq4_xs_scales(src, nb, sc):
-    """IQ4_XS: ``d * (ls - 32)``, ``ls`` 4 low bits at 4 + j/2 and 2 high bits of the u16 at 2."""
-    for blk in range(nb):
-        o = (blk >> 3) * 136
-        j = blk & 7
-        d = half_at(src, o)
-        low = (np.int32(src[o + 4 + (j >> 1)]) >> (4 * (j & 1))) & 0xF
-        high = ((np.int32(src[o + 2]) | (np.int32(src[o + 3]) << 8)) >> (2 * j)) & 3
-        scale = d * np.float32((low | (high << 4)) - 32)
-        sc[2 * blk] = scale
-        sc[2 * blk + 1] = scale
-
-
-@njit(**JIT)
-def has_row_scales(code):
-    """Whether `row_scales` has work for this type (else the matmul skips it, and the row slices)."""
-    return code in (Q4_K_CODE, Q5_K_CODE, Q6_K_CODE, IQ4_XS_CODE)
-
-
-@njit(**JIT)
-def row_scales(code, src, nb, sc, mn):
-    """The K-quants' and IQ4_XS's block scales (two per 32 values) and mins of a row into ``sc``/``mn``.
-
-    The other formats' scales are read by their IR (`_SimpleFormat.scales`): nothing to do.
-    """
-    if code == Q4_K_CODE:
-        _k_scales(src, nb, sc, mn, 144)
-    elif code == Q5_K_CODE:
-        _k_scales(src, nb, sc, mn, 176)
-    elif code == Q6_K_CODE:
-        _q6_k_scales(src, nb, sc)
-    elif code == IQ4_XS_CODE:
-        _iq4_xs_scales(src, nb, sc)
+    @classmethod
+    def scales(cls, b, row, o, isa):
+        ints = b.sext(load_vector(b, row, b.add(o, _at(o, 192)), V16I8), ir.VectorType(I32, 16))
+        return _scaled(b, ints, _half(b, row, b.add(o, _at(o, 208)), isa)), None
