@@ -104,8 +104,12 @@ def _row_total(b, lanes, lanes_other, mins, mins_other):
 
 
 def _accumulate(b, products, lane_scales, dx_lanes, acc):
-    """One block into a row's lanes: ``fma(products * SC, DX, acc)``, the one formula both ways use."""
-    return fma(b, b.fmul(b.sitofp(products, V8F32), lane_scales), dx_lanes, acc)
+    """One block into a row's lanes: ``fma(products, SC * DX, acc)``, the one formula both ways use.
+
+    ``SC * DX`` depends only on loads, so it is ready early; the products' own chain (unpack,
+    multiply-add, convert) then ends in the FMA alone.
+    """
+    return fma(b, b.sitofp(products, V8F32), b.fmul(lane_scales, dx_lanes), acc)
 
 
 def _lane_scales(b, fmt: type[Int8Format], scales, j: int):
@@ -137,7 +141,7 @@ def _inline_function(module: ir.Module, fmt: type[Int8Format], isa: str) -> ir.F
     w, xq, xd, xs, nb, out = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     loop, o, scales, mins, first = _ggml_blocks(fn, b, fmt, w, nb, isa, [ZEROS, ZEROS, ZERO, ZERO])
-    acc, acc_next, acc_min, min_next = loop.carried  # two chains each: see `_chains`
+    acc, acc_next, acc_min, min_next = loop.carried  # two chains each: see `_row_total`
     for j in range(fmt.blocks):
         blk = b.add(first, i64(j))
         x = load_vector(b, xq, b.mul(blk, i64(64)), V32I16)

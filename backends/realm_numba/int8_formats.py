@@ -131,13 +131,13 @@ def _nibbles(b, row, offset):
     return join16(b, b.and_(packed, splat(V16I8, 15)), b.lshr(packed, splat(V16I8, 4)))
 
 
-def _fifth_bits(b, row, offset):
-    """The uint32 at ``offset`` as 32 bytes, byte j 16 when bit j is set, else 0 (Q5_0/Q5_1)."""
+def _fifth_bits(b, row, offset, unset: int, set_: int):
+    """The uint32 at ``offset`` as 32 bytes: byte j ``set_`` where bit j is set, else ``unset``."""
     word = b.bitcast(load_scalar(b, row, offset, I32), ir.VectorType(I8, 4))
     spread = b.shuffle_vector(word, word, mask([j // 8 for j in range(32)]))
     bits = ir.Constant(V32I8, [1 << (j % 8) for j in range(32)])
     is_set = b.icmp_unsigned("==", b.and_(spread, bits), bits)  # vpcmpeqb: 0xFF where set
-    return b.and_(b.sext(is_set, V32I8), splat(V32I8, 16))
+    return b.select(is_set, splat(V32I8, set_), splat(V32I8, unset))  # one vpand(n)
 
 
 def _low_bits(b, bytes32, shift: int, bits: int):
@@ -158,14 +158,19 @@ class _SimpleFormat(Int8Format):
     def quants(cls, b, row, o, j, isa):
         header = b.add(o, _at(o, 2 + 2 * cls.has_min))
         quants = _nibbles(b, row, b.add(header, _at(o, 4 * cls.fifth_bit)))
-        return b.or_(quants, _fifth_bits(b, row, header)) if cls.fifth_bit else quants
+        if not cls.fifth_bit:
+            return quants
+        if cls.offset:  # Q5_0, as ggml's AVX2 kernel: a nibble | 0xF0 is the nibble - 16 in int8
+            return b.or_(quants, _fifth_bits(b, row, header, unset=0xF0, set_=0))
+        return b.or_(quants, _fifth_bits(b, row, header, unset=0, set_=16))
 
     @classmethod
     def wide_quants(cls, b, row, o, j, isa):
-        """With an offset, (q - offset) * x in integers: a subtraction in 16-bit lanes, where a
-        min (offset * d) costs a float multiply-add per block and row. (In bytes, before
-        widening, it made LLVM cross the vector's halves twice more: ~25% slower.)"""
-        if not cls.offset:
+        """With an offset, (q - offset) * x in integers, where a min (offset * d) costs a float
+        multiply-add per block and row: Q5_0's quants come signed (`quants`), Q4_0's nibbles
+        get a subtraction in 16-bit lanes (in bytes, before widening, it made LLVM cross the
+        vector's halves twice more: ~25% slower)."""
+        if not cls.offset or cls.fifth_bit:
             return super().wide_quants(b, row, o, j, isa)
         wide = widen(b, cls.quants(b, row, o, j, isa), False)  # the nibbles, unsigned
         return b.sub(wide, splat(V32I16, cls.offset))
