@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 import realm
 from realm.backend import RopeMode
 from realm.errors import BackendArgumentError, CallOrderError
 from realm.gguf.types import GGMLType
 from realm.model.transformer import Batch
+from realm.op_checks import check_paged_indices
 from realm.step_program import OpCall, StepRecorder, run_calls
 from realm.testing import random_quant_tensor, write_model
 
@@ -232,3 +236,29 @@ def test_the_model_keeps_its_most_recently_used_programs(tmp_path, monkeypatch):
         t.eval(list(range(1, n + 1)))
         seen.append(sorted(key[1] for key in t._programs))
     assert seen == [[3], [3, 4], [3, 4], [3, 5], [4, 5]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 3).flatmap(
+        lambda n_seqs: st.tuples(
+            arrays(np.int32, (n_seqs, 3), elements=st.integers(-2, 9)),  # block ids; 8 blocks exist
+            arrays(np.int32, st.integers(1, 4), elements=st.integers(-1, n_seqs)),  # seq_ids
+            st.lists(st.integers(-1, 13), min_size=4, max_size=4),  # positions (block size 4)
+        )
+    )
+)
+def test_the_cpu_programs_compiled_index_check_agrees_with_the_ops(indices):
+    """The cpu program checks a step's paged indices in compiled code; a bad index still gets
+    attention_paged's own error, and a good one passes both ways."""
+    pytest.importorskip("numba")
+    from realm_numba.step_kernel import paged_indices_valid
+
+    table, seq_ids, positions = indices
+    positions = np.array(positions[: len(seq_ids)], np.int32)
+    try:
+        check_paged_indices(table, 4, 32, seq_ids, positions)
+        valid = True
+    except BackendArgumentError:
+        valid = False
+    assert paged_indices_valid(table, 4, 32, seq_ids, positions) == valid

@@ -190,7 +190,7 @@ class NumbaBackend:
     def upload(self, host: np.ndarray) -> np.ndarray:
         """A private C-contiguous copy; floating data becomes float32, integers keep their type."""
         host = np.asarray(host)
-        dtype = np.float32 if np.issubdtype(host.dtype, np.floating) else host.dtype
+        dtype = np.float32 if host.dtype.kind == "f" else host.dtype  # (issubdtype: ~1 us more)
         return np.array(host, dtype=dtype, order="C", copy=True)
 
     def upload_quant(

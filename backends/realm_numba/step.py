@@ -38,8 +38,8 @@ class _Operands:
         self.weights = typed.List.empty_list(_WEIGHTS)
         self._index: dict[int, int] = {}
         self._keep: list[Any] = []  # the originals, so that no id is reused while the program lives
-        for array in inputs:
-            self.int32(array)
+        for array in inputs:  # a copy of each, that a run copies its inputs into (`NumbaStepProgram.run`)
+            self.int32(array, held=np.array(array, copy=True))
         self.no_weight = self.weight(no_weight)
         self.no_floats = self.float32(_NO_FLOATS)
 
@@ -58,15 +58,17 @@ class _Operands:
             )
         return self._add(a, self.floats, a.reshape(-1))
 
-    def int32(self, a: np.ndarray) -> int:
+    def int32(self, a: np.ndarray, held: np.ndarray | None = None) -> int:
+        """``a``'s place in ``ints``; ``held``: the array to put there for it (else ``a``)."""
         if a.dtype != np.int32 or a.ndim not in (1, 2) or not a.flags.c_contiguous:
             raise BackendArgumentError(
                 f"compile_step: index arrays must be C-contiguous int32 [n] or "
                 f"[rows, cols], got {a.dtype} {a.shape}"
             )
-        at = self._add(a, self.ints, a.reshape(1, -1) if a.ndim == 1 else a)
+        held = a if held is None else held
+        at = self._add(a, self.ints, held.reshape(1, -1) if held.ndim == 1 else held)
         if at == len(self.int_arrays):
-            self.int_arrays.append(a)
+            self.int_arrays.append(held)
         return at
 
     def weight(self, blocks: np.ndarray) -> int:
@@ -100,7 +102,7 @@ class NumbaStepProgram:
         """The recorded calls on these index arrays; a 2-D one (a block table) may have another shape."""
         if len(inputs) != self._n_inputs:
             raise BackendArgumentError(f"compile_step program: {self._n_inputs} inputs, got {len(inputs)}")
-        ints = self._ops.ints
+        held = self._ops.int_arrays
         for i, (shape, now) in enumerate(zip(self._shapes, inputs, strict=True)):
             same = isinstance(now, np.ndarray) and (now.shape == shape or len(shape) == now.ndim == 2)
             if not same or now.dtype != np.int32 or not now.flags.c_contiguous:
@@ -109,20 +111,28 @@ class NumbaStepProgram:
                     f"shape {shape}, got {getattr(now, 'dtype', type(now))} "
                     f"{getattr(now, 'shape', '')}"
                 )
-            ints[i] = now.reshape(1, -1) if now.ndim == 1 else now
-        arrays = [*inputs, *self._ops.int_arrays[len(inputs) :]]
+            # Into the program's own array: setting a typed list's item from Python costs
+            # ~8 us, a copy ~1 us. A block table of another width takes the slow way.
+            if now.shape == held[i].shape:
+                np.copyto(held[i], now)
+            else:
+                held[i] = now.copy()
+                self._ops.ints[i] = held[i].reshape(1, -1) if now.ndim == 1 else held[i]
         for table, block_size, n_slots, seq_ids, positions in self._attention:
-            # Once per run (each layer's attention shares them): no need for the op's cache.
-            check_paged_indices(arrays[table], block_size, n_slots, arrays[seq_ids], arrays[positions])
-        bad_at = self._kernel(
-            self._code, self._params, self._ops.floats, ints, self._ops.weights, self._backend._threads()
-        )
+            # Once per run (each layer's attention shares them), compiled; the op's own check
+            # says what is wrong.
+            indices = held[table], block_size, n_slots, held[seq_ids], held[positions]
+            if not sk.paged_indices_valid(*indices):
+                check_paged_indices(*indices)  # raises, naming the bad index
+                raise BackendArgumentError("compile_step program: the step's paged indices are invalid")
+        ops, threads = self._ops, self._backend._threads()
+        bad_at = self._kernel(self._code, self._params, ops.floats, ops.ints, ops.weights, threads)
         if bad_at >= 0:  # set_rows refused its row ids and wrote nothing; the ops before it ran
             answer, dst_rows, rows = (int(v) for v in self._code[bad_at, [9, 5, 6]])
             self._code[bad_at, 9] = 0
             if answer == -2:
                 refuse_repeated_rows()
-            refuse_bad_row(dst_rows, int(arrays[rows][answer]), answer)
+            refuse_bad_row(dst_rows, int(held[rows][answer]), answer)
 
     # ------------------------------------------------------------------ one encoder per op
     # Each checks its call as the op method does and returns (instruction, float params).

@@ -25,6 +25,24 @@ FIELDS = 16
 
 
 @njit(**EXACT)
+def paged_indices_valid(block_table, block_size, n_slots, seq_ids, positions):
+    """Whether `realm.op_checks.check_paged_indices` would pass these indices (it says why not).
+
+    The same three tests, compiled: a step pays ~2 us for them instead of ~70 us of numpy.
+    """
+    n_seqs, max_blocks = block_table.shape
+    n_blocks = n_slots // block_size
+    for i in range(seq_ids.shape[0]):
+        s, pos = seq_ids[i], positions[i]
+        if s < 0 or s >= n_seqs or pos < 0 or pos >= max_blocks * block_size:
+            return False
+        for j in range(pos // block_size + 1):
+            if block_table[s, j] < 0 or block_table[s, j] >= n_blocks:
+                return False
+    return True
+
+
+@njit(**EXACT)
 def run_step(code, params, floats, ints, weights, threads):
     """Run every instruction in order. Returns -1, or the instruction whose ``set_rows`` found
     a bad row id (``code[i, 9]`` then holds set_rows' answer: a position, or -2 for a repeat)."""

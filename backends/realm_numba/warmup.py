@@ -109,8 +109,20 @@ def warm_steps(be: Any, qtypes: Iterable[GGMLType] | None = None) -> list[tuple[
     # A short pass runs as one compiled loop over its ops (step.py), compiled as a whole
     # whatever ops a program holds; its variant with float matmuls of quantized weights only
     # where the model has them (it holds every float decoder).
-    calls = [OpCall("scale", (x4, 2.0, x4))] + ([OpCall("matmul", (x4, w8, out4))] if float_blocks else [])
-    step("compile_step", lambda: be.compile_step(calls, [pos]).run([pos]))
+    # With an attention call, so that a run's compiled index check is compiled too, and run
+    # again with a wider block table (a sequence that grew a block), which numba's typed
+    # list compiles a setter for in each process.
+    attend = OpCall("attention_paged", (h, pool, pool, table, 4, seq_ids, pos, 0.125, be.empty(h.shape)))
+    calls = [OpCall("scale", (x4, 2.0, x4)), attend]
+    calls += [OpCall("matmul", (x4, w8, out4))] if float_blocks else []
+    wider = be.upload(np.array([[2, 0, 0], [1, 3, 0]], np.int32))
+
+    def compile_step() -> None:
+        program = be.compile_step(calls, [pos, seq_ids, table])
+        program.run([pos, seq_ids, table])
+        program.run([pos, seq_ids, wider])
+
+    step("compile_step", compile_step)
     return steps
 
 

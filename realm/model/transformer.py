@@ -228,8 +228,11 @@ class Transformer:
             for start in range(0, len(ids), self.n_batch):
                 chunk = ids[start : start + self.n_batch]
                 self.embed(chunk)
-                self._layers()
                 last_chunk = start + self.n_batch >= len(ids)
+                if last_chunk and not all_logits and self._runs_programs(len(chunk)):
+                    out.append(self._finish_last_by_program())
+                    continue
+                self._layers()
                 if all_logits or last_chunk:
                     out.append(self.finish(all_logits=all_logits))
                 else:
@@ -285,6 +288,19 @@ class Transformer:
         n = self._current().n
         try:
             logits = self._logits(0 if all_logits else n - 1, n)
+        except BaseException:
+            self._end_pass()
+            raise
+        self._commit()
+        return logits
+
+    def _finish_last_by_program(self) -> np.ndarray:
+        """`_layers` then `finish(all_logits=False)`, the layers, the final norm and the last
+        token's output projection as one program (the engine's ``forward`` program of this size)."""
+        n = self._current().n
+        try:
+            self._run_program(("forward", n, 1), lambda: self._project(n - 1, n))
+            logits = self._finish_logits([self.backend.download(self.state.logits[:1])], check=True)
         except BaseException:
             self._end_pass()
             raise
