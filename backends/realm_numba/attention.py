@@ -25,7 +25,7 @@ from realm_numba.scalars import JIT, JIT_FAST, JIT_PARALLEL, exp_f32
 KEYS_PER_PASS = 4  # keys whose dot products (and value rows) one pass over head_dim takes
 # Attention below this many multiply-adds runs on the calling thread: a parallel region
 # costs a few microseconds, more than a short decode step's attention.
-PARALLEL_MIN_MACS = 1 << 17
+PARALLEL_MIN_MACS = 1 << 14
 
 
 @njit(**JIT)
@@ -55,7 +55,12 @@ def _capped(s, scale, softcap):
 @njit(**JIT_FAST)
 def _scores(q, k_pool, table_row, block_size, kv, first, pos, scale, softcap, scores, best):
     """``scores[g, p - first]`` = scaled (soft-capped) ``q[g] . key(p)`` for ``p`` in
-    ``first..pos``; ``best[g]`` their maximum. Keys go four to a pass over ``head_dim``."""
+    ``first..pos``; ``best[g]`` their maximum. Keys go four to a pass over ``head_dim``.
+
+    Arrays are indexed element by element, never sliced: in numba each slice is a new array
+    whose reference count goes up and down (atomic operations), which cost more than a
+    short row's arithmetic (3x, for a decode token at 160 positions).
+    """
     n_q, head_dim = q.shape
     for g in range(n_q):
         best[g] = np.float32(-np.inf)
@@ -65,31 +70,26 @@ def _scores(q, k_pool, table_row, block_size, kv, first, pos, scale, softcap, sc
         hi = min(pos + 1, start + block_size)
         base = table_row[b] * block_size - start  # slot of position p: base + p
         while p + KEYS_PER_PASS <= hi:
-            k0, k1 = k_pool[base + p, kv], k_pool[base + p + 1, kv]
-            k2, k3 = k_pool[base + p + 2, kv], k_pool[base + p + 3, kv]
+            at = base + p
+            j = p - first
             for g in range(n_q):
-                qg = q[g]
                 s0 = s1 = s2 = s3 = np.float32(0.0)
                 for i in range(head_dim):
-                    x = qg[i]
-                    s0 += x * k0[i]
-                    s1 += x * k1[i]
-                    s2 += x * k2[i]
-                    s3 += x * k3[i]
+                    x = q[g, i]
+                    s0 += x * k_pool[at, kv, i]
+                    s1 += x * k_pool[at + 1, kv, i]
+                    s2 += x * k_pool[at + 2, kv, i]
+                    s3 += x * k_pool[at + 3, kv, i]
                 s0, s1 = _capped(s0, scale, softcap), _capped(s1, scale, softcap)
                 s2, s3 = _capped(s2, scale, softcap), _capped(s3, scale, softcap)
-                row = scores[g]
-                j = p - first
-                row[j], row[j + 1], row[j + 2], row[j + 3] = s0, s1, s2, s3
+                scores[g, j], scores[g, j + 1], scores[g, j + 2], scores[g, j + 3] = s0, s1, s2, s3
                 best[g] = max(best[g], max(max(s0, s1), max(s2, s3)))
             p += KEYS_PER_PASS
         while p < hi:
-            kp = k_pool[base + p, kv]
             for g in range(n_q):
-                qg = q[g]
                 s = np.float32(0.0)
                 for i in range(head_dim):
-                    s += qg[i] * kp[i]
+                    s += q[g, i] * k_pool[base + p, kv, i]
                 s = _capped(s, scale, softcap)
                 scores[g, p - first] = s
                 best[g] = max(best[g], s)
@@ -98,7 +98,8 @@ def _scores(q, k_pool, table_row, block_size, kv, first, pos, scale, softcap, sc
 
 @njit(**JIT_FAST)
 def _weigh_values(v_pool, table_row, block_size, kv, first, pos, weights, out):
-    """``out[g] = sum_p weights[g, p - first] * value(p)``, four value rows to a pass."""
+    """``out[g] = sum_p weights[g, p - first] * value(p)``, four value rows to a pass (no
+    slices: see `_scores`)."""
     n_q, v_dim = out.shape
     for g in range(n_q):
         for i in range(v_dim):
@@ -109,23 +110,20 @@ def _weigh_values(v_pool, table_row, block_size, kv, first, pos, weights, out):
         hi = min(pos + 1, start + block_size)
         base = table_row[b] * block_size - start
         while p + KEYS_PER_PASS <= hi:
-            v0, v1 = v_pool[base + p, kv], v_pool[base + p + 1, kv]
-            v2, v3 = v_pool[base + p + 2, kv], v_pool[base + p + 3, kv]
+            at = base + p
             j = p - first
             for g in range(n_q):
-                w = weights[g]
-                e0, e1, e2, e3 = w[j], w[j + 1], w[j + 2], w[j + 3]
-                og = out[g]
+                e0, e1, e2, e3 = weights[g, j], weights[g, j + 1], weights[g, j + 2], weights[g, j + 3]
                 for i in range(v_dim):
-                    og[i] += (e0 * v0[i] + e1 * v1[i]) + (e2 * v2[i] + e3 * v3[i])
+                    out[g, i] += (e0 * v_pool[at, kv, i] + e1 * v_pool[at + 1, kv, i]) + (
+                        e2 * v_pool[at + 2, kv, i] + e3 * v_pool[at + 3, kv, i]
+                    )
             p += KEYS_PER_PASS
         while p < hi:
-            vp = v_pool[base + p, kv]
             for g in range(n_q):
                 e = weights[g, p - first]
-                og = out[g]
                 for i in range(v_dim):
-                    og[i] += e * vp[i]
+                    out[g, i] += e * v_pool[base + p, kv, i]
             p += 1
 
 
@@ -144,20 +142,18 @@ def _attend_heads(q, k_pool, v_pool, table_row, block_size, kv, pos, scale, wind
     _scores(q, k_pool, table_row, block_size, kv, first, pos, scale, softcap, scores, best)
     n = pos + 1 - first
     for g in range(n_q):
-        row = scores[g]
         top = best[g]
         t = np.float32(0.0)
         for j in range(n):
-            e = exp_f32(row[j] - top)
-            row[j] = e
+            e = exp_f32(scores[g, j] - top)
+            scores[g, j] = e
             t += e
         total[g] = t
     _weigh_values(v_pool, table_row, block_size, kv, first, pos, scores, out)
     for g in range(n_q):
         inv_total = np.float32(1.0) / total[g]
-        og = out[g]
-        for i in range(og.shape[0]):
-            og[i] *= inv_total
+        for i in range(out.shape[1]):
+            out[g, i] *= inv_total
 
 
 @njit(**JIT_PARALLEL)
