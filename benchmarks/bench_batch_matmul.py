@@ -15,25 +15,16 @@ checkout's ``backends/`` (results: docs/performance.md, "Batch-invariant matmul"
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 
 import numpy as np
-from timing import best_of
+from timing import best_of, cpu_name
 
 import realm
 from realm.models_on_pypi import gemma3_path, smollm2_path
 
 MODELS = {"smollm2": smollm2_path, "gemma3": gemma3_path}
 LAYER_MATMULS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
-
-
-def _cpu_name() -> str:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def bench_model(name: str, ns: list[int], reps: int, threads: int) -> None:
@@ -78,7 +69,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    print(f"{_cpu_name()}, {args.threads} threads, numba backend; python {sys.version.split()[0]}")
+    print(f"{cpu_name()}, {args.threads} threads, numba backend; python {sys.version.split()[0]}")
     for name in args.model.split(","):
         bench_model(name, [int(n) for n in args.n.split(",")], args.reps, args.threads)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import platform
 import queue
 import statistics
 import subprocess
@@ -24,21 +23,12 @@ import sys
 import time
 from importlib.util import find_spec
 
+from timing import cpu_name
+
 CONDITIONS = ("quiet", "busy", "busy after load")
 # A repetition stops after this many seconds even if not all decode steps ran: a slow
 # cell (fixed threads under contention, ~1 tok/s) would otherwise take minutes.
 REP_SECONDS = 8.0
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _cpus() -> list[int]:
@@ -157,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("llama-cpp-python is not installed: no llama.cpp rows (see shared/PEERS.md)")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"{_cpu_name()}, {len(_cpus())} CPUs, load average {load:.2f} at start; "
+    print(f"{cpu_name()}, {len(_cpus())} CPUs, load average {load:.2f} at start; "
           f"model {os.path.basename(path)}, decode {a.decode} tokens, median of {a.reps}")
     rows = []
     for name, target in engines:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_models import _peak_rss_mb, in_child, model_path, prompt_tokens, run_llama_cpp  # noqa: E402
+from timing import cpu_name  # noqa: E402
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -89,14 +90,6 @@ async def _one_run(model, prompts: list[list[int]], n_gen: int) -> dict:
         itl_med=statistics.median(itl),
         itl_p95=_percentile(itl, 0.95),
     )
-
-
-def cpu_name() -> str:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -31,6 +30,7 @@ from datetime import date
 
 import httpx
 import openai
+from timing import cpu_name
 
 TOPICS = [
     "a lighthouse",
@@ -52,14 +52,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _cpu() -> str:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def _start(command: list[str], base: str, timeout: float = 300) -> subprocess.Popen:
@@ -164,7 +156,8 @@ def main() -> None:
         ],
     }
     print(
-        f"{date.today()}, {_cpu()}, {os.cpu_count()} CPUs, {a.threads} threads, {os.path.basename(a.model)}, "
+        f"{date.today()}, {cpu_name()}, {os.cpu_count()} CPUs, {a.threads} threads, "
+        f"{os.path.basename(a.model)}, "
         f"{a.requests_per_client} streamed completions per client, {a.max_tokens} tokens each, greedy\n"
     )
     print(f"{'server':<10} {'clients':>7} {'tokens':>7} {'tok/s':>8} {'TTFT med s':>11} {'TTFT p95 s':>11}")

@@ -1,7 +1,8 @@
-"""The one timing helper the benchmark scripts share."""
+"""What the benchmark scripts share: the timing helper, and the name of the processor."""
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Callable
 
@@ -16,3 +17,15 @@ def best_of(repeat: int, fn: Callable[[], object], warm: bool = False) -> float:
         fn()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def cpu_name() -> str:
+    """The processor's model name (``lscpu``'s), for the tables' headers."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
