@@ -1,8 +1,9 @@
 """Whole-model speed: realm against llama.cpp on the same GGUF, threads and prompt tokens.
 
 Each engine runs in a child process of its own, so that load time and peak resident memory
-are its own; llama.cpp comes from llama-cpp-python when it is installed. Prints prefill and
-decode tokens/s, load time and peak RSS for each, and realm's ratios to llama.cpp.
+are its own; llama.cpp comes from llama-cpp-python when it is installed. The engines take
+turns, one repetition each. Prints prefill and decode tokens/s, load time and peak RSS for
+each, and realm's ratios to llama.cpp.
 
     python benchmarks/bench_models.py                          # SmolLM2-135M Q4_1, device cpu, 2 threads
     python benchmarks/bench_models.py --model gemma3 --devices cpu,numpy --threads 2
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import queue
 import resource
 import statistics
 import sys
@@ -63,7 +65,8 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_realm(path: str, device: str, threads: int, ids: list[int], n_decode: int, reps: int, q) -> None:
+def realm_engine(path: str, device: str, threads: int, ids: list[int], n_decode: int):
+    """Load realm; ``(name, load_s, warm_s, one_rep)``, ``one_rep()`` giving prefill and decode tok/s."""
     import realm
 
     t0 = time.perf_counter()
@@ -79,33 +82,26 @@ def run_realm(path: str, device: str, threads: int, ids: list[int], n_decode: in
     model.transformer.eval(ids[:8])  # compile / warm caches on the real shapes
     model.transformer.eval([ids[8]])
     warm_s = time.perf_counter() - t0
-    prefill, decode = [], []
-    for _ in range(reps):
+
+    def one_rep() -> tuple[float, float]:
         t = model.transformer
         t.reset()
         t0 = time.perf_counter()
         logits = t.eval(ids)
         model.backend.synchronize()
-        prefill.append(len(ids) / (time.perf_counter() - t0))
+        prefill = len(ids) / (time.perf_counter() - t0)
         token = int(logits[-1].argmax())
         t0 = time.perf_counter()
         for _ in range(n_decode):
             token = int(t.eval([token])[-1].argmax())
         model.backend.synchronize()
-        decode.append(n_decode / (time.perf_counter() - t0))
-    q.put(
-        dict(
-            engine=f"realm:{device}",
-            load_s=load_s,
-            warm_s=warm_s,
-            prefill=statistics.median(prefill),
-            decode=statistics.median(decode),
-            rss_mb=_peak_rss_mb(),
-        )
-    )
+        return prefill, n_decode / (time.perf_counter() - t0)
+
+    return f"realm:{device}", load_s, warm_s, one_rep
 
 
-def run_llama_cpp(path: str, threads: int, ids: list[int], n_decode: int, reps: int, q) -> None:
+def llama_cpp_engine(path: str, threads: int, ids: list[int], n_decode: int):
+    """Load llama.cpp (llama-cpp-python); the same ``(name, load_s, warm_s, one_rep)``."""
     from llama_cpp import Llama
 
     t0 = time.perf_counter()
@@ -114,28 +110,38 @@ def run_llama_cpp(path: str, threads: int, ids: list[int], n_decode: int, reps: 
     llm = Llama(path, n_ctx=n_ctx, n_batch=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
     load_s = time.perf_counter() - t0
     llm.eval(ids[:8])
-    prefill, decode = [], []
-    for _ in range(reps):
+
+    def one_rep() -> tuple[float, float]:
         llm.reset()
         t0 = time.perf_counter()
         llm.eval(ids)
-        prefill.append(len(ids) / (time.perf_counter() - t0))
+        prefill = len(ids) / (time.perf_counter() - t0)
         token = int(llm.scores[llm.n_tokens - 1].argmax())
         t0 = time.perf_counter()
         for _ in range(n_decode):
             llm.eval([token])
             token = int(llm.scores[llm.n_tokens - 1].argmax())
-        decode.append(n_decode / (time.perf_counter() - t0))
-    q.put(
-        dict(
-            engine="llama.cpp",
-            load_s=load_s,
-            warm_s=0.0,
-            prefill=statistics.median(prefill),
-            decode=statistics.median(decode),
-            rss_mb=_peak_rss_mb(),
-        )
+        return prefill, n_decode / (time.perf_counter() - t0)
+
+    return "llama.cpp", load_s, 0.0, one_rep
+
+
+def _summary(name: str, load_s: float, warm_s: float, reps: list[tuple[float, float]]) -> dict:
+    return dict(
+        engine=name,
+        load_s=load_s,
+        warm_s=warm_s,
+        prefill=statistics.median(r[0] for r in reps),
+        decode=statistics.median(r[1] for r in reps),
+        reps=reps,
+        rss_mb=_peak_rss_mb(),
     )
+
+
+def run_llama_cpp(path: str, threads: int, ids: list[int], n_decode: int, reps: int, q) -> None:
+    """llama.cpp's `_summary` over ``reps`` repetitions in a row, into ``q`` (for `in_child`)."""
+    name, load_s, warm_s, one_rep = llama_cpp_engine(path, threads, ids, n_decode)
+    q.put(_summary(name, load_s, warm_s, [one_rep() for _ in range(reps)]))
 
 
 def in_child(target, *args):
@@ -147,6 +153,51 @@ def in_child(target, *args):
     if p.exitcode != 0:
         raise RuntimeError(f"{target.__name__}{args[:2]} failed with exit code {p.exitcode}")
     return q.get()
+
+
+def _serve(make, args: tuple, requests, replies) -> None:
+    """A child process's loop: load an engine with ``make(*args)``, then one repetition per request."""
+    name, load_s, warm_s, one_rep = make(*args)
+    replies.put((name, load_s, warm_s))
+    reps = []
+    while requests.get() == "rep":
+        reps.append(one_rep())
+        replies.put(reps[-1])
+    replies.put(_summary(name, load_s, warm_s, reps))
+
+
+class EngineProcess:
+    """One engine loaded in a child process of its own, running a repetition when asked.
+
+    The engines take turns, one repetition each (`main`), so that a change in the machine's
+    load (it is shared) falls on both alike instead of on whichever ran later.
+    """
+
+    def __init__(self, make, *args) -> None:
+        ctx = mp.get_context("spawn")
+        self.requests, self.replies = ctx.Queue(), ctx.Queue()
+        self.process = ctx.Process(target=_serve, args=(make, args, self.requests, self.replies))
+        self.process.start()
+        self.name = self._reply()[0]
+
+    def _reply(self):
+        while True:
+            try:
+                return self.replies.get(timeout=5)
+            except queue.Empty:
+                if not self.process.is_alive():
+                    code = self.process.exitcode
+                    raise RuntimeError(f"the engine process exited with code {code}") from None
+
+    def rep(self) -> tuple[float, float]:
+        self.requests.put("rep")
+        return self._reply()
+
+    def close(self) -> dict:
+        self.requests.put("stop")
+        summary = self._reply()
+        self.process.join()
+        return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,17 +212,23 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     path = model_path(a.model)
     ids = prompt_tokens(path, a.prefill)
-    rows = []
+    engines = []
     if find_spec("llama_cpp") is not None:
-        rows.append(in_child(run_llama_cpp, path, a.threads, ids, a.decode, a.reps))
+        engines.append(EngineProcess(llama_cpp_engine, path, a.threads, ids, a.decode))
     else:
         print("llama-cpp-python is not installed: no llama.cpp column (pip install llama-cpp-python)")
     for device in a.devices.split(","):
-        rows.append(in_child(run_realm, path, device, a.threads, ids, a.decode, a.reps))
+        engines.append(EngineProcess(realm_engine, path, device, a.threads, ids, a.decode))
+    for _ in range(a.reps):
+        for engine in engines:
+            time.sleep(1.0)  # the other engine's threads stop spinning
+            engine.rep()
+    rows = [engine.close() for engine in engines]
     peer = rows[0] if rows[0]["engine"] == "llama.cpp" else None
     print(
         f"\nmodel {os.path.basename(path)}, {a.threads} threads, prefill {len(ids)} tokens, "
-        f"decode {a.decode} tokens, median of {a.reps}"
+        f"decode {a.decode} tokens, median of {a.reps} (the engines take turns, one repetition each; "
+        "ratios are medians of each turn's)"
     )
     head = f"{'engine':<14}{'load s':>8}{'warmup s':>10}{'prefill tok/s':>15}{'decode tok/s':>14}"
     head += f"{'peak RSS MB':>13}"
@@ -184,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['decode']:>14.1f}{r['rss_mb']:>13.0f}"
         )
         if peer:
-            line += f"{r['prefill'] / peer['prefill']:>11.2f}{r['decode'] / peer['decode']:>10.2f}"
+            ratios = [[mine[i] / theirs[i] for mine, theirs in zip(r["reps"], peer["reps"], strict=True)]
+                      for i in (0, 1)]  # fmt: skip
+            line += f"{statistics.median(ratios[0]):>11.2f}{statistics.median(ratios[1]):>10.2f}"
         print(line)
     return 0
 
