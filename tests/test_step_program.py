@@ -223,6 +223,24 @@ def test_a_model_pass_through_a_program_equals_it_op_by_op(tmp_path, family):
         np.testing.assert_array_equal(got, want, err_msg=f"pass {i}")
 
 
+def test_eval_through_the_forward_program_equals_it_op_by_op(tmp_path):
+    """`eval`'s last chunk (logits of its last token only) runs the layers and the projection
+    as one program: the same logits, bit for bit, and the same sequence after it."""
+    model = realm.load(write_model(tmp_path / "m.gguf", rope_freq_factors=True), device="cpu")
+    t = model.transformer
+    ids = np.random.default_rng(3).integers(0, t.cfg.n_vocab, 12).tolist()
+    results = {}
+    for programs in (True, False):
+        t._compiles_steps = programs
+        t.reset()
+        results[programs] = [t.eval(ids[:9]), t.eval(ids[9:10]), t.eval(ids[10:])]
+        assert t.tokens == ids
+    assert {key[0] for key in t._programs} == {"forward"}  # eval did run programs
+    for got, want in zip(results[True], results[False], strict=True):
+        assert got.shape == (1, t.cfg.n_vocab)
+        np.testing.assert_array_equal(got, want)
+
+
 def test_the_model_keeps_its_most_recently_used_programs(tmp_path, monkeypatch):
     """An engine's passes come in many sizes: the programs kept are bounded, oldest use out first."""
     import realm.model.transformer as transformer

@@ -2,26 +2,26 @@
 
 For one token, weight row ``r``'s result is
 
-    sum over 32-value blocks b of  fma-accumulated  (dot_b * SC[r, b]) * DX[b]   (8 lanes)
-    then one horizontal sum, plus  sum over b of  mn[r, b] * xs[b]               (scalar)
+    sum over 32-value blocks b of  fma-accumulated  dot_b * (SC[r, b] * DX[b])   (8 lanes,
+    two chains: see `_row_total`), then one horizontal sum, plus
+    sum over b of  mn[r, b] * xs[b]                                             (scalar)
 
 where ``dot_b`` is the integer dot product of the block's quants with the token's
 16-bit values in eight int32 lanes (vector_ir.dot32), ``SC`` the block's scale per lane
 (two per block: one per 16 values, equal unless the format has ``two_scales``), ``DX`` the
 token's block scale and ``xs`` its scale times the sum of its quants (for the formats with
-a min or an offset).
+a min).
 
 Two ways to get there, with the same instructions on the same values, so the same bits:
 
 - ``dot_inline``: one row's quants unpacked from the weight bytes in registers, for each
   token (one or two tokens: no scratch memory to write and read again);
-- ``unpack`` once per tile of up to four rows into a scratch of int16 quants and 8-lane
-  scales, then ``dot_unpacked`` for each pair of tokens (many tokens: the unpacking is
-  paid once).
+- ``unpack`` once per tile of up to four rows into a scratch of int16 quants, 8-lane
+  scales and mins, then ``dot_unpacked`` for two rows and two tokens at a time (many
+  tokens: the unpacking is paid once).
 
-Each row's accumulation is the same instruction sequence in a group of four or alone,
-either way, whatever the other rows and tokens are: that is what keeps the matmul
-batch-invariant (gemm_q16.py).
+Each row's accumulation is the same instruction sequence whatever rows and tokens share
+the call, either way: that is what keeps the matmul batch-invariant (gemm_q16.py).
 """
 
 from __future__ import annotations

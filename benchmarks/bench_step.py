@@ -1,0 +1,104 @@
+"""Where a decode step's time goes on the `cpu` backend: op classes, and the host's share.
+
+    python benchmarks/bench_step.py [--model smollm2|gemma3|PATH] [--threads 2] [--position 160]
+
+The model reads ``--position`` prompt tokens, then decodes. The decode step's program (the
+layers, final norm and output projection as one compiled call, `compile_step`) is run as
+recorded and again with only some of its calls kept: the matmuls, the output projection
+alone, everything but the matmuls, the attention alone. Each is timed over 100 runs (best
+of 3). Then 64 decode steps as bench_models.py runs them (`Transformer.eval` of one token
+and its argmax): the host time is their wall time minus the time inside the compiled loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_models import model_path  # noqa: E402
+from timing import best_of, cpu_name  # noqa: E402
+
+GROUPS = {
+    "the whole program": lambda c, last: True,
+    "matmuls (layers and output)": lambda c, last: c.op.startswith("matmul"),
+    "output projection": lambda c, last: c is last,
+    "everything but the matmuls": lambda c, last: not c.op.startswith("matmul"),
+    "attention": lambda c, last: c.op == "attention_paged",
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--position", type=int, default=160, help="prompt tokens before the step (default 160)")
+    a = ap.parse_args()
+
+    import realm
+    import realm_numba.step as step
+
+    path = model_path(a.model)
+    model = realm.load(path, device="cpu", n_threads=a.threads, n_ctx=a.position + 200)
+    model.backend.warmup()
+    recorded = {}
+    compile_step = model.backend.compile_step
+
+    def capture(calls, inputs):
+        recorded["calls"], recorded["inputs"] = calls, inputs
+        return compile_step(calls, inputs)
+
+    model.backend.compile_step = capture
+    t = model.transformer
+    prompt = list(range(100, 100 + a.position))
+    t.reset()
+    t.eval(prompt)
+    t.eval([5])  # the decode step's program is recorded here
+    calls, inputs = recorded["calls"], recorded["inputs"]
+    last = [c for c in calls if c.op.startswith("matmul")][-1]
+    print(f"{cpu_name()}, {a.threads} threads, {Path(path).name}, a decode step at position {a.position}:")
+    print(f"{len(calls)} calls in its program\n\n{'part':<30}{'ms per step':>12}")
+    for name, keep in GROUPS.items():
+        program = compile_step([c for c in calls if keep(c, last)], inputs)
+        seconds = best_of(3, lambda p=program: [p.run(inputs) for _ in range(100)], warm=True) / 100
+        print(f"{name:<30}{seconds * 1e3:>12.3f}")
+
+    inside = [0.0]  # seconds in the compiled loop, of every program made or run from here on
+    made = step.NumbaStepProgram.__init__
+
+    def make(self, *args, **kwargs):
+        made(self, *args, **kwargs)
+        timed_kernel(self)
+
+    def timed_kernel(program):
+        kernel = program._kernel
+
+        def timed(*args):
+            t0 = time.perf_counter()
+            try:
+                return kernel(*args)
+            finally:
+                inside[0] += time.perf_counter() - t0
+
+        program._kernel = timed
+
+    for program in t._programs.values():
+        timed_kernel(program)
+    step.NumbaStepProgram.__init__ = make
+    steps = 64
+    for _ in range(3):
+        t.reset()
+        token = int(t.eval(prompt)[-1].argmax())
+        inside[0] = 0.0
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            token = int(t.eval([token])[-1].argmax())
+        wall = (time.perf_counter() - t0) / steps
+        host = wall - inside[0] / steps
+        print(f"{steps} decode steps: {wall * 1e3:.2f} ms each, {host * 1e3:.3f} ms of it on the host")
+
+
+if __name__ == "__main__":
+    main()
