@@ -20,9 +20,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from realm_numba.scalars import JIT, JIT_FAST, JIT_PARALLEL, exp_f32
+from realm_numba.scalars import JIT, JIT_FAST, JIT_PARALLEL, exp_f32, prefetch
 
 KEYS_PER_PASS = 4  # keys whose dot products (and value rows) one pass over head_dim takes
+PREFETCH_KEYS = 8  # how far ahead of a pass its rows are asked for (`_prefetch_rows`)
 # Attention below this many multiply-adds runs on the calling thread: a parallel region
 # costs a few microseconds, more than a short decode step's attention.
 PARALLEL_MIN_MACS = 1 << 14
@@ -42,6 +43,21 @@ def attention_plan(n, n_head, n_kv, head_dim, positions, threads):
     tasks = n * n_kv
     n_split = min(n_head // n_kv, -(-2 * threads // tasks))
     return n_keys, n_split, min(threads, tasks * n_split)
+
+
+@njit(**JIT)
+def _prefetch_rows(pool, slot, kv):
+    """Prefetch the `KEYS_PER_PASS` rows of kv head ``kv`` from ``slot`` on (any slot: a hint).
+
+    A kv head's rows are ``n_kv`` rows apart in the pool, a stride the hardware prefetchers
+    did not follow: without this, 30 layers' keys and values read from memory took 3x as
+    long as from cache (SmolLM2, 160 positions).
+    """
+    row_bytes = pool.shape[2] * 4
+    for r in range(KEYS_PER_PASS):
+        address = pool.ctypes.data + ((slot + r) * pool.shape[1] + kv) * row_bytes
+        for line in range(0, row_bytes, 64):
+            prefetch(address + line)
 
 
 @njit(**JIT_FAST)
@@ -72,6 +88,7 @@ def _scores(q, k_pool, table_row, block_size, kv, first, pos, scale, softcap, sc
         while p + KEYS_PER_PASS <= hi:
             at = base + p
             j = p - first
+            _prefetch_rows(k_pool, at + PREFETCH_KEYS, kv)
             for g in range(n_q):
                 s0 = s1 = s2 = s3 = np.float32(0.0)
                 for i in range(head_dim):
@@ -112,6 +129,7 @@ def _weigh_values(v_pool, table_row, block_size, kv, first, pos, weights, out):
         while p + KEYS_PER_PASS <= hi:
             at = base + p
             j = p - first
+            _prefetch_rows(v_pool, at + PREFETCH_KEYS, kv)
             for g in range(n_q):
                 e0, e1, e2, e3 = weights[g, j], weights[g, j + 1], weights[g, j + 2], weights[g, j + 3]
                 for i in range(v_dim):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 # Every kernel in this package compiles with these options. ``cache=True`` keeps the
@@ -46,6 +47,28 @@ def u64_as_f64(typingctx, bits):
         return builder.bitcast(args[0], ir.DoubleType())
 
     return types.float64(bits), codegen
+
+
+@intrinsic
+def prefetch(typingctx, address):
+    """Ask the CPU to bring the cache line at ``address`` (an integer) into its caches.
+
+    Never faults, whatever the address: a hint (``prefetcht0``).
+    """
+    if not isinstance(address, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        p8 = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [p8, i32, i32, i32]), "llvm.prefetch.p0i8"
+        )
+        pointer = builder.inttoptr(args[0], p8)
+        builder.call(fn, [pointer, i32(0), i32(3), i32(1)])  # read, keep in all levels, data
+        return context.get_dummy_value()
+
+    return types.void(address), codegen
 
 
 @intrinsic
