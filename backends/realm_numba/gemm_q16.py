@@ -31,7 +31,7 @@ TILE = 4
 ISA = host_isa()
 _inline = dot_inline_intrinsic(ISA)
 # Two rows at a time: each row and token holds two chains of 8-lane sums (dot_ir), and two
-# rows of two tokens' take 8 of AVX2's 16 registers.
+# rows of two tokens take 8 of AVX2's 16 registers.
 _unpacked2, _unpacked1 = dot_unpacked_intrinsic(2, ISA), dot_unpacked_intrinsic(1, ISA)
 _unpack = unpack_intrinsic(ISA)
 # Up to this many tokens, quants are unpacked in registers for each token; past it, once
