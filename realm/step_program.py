@@ -23,8 +23,8 @@ from realm.errors import CallOrderError
 
 # The ops a step may contain: those that only write into device arrays they are given.
 STEP_OPS = frozenset({
-    "rms_norm", "rope", "add", "scale", "swiglu", "geglu", "set_rows", "attention_paged",
-    "matmul", "matmul_q16", "matmuls_q16",
+    "get_rows", "rms_norm", "rope", "add", "scale", "swiglu", "geglu", "set_rows",
+    "attention_paged", "matmul", "matmul_q16", "matmuls_q16",
 })  # fmt: skip
 
 

@@ -23,7 +23,7 @@ from numba import njit  # noqa: E402
 
 from realm_numba import NumbaBackend  # noqa: E402
 from realm_numba.dot_ir import (  # noqa: E402
-    dot_inline_intrinsic,
+    dot_rows_intrinsic,
     dot_unpacked_intrinsic,
     unpack_intrinsic,
     unpacked_kind,
@@ -94,8 +94,8 @@ def test_ties_round_to_even():
 
 def _kernels(isa: str):
     """A one-token, one-tile integer matmul built from dot_ir's kernels for ``isa``: both ways."""
-    inline, unpacked2, unpacked1, unpack = (
-        dot_inline_intrinsic(isa),
+    rows, unpacked2, unpacked1, unpack = (
+        dot_rows_intrinsic(isa),
         dot_unpacked_intrinsic(2, isa),
         dot_unpacked_intrinsic(1, isa),
         unpack_intrinsic(isa),
@@ -107,9 +107,7 @@ def _kernels(isa: str):
         mn = np.zeros((4, nb), np.float32)
         q = np.zeros((4, 32 * nb), np.int16)
         scv = np.zeros((4, 8 * nb), np.float32)
-        for r in range(4):  # decode's way: one row after another
-            w_at = r * w.shape[1]
-            inline(code, w, w_at, xq, 0, xd, 0, xs, 0, nb, out_inline, r)
+        rows(code, w, 0, w.shape[1], 4, xq, 0, xd, 0, xs, 0, nb, out_inline, 0, 1, 0)  # decode's way
         for r in range(4):
             unpack(code, w, r * w.shape[1], nb, q, r * 32 * nb, scv, r * 8 * nb, mn, r * nb)
         unpacked2(kind, q, 0, scv, 0, mn, 0, xq, 0, xd, 0, xs, 0, nb, out_unpacked, 0, 0, 0, 0)  # rows 0-1

@@ -24,6 +24,7 @@ from realm.step_program import OpCall, StepRecorder, run_calls
 from realm.testing import random_quant_tensor, write_model
 
 K, N_HEAD, N_KV, HEAD_DIM, BLOCK, N_SLOTS = 64, 4, 2, 16, 4, 32
+N_TOKENS = 40  # rows of the embedding tables
 
 
 def _needs_programs(backend) -> None:
@@ -61,13 +62,19 @@ class Pass:
         self.w_down = quant(GGMLType.Q8_0 if q16 else GGMLType.F16, K, 96)
         self.w_f32 = quant(GGMLType.F32, 96)
         self.w_array = floats(40, K)
+        self.embd = quant(GGMLType.Q8_0, N_TOKENS)
+        self.rows_f32, self.rows_array = floats(n, K), floats(n, K)
         self.writes = [self.x, self.q, self.k, self.v, self.k_pool, self.v_pool, self.attn]
-        self.writes += [self.gate, self.up, self.proj, self.logits]
+        self.writes += [self.gate, self.up, self.proj, self.logits, self.rows_f32, self.rows_array]
         self.initial = [be.download(a) for a in self.writes]
 
-    def describe(self, be, positions, seq_ids, table, slots) -> None:
-        """One pass's calls on ``be`` (a recorder or the backend): every step op, every matmul path."""
+    def describe(self, be, positions, seq_ids, table, slots, ids) -> None:
+        """One pass's calls on ``be`` (a recorder or the backend): every step op, every matmul
+        and get_rows path."""
         n = self.n
+        be.get_rows(self.embd, ids, self.x)
+        be.get_rows(self.w_f32, ids, self.rows_f32)
+        be.get_rows(self.w_array, ids, self.rows_array)
         be.rms_norm(self.x, self.norm, 1e-5, self.x)
         if self.w_qkv:
             be.matmuls_q16(self.x, self.w_qkv, [self.q, self.k, self.v])
@@ -100,7 +107,8 @@ class Pass:
 
 
 def _inputs(be, rng, n: int, width: int) -> list:
-    """positions, seq_ids, a block table of ``width`` blocks per sequence, slots: two sequences."""
+    """positions, seq_ids, a block table of ``width`` blocks per sequence, slots (two
+    sequences), token ids."""
     seq_ids = np.sort(rng.integers(0, 2, n)).astype(np.int32)
     positions = np.zeros(n, np.int32)
     table = rng.permutation(N_SLOTS // BLOCK)[: 2 * width].reshape(2, width).astype(np.int32)
@@ -108,7 +116,8 @@ def _inputs(be, rng, n: int, width: int) -> list:
         mine = np.flatnonzero(seq_ids == s)
         positions[mine] = rng.integers(0, width * BLOCK - len(mine) + 1) + np.arange(len(mine))
     slots = table[seq_ids, positions // BLOCK] * BLOCK + positions % BLOCK
-    return [be.upload(a) for a in (positions, seq_ids, table, slots.astype(np.int32))]
+    ids = rng.integers(0, N_TOKENS, n).astype(np.int32)
+    return [be.upload(a) for a in (positions, seq_ids, table, slots.astype(np.int32), ids)]
 
 
 @pytest.mark.parametrize("n", [1, 5])
@@ -133,6 +142,7 @@ def test_a_program_gives_its_calls_bits_with_each_runs_inputs(backend, rng, n):
     # The runs' inputs mattered: a program that kept the recorded indices would fail above.
     assert not np.array_equal(outcomes[0][4], outcomes[1][4])  # k_pool: written at other slots
     assert not np.array_equal(outcomes[0][6], outcomes[1][6])  # attention read other positions
+    assert not np.array_equal(outcomes[0][11], outcomes[1][11])  # get_rows read other rows
 
 
 def test_programs_check_their_inputs_as_the_ops_do(backend, rng):
@@ -142,20 +152,24 @@ def test_programs_check_their_inputs_as_the_ops_do(backend, rng):
     recorder = StepRecorder(backend)
     p.describe(recorder, *recorded)
     program = backend.compile_step(recorder.calls, recorded)
-    positions, seq_ids, table, slots = (backend.download(a) for a in recorded)
+    positions, seq_ids, table, slots, ids = (backend.download(a) for a in recorded)
 
     with pytest.raises(BackendArgumentError, match="input 0 must be C-contiguous int32 of shape"):
         program.run([backend.upload(positions.astype(np.int64)), *recorded[1:]])
     with pytest.raises(BackendArgumentError, match="input 3 must be C-contiguous int32 of shape"):
-        program.run([*recorded[:3], backend.upload(slots[:2])])
-    with pytest.raises(BackendArgumentError, match="4 inputs"):
+        program.run([*recorded[:3], backend.upload(slots[:2]), recorded[4]])
+    with pytest.raises(BackendArgumentError, match="5 inputs"):
         program.run(recorded[:3])
     bad = slots.copy()
     bad[1] = N_SLOTS + 7
     with pytest.raises(BackendArgumentError, match=rf"set_rows.*rows.*{N_SLOTS + 7} at position 1"):
-        program.run([*recorded[:3], backend.upload(bad)])
+        program.run([*recorded[:3], backend.upload(bad), recorded[4]])
     with pytest.raises(BackendArgumentError, match="set_rows.*distinct"):
-        program.run([*recorded[:3], backend.upload(np.full(3, slots[0], np.int32))])
+        program.run([*recorded[:3], backend.upload(np.full(3, slots[0], np.int32)), recorded[4]])
+    bad_ids = ids.copy()
+    bad_ids[2] = N_TOKENS
+    with pytest.raises(BackendArgumentError, match=rf"get_rows.*w_Q8_0.*id {N_TOKENS} at position 2"):
+        program.run([*recorded[:4], backend.upload(bad_ids)])
     bad_seq = seq_ids.copy()
     bad_seq[0] = 9
     with pytest.raises(BackendArgumentError, match="seq_ids"):
@@ -166,8 +180,8 @@ def test_programs_check_their_inputs_as_the_ops_do(backend, rng):
 def test_a_call_a_program_cannot_hold_is_refused(backend, rng):
     _needs_programs(backend)
     recorder = StepRecorder(backend)
-    with pytest.raises(CallOrderError, match="'get_rows' cannot be part of a recorded step"):
-        recorder.get_rows(None, None, None)
+    with pytest.raises(CallOrderError, match="'dequantize' cannot be part of a recorded step"):
+        recorder.dequantize(None, None)
     x = backend.upload(np.ones((2, K), np.float32))
     with pytest.raises(BackendArgumentError, match="'download' is not a step op"):
         backend.compile_step([OpCall("download", (x,))], [])

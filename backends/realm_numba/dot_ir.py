@@ -14,8 +14,9 @@ a min).
 
 Two ways to get there, with the same instructions on the same values, so the same bits:
 
-- ``dot_inline``: one row's quants unpacked from the weight bytes in registers, for each
-  token (one or two tokens: no scratch memory to write and read again);
+- ``dot_rows``: one row's quants unpacked from the weight bytes in registers, for each
+  token (one or two tokens: no scratch memory to write and read again), rows one after
+  another;
 - ``unpack`` once per tile of up to four rows into a scratch of int16 quants, 8-lane
   scales and mins, then ``dot_unpacked`` for two rows and two tokens at a time (many
   tokens: the unpacking is paid once).
@@ -152,6 +153,39 @@ def _inline_function(module: ir.Module, fmt: type[Int8Format], isa: str) -> ir.F
             block_min = fma(b, b.extract_element(mins, I32(j)), b.load(b.gep(xs, [blk])), acc_min)
             acc_min, min_next = min_next, block_min
     b.store(_row_total(b, *loop.close([acc, acc_next, acc_min, min_next])), out)
+    b.ret_void()
+    return fn
+
+
+# w, row_bytes, rows, xq, xd, xs, nb, out, tokens, out_stride (floats from one token's outputs to the next)
+_ROWS_ARGS = [P8, I64, I64, P8, PF, PF, I64, PF, I64, I64]
+
+
+def _rows_function(module: ir.Module, fmt: type[Int8Format], isa: str) -> ir.Function:
+    """``rows`` consecutive weight rows, one after another, each against ``tokens`` consecutive
+    tokens (`_inline_function` for each row and token, inlined). The call, the format's
+    dispatch and the loop setup are paid once per run of rows: once per row, they cost as
+    much as a short row's 20 blocks."""
+    fn, new = _new_function(module, f"realm_int8_rows_{fmt.ggml.name.lower()}_{isa}", _ROWS_ARGS)
+    if not new:
+        return fn
+    one_row = _inline_function(module, fmt, isa)
+    one_row.attributes.add("alwaysinline")
+    w, row_bytes, rows, xq, xd, xs, nb, out, tokens, out_stride = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    row = _BlockLoop(fn, b, rows, [])
+    token = _BlockLoop(fn, b, tokens, [])
+    blocks = b.mul(token.blk, nb)
+    b.call(one_row, [
+        b.gep(w, [b.mul(row.blk, row_bytes)]),
+        b.gep(xq, [b.mul(blocks, i64(64))]),
+        b.gep(xd, [blocks]),
+        b.gep(xs, [blocks]),
+        nb,
+        b.gep(out, [b.add(b.mul(token.blk, out_stride), row.blk)]),
+    ])  # fmt: skip
+    token.close([])
+    row.close([])
     b.ret_void()
     return fn
 
@@ -294,19 +328,23 @@ def _void_call(build_entry, *arg_types):
     return types.void(*arg_types), codegen
 
 
-def dot_inline_intrinsic(isa: str):
-    """``dot_inline(code, w, w_at, xq, xq_at, xd, xd_at, xs, xs_at, nb, out, out_at)``: one
-    weight row against one token; each ``_at`` an element offset into its array."""
+def dot_rows_intrinsic(isa: str):
+    """``dot_rows(code, w, w_at, row_bytes, rows, xq, xq_at, xd, xd_at, xs, xs_at, nb, out, out_at,
+    tokens, out_stride)``: ``rows`` consecutive weight rows (``row_bytes`` apart), each against
+    ``tokens`` consecutive tokens, into ``out[t * out_stride + r]``; each row and token as
+    `dot_inline` computes it."""
 
     def entry(module):
-        cases = {code: _inline_function(module, fmt, isa) for code, fmt in FORMATS.items()}
-        return _dispatch(module, f"realm_int8_inline_{isa}", _INLINE_ARGS, cases)
+        cases = {code: _rows_function(module, fmt, isa) for code, fmt in FORMATS.items()}
+        return _dispatch(module, f"realm_int8_rows_{isa}", _ROWS_ARGS, cases)
 
     @intrinsic
-    def dot_inline(typingctx, code, w, w_at, xq, xq_at, xd, xd_at, xs, xs_at, nb, out, out_at):
-        return _void_call(entry, code, w, w_at, xq, xq_at, xd, xd_at, xs, xs_at, nb, out, out_at)
+    def dot_rows(typingctx, code, w, w_at, row_bytes, rows, xq, xq_at, xd, xd_at, xs, xs_at, nb, out, out_at,
+                 tokens, out_stride):  # fmt: skip
+        return _void_call(entry, code, w, w_at, row_bytes, rows, xq, xq_at, xd, xd_at, xs, xs_at, nb, out, out_at,
+                          tokens, out_stride)  # fmt: skip
 
-    return dot_inline
+    return dot_rows
 
 
 def unpack_intrinsic(isa: str):

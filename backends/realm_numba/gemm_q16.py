@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from realm_numba.dot_ir import dot_inline_intrinsic, dot_unpacked_intrinsic, unpack_intrinsic
+from realm_numba.dot_ir import dot_rows_intrinsic, dot_unpacked_intrinsic, unpack_intrinsic
 from realm_numba.scalars import JIT
 from realm_numba.vector_ir import host_isa
 
@@ -29,7 +29,7 @@ from realm_numba.vector_ir import host_isa
 EXACT = {**JIT, "fastmath": False}
 TILE = 4
 ISA = host_isa()
-_inline = dot_inline_intrinsic(ISA)
+_rows = dot_rows_intrinsic(ISA)
 # Two rows at a time: each row and token holds two chains of 8-lane sums (dot_ir), and two
 # rows of two tokens take 8 of AVX2's 16 registers.
 _unpacked2, _unpacked1 = dot_unpacked_intrinsic(2, ISA), dot_unpacked_intrinsic(1, ISA)
@@ -71,25 +71,30 @@ def quantize_rows(x, xq, xd, xs):
 
 
 @njit(**{**EXACT, "inline": "always"})
-def _tile(code, kind, w, out, ti, xq, xd, xs, mn, q, scv):
-    """Rows ``4 ti ..`` of ``out = q16(x) @ decode(w).T``, for every token (see the module doc).
+def _decode_rows(code, w, out, lo, hi, first, xq, xd, xs):
+    """A decode's rows of ``w`` in tiles ``lo .. hi`` (``w``'s tiles numbered from ``first``).
 
-    Arrays reach dot_ir as (array, element offset): see dot_ir._pointer_args.
+    One call for all of them, row after row: reading four rows side by side, a block of each
+    at a time, made the hardware prefetchers fetch a large weight at ~60% of the bandwidth;
+    a call per row cost as much as a short row's work (docs/numba.md). Arrays reach dot_ir
+    as (array, element offset): see dot_ir._pointer_args.
     """
+    m, row_bytes = w.shape
+    r0 = max(lo - first, 0) * TILE
+    r1 = min(max(hi - first, 0) * TILE, m)
+    if r1 > r0:
+        n, k = xq.shape
+        _rows(code, w, r0 * row_bytes, row_bytes, r1 - r0, xq, 0, xd, 0, xs, 0, k // 32, out, r0, n, m)
+
+
+@njit(**{**EXACT, "inline": "always"})
+def _tile(code, kind, w, out, ti, xq, xd, xs, mn, q, scv):
+    """Rows ``4 ti ..`` of ``out = q16(x) @ decode(w).T`` for a prompt's tokens (see the module doc)."""
     n, k = xq.shape
     nb = k // 32
     m, row_bytes = w.shape
     r0 = ti * TILE
     rows = min(TILE, m - r0)
-    if n <= INLINE_MAX_TOKENS:
-        # Row after row, not four rows side by side: reading four rows a block at a time
-        # made the hardware prefetchers fetch a large weight at ~60% of the bandwidth.
-        for dr in range(rows):
-            w_at = (r0 + dr) * row_bytes
-            for t in range(n):
-                x_at, s_at = t * k, t * nb
-                _inline(code, w, w_at, xq, x_at, xd, s_at, xs, s_at, nb, out, t * m + r0 + dr)
-        return
     for dr in range(rows):
         _unpack(code, w, (r0 + dr) * row_bytes, nb, q, dr * k, scv, dr * 8 * nb, mn, dr * nb)
     for t in range(0, n, 2):  # tokens in pairs (dot_ir.TOKENS); a last odd one as a pair with itself
@@ -123,10 +128,16 @@ def matmul_q16(x, codes, kinds, w0, out0, w1, out1, w2, out2, n_chunks):
     tiles = t0 + t1 + (w2.shape[0] + TILE - 1) // TILE
     n_chunks = max(1, min(n_chunks, tiles))
     for c in prange(n_chunks):
+        lo, hi = c * tiles // n_chunks, (c + 1) * tiles // n_chunks
+        if n <= INLINE_MAX_TOKENS:
+            _decode_rows(codes[0], w0, out0, lo, hi, 0, xq, xd, xs)
+            _decode_rows(codes[1], w1, out1, lo, hi, t0, xq, xd, xs)
+            _decode_rows(codes[2], w2, out2, lo, hi, t0 + t1, xq, xd, xs)
+            continue
         mn = np.empty((TILE, nb), dtype=np.float32)
         q = np.empty((TILE, k), dtype=np.int16)
         scv = np.empty((TILE, 8 * nb), dtype=np.float32)
-        for ti in range(c * tiles // n_chunks, (c + 1) * tiles // n_chunks):
+        for ti in range(lo, hi):
             if ti < t0:
                 _tile(codes[0], kinds[0], w0, out0, ti, xq, xd, xs, mn, q, scv)
             elif ti < t0 + t1:

@@ -17,7 +17,7 @@ from numba import typed, types
 
 from realm.backend import QuantTensor, RopeMode
 from realm.errors import BackendArgumentError
-from realm.op_checks import check_paged_indices, refuse_bad_row, refuse_repeated_rows
+from realm.op_checks import check_paged_indices, refuse_bad_id, refuse_bad_row, refuse_repeated_rows
 from realm.step_program import STEP_OPS, OpCall
 from realm_numba import step_kernel as sk
 from realm_numba.backend import _NO_WEIGHT, CHECKS
@@ -84,11 +84,14 @@ class NumbaStepProgram:
         self._shapes = [np.asarray(a).shape for a in inputs]
         self._ops = _Operands(inputs, _NO_WEIGHT)
         self._attention: set[tuple] = set()  # (table, block_size, n_slots, seq_ids, positions) indices
+        self._tables: dict[int, Any] = {}  # instruction -> the table its get_rows reads, for a refusal
         code, params = [], []
         for call in calls:
             if call.op not in STEP_OPS:
                 raise BackendArgumentError(f"compile_step: {call.op!r} is not a step op ({sorted(STEP_OPS)})")
             encoded = getattr(self, "_" + call.op)(*call.args, **call.kwargs)
+            if call.op == "get_rows":
+                self._tables[len(code)] = call.args[0]
             if encoded is not None:
                 row, p = encoded
                 code.append(row + [0] * (sk.FIELDS - len(row)))
@@ -127,18 +130,37 @@ class NumbaStepProgram:
                 raise BackendArgumentError("compile_step program: the step's paged indices are invalid")
         ops, threads = self._ops, self._backend._threads()
         bad_at = self._kernel(self._code, self._params, ops.floats, ops.ints, ops.weights, threads)
-        if bad_at >= 0:  # set_rows refused its row ids and wrote nothing; the ops before it ran
-            answer, dst_rows, rows = (int(v) for v in self._code[bad_at, [9, 5, 6]])
-            self._code[bad_at, 9] = 0
+        if bad_at >= 0:  # an op refused its indices and wrote nothing; the ops before it ran
+            self._refuse(bad_at)
+
+    def _refuse(self, at: int) -> None:
+        """Raise what instruction ``at``'s op method raises for the indices it refused."""
+        row = self._code[at]
+        answer = int(row[sk.REFUSED])
+        row[sk.REFUSED] = 0
+        held = self._ops.int_arrays
+        if row[0] == sk.SET_ROWS:
             if answer == -2:
                 refuse_repeated_rows()
-            refuse_bad_row(dst_rows, int(held[rows][answer]), answer)
+            refuse_bad_row(int(row[5]), int(held[row[6]].reshape(-1)[answer]), answer)
+        table = self._tables[at]
+        refuse_bad_id(table, table.shape[0], int(held[row[2]].reshape(-1)[answer]), answer)
 
     # ------------------------------------------------------------------ one encoder per op
     # Each checks its call as the op method does and returns (instruction, float params).
 
     def _f(self, a: np.ndarray) -> int:
         return self._ops.float32(a)
+
+    def _get_rows(self, w, ids, out):
+        CHECKS.get_rows(w, ids, out)
+        n, d = out.shape
+        if not isinstance(w, QuantTensor):
+            return [sk.TAKE_ROWS, self._f(np.ascontiguousarray(w)), self._ops.int32(ids), n, d, self._f(out)], []
+        p = self._backend._prepare(w)
+        blocks = self._ops.weight(_read_only(p.data))
+        op = sk.GET_ROWS if p.rows is None else sk.TAKE_ROWS_BLOCKS
+        return [op, blocks, self._ops.int32(ids), n, d, self._f(out), int(p.qtype)], []
 
     def _rms_norm(self, x, weight, eps, out):
         CHECKS.rms_norm(x, weight, out)

@@ -17,11 +17,14 @@ from realm_numba.attention import attention_paged, attention_plan, set_rows
 from realm_numba.elementwise import add, geglu, rms_norm, rope, scale, swiglu
 from realm_numba.gemm import matmul_f32, matmul_quant
 from realm_numba.gemm_q16 import EXACT, matmul_q16
+from realm_numba.rows import get_rows, take_rows
 
 # Opcodes (code[i, 0]); the fields after each are listed where step.py encodes it.
 RMS_NORM, ADD, SCALE, SWIGLU, GEGLU, ROPE, SET_ROWS, ATTENTION = 1, 2, 3, 4, 5, 6, 7, 8
 MATMUL_Q16, MATMUL_QUANT, MATMUL_F32_BLOCKS, MATMUL_F32 = 9, 10, 11, 12
+GET_ROWS, TAKE_ROWS_BLOCKS, TAKE_ROWS = 13, 14, 15
 FIELDS = 16
+REFUSED = 9  # the field where an instruction that refused its indices leaves why (see run_step)
 
 
 @njit(**EXACT)
@@ -44,8 +47,9 @@ def paged_indices_valid(block_table, block_size, n_slots, seq_ids, positions):
 
 @njit(**EXACT)
 def run_step(code, params, floats, ints, weights, threads):
-    """Run every instruction in order. Returns -1, or the instruction whose ``set_rows`` found
-    a bad row id (``code[i, 9]`` then holds set_rows' answer: a position, or -2 for a repeat)."""
+    """Run every instruction in order. Returns -1, or the instruction that refused its indices
+    and wrote nothing (``code[i, REFUSED]`` then holds the kernel's answer: for ``set_rows``
+    a position or -2 for a repeat, for ``get_rows`` the position of an id out of range)."""
     for i in range(code.shape[0]):
         if not _run_one(i, code, params, floats, ints, weights, threads):
             return i
@@ -72,10 +76,21 @@ def run_step_quant(code, params, floats, ints, weights, threads):
 
 @njit(**EXACT)
 def _run_one(i, code, params, floats, ints, weights, threads):
-    """Instruction ``i`` (any but ``MATMUL_QUANT``); False where set_rows refused its rows."""
+    """Instruction ``i`` (any but ``MATMUL_QUANT``); False where it refused its indices."""
     c = code[i]
     op = c[0]
-    if op == RMS_NORM:  # x, rows, d, weight, out
+    if op == GET_ROWS or op == TAKE_ROWS_BLOCKS or op == TAKE_ROWS:  # w, ids, n, d, out, code
+        ids, out = ints[c[2]][0], floats[c[5]].reshape((c[3], c[4]))
+        if op == GET_ROWS:
+            bad = get_rows(c[6], weights[c[1]], ids, out)
+        elif op == TAKE_ROWS_BLOCKS:  # float32 rows held as bytes
+            bad = take_rows(weights[c[1]].view(np.float32), ids, out)
+        else:
+            bad = take_rows(floats[c[1]].reshape((-1, c[4])), ids, out)
+        if bad != -1:
+            code[i, REFUSED] = bad
+            return False
+    elif op == RMS_NORM:  # x, rows, d, weight, out
         rows, d = c[2], c[3]
         rms_norm(
             floats[c[1]].reshape((rows, d)),
@@ -114,7 +129,7 @@ def _run_one(i, code, params, floats, ints, weights, threads):
         dst = floats[c[4]].view(np.uint8).reshape((c[5], c[3]))
         bad = set_rows(src, dst, ints[c[6]][0])
         if bad != -1:
-            code[i, 9] = bad
+            code[i, REFUSED] = bad
             return False
     elif op == ATTENTION:
         _attention(c, params[i], floats, ints, threads)

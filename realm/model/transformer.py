@@ -81,6 +81,12 @@ class _Pass:
     seq_ids: DeviceArray
     block_table: DeviceArray
     slots: DeviceArray  # the pool slot each token's key/value goes to
+    ids: DeviceArray  # the token ids, int32 [n]
+
+    @property
+    def inputs(self) -> list[DeviceArray]:
+        """What a recorded pass takes anew each run (`StepProgram.run`)."""
+        return [self.positions, self.seq_ids, self.block_table, self.slots, self.ids]
 
     @property
     def n(self) -> int:
@@ -177,14 +183,13 @@ class Transformer:
         """
         with self.lock:
             self._refuse_closed()
-            self._begin(batch)
+            n = len(batch.ids)
+            first = n - batch.n_logits
+            by_program = self._runs_programs(n) and batch.n_logits <= self.state.logits.shape[0]
+            self._begin(batch, embed=not by_program)
             try:
-                n = len(batch.ids)
-                first = n - batch.n_logits
-                if self._runs_programs(n) and batch.n_logits <= self.state.logits.shape[0]:
-                    # The layers, the final norm and the output projection: one program.
-                    project = (lambda: self._project(first, n)) if batch.n_logits else (lambda: None)
-                    self._run_program(("forward", n, batch.n_logits), project)
+                if by_program:  # the embedding, the layers, the final norm and the projection
+                    self._run_program(("forward", n, batch.n_logits), lambda: self._whole_pass(first, n))
                     return self._finish_logits([self.backend.download(self.state.logits[: batch.n_logits])])
                 self._layers()
                 return self._logits(first, n, check=False)
@@ -222,16 +227,17 @@ class Transformer:
         shape ``(1, n_vocab)`` for the last token only.
         """
         ids = self._checked_ids(ids)
-        self._check_fits(len(self.tokens) + len(ids))
+        self._check_fits(self._n_solo_tokens() + len(ids))
         out = []
         with self.lock:
             for start in range(0, len(ids), self.n_batch):
                 chunk = ids[start : start + self.n_batch]
-                self.embed(chunk)
                 last_chunk = start + self.n_batch >= len(ids)
                 if last_chunk and not all_logits and self._runs_programs(len(chunk)):
+                    self._open_pass(chunk, embed=False)  # the program embeds them
                     out.append(self._finish_last_by_program())
                     continue
+                self._open_pass(chunk)
                 self._layers()
                 if all_logits or last_chunk:
                     out.append(self.finish(all_logits=all_logits))
@@ -263,6 +269,10 @@ class Transformer:
         ids = self._checked_ids(ids)
         if len(ids) > self.n_batch:
             raise InvalidParameterError(f"embed takes at most n_batch={self.n_batch} tokens, got {len(ids)}")
+        self._open_pass(ids)
+
+    def _open_pass(self, ids: list[int], embed: bool = True) -> None:
+        """`embed` for checked ids; ``embed=False`` leaves the embedding to the pass's program."""
         self._refuse_closed()
         if not self._pass_holds_lock:
             self.lock.acquire()
@@ -274,7 +284,7 @@ class Transformer:
                 self._solo = self.cache.pool.new_sequence([], share=False)
             self._check_fits(self._solo.n_tokens + len(ids))
             self.cache.pool.reserve(self._solo, self._solo.n_tokens + len(ids))
-            self._begin(Batch.one_sequence(self._solo, ids, len(ids)))
+            self._begin(Batch.one_sequence(self._solo, ids, len(ids)), embed)
         except BaseException:
             self._end_pass()
             raise
@@ -295,11 +305,12 @@ class Transformer:
         return logits
 
     def _finish_last_by_program(self) -> np.ndarray:
-        """`_layers` then `finish(all_logits=False)`, the layers, the final norm and the last
-        token's output projection as one program (the engine's ``forward`` program of this size)."""
+        """For a pass opened without its embedding: the embedding, the layers, the final norm and
+        the last token's output projection as one program (the engine's ``forward`` program of
+        this size), then what `finish(all_logits=False)` does."""
         n = self._current().n
         try:
-            self._run_program(("forward", n, 1), lambda: self._project(n - 1, n))
+            self._run_program(("forward", n, 1), lambda: self._whole_pass(n - 1, n))
             logits = self._finish_logits([self.backend.download(self.state.logits[:1])], check=True)
         except BaseException:
             self._end_pass()
@@ -333,8 +344,12 @@ class Transformer:
 
     # ------------------------------------------------------------------ one pass, step by step
 
-    def _begin(self, batch: Batch) -> None:
-        """Upload the batch's indices and write its embeddings into the residual stream."""
+    def _n_solo_tokens(self) -> int:
+        return self._solo.n_tokens if self._solo is not None else 0
+
+    def _begin(self, batch: Batch, embed: bool = True) -> None:
+        """Upload the batch's indices; write its embeddings into the residual stream unless a
+        program that starts with them (`_whole_pass`) runs next."""
         be, bs, n = self.backend, self.cache.block_size, len(batch.ids)
         self.cache.sync()
         width = max(len(t.blocks) for t in batch.tables)
@@ -348,18 +363,32 @@ class Transformer:
             seq_ids=be.upload(batch.seq_ids),
             block_table=be.upload(table),
             slots=be.upload(slots.astype(np.int32)),
+            ids=be.upload(np.asarray(batch.ids, dtype=np.int32)),
         )
-        x = self.state.x[:n]
-        be.get_rows(self.w.token_embd, be.upload(np.asarray(batch.ids, dtype=np.int32)), x)
+        if embed:
+            self._embed_tokens()
+
+    def _embed_tokens(self) -> None:
+        """The pass's token embeddings into the residual stream."""
+        p, be = self._current(), self.backend
+        x = self.state.x[: p.n]
+        be.get_rows(self.w.token_embd, p.ids, x)
         if self._embd_scale is not None:
             be.scale(x, self._embd_scale, x)
         self._emit("inp_embd", x)
+
+    def _whole_pass(self, r0: int, r1: int) -> None:
+        """The embedding, every layer, and rows [r0, r1) through the output projection."""
+        self._embed_tokens()
+        self._layer_calls()
+        if r1 > r0:
+            self._project(r0, r1)
 
     def _layers(self) -> None:
         """Every layer of the current pass: as one program where the backend can, else op by op."""
         n = self._current().n
         if self._runs_programs(n):
-            self._run_program(("layers", n), lambda: None)
+            self._run_program(("layers", n), self._layer_calls)
         else:
             self._layer_calls()
 
@@ -371,13 +400,12 @@ class Transformer:
         quiet = not self.hooks and self._watch is None  # hooks see each op's output: op by op
         return self._compiles_steps and n <= STEP_PROGRAM_MAX_TOKENS and quiet
 
-    def _run_program(self, key: tuple, then: Callable[[], None]) -> None:
-        """Run the program of every layer's calls followed by ``then()``'s, recorded on first use.
+    def _run_program(self, key: tuple, calls: Callable[[], None]) -> None:
+        """Run the program of the backend calls that ``calls()`` makes, recorded on first use.
 
         Programs hold the KV buffers they were recorded with: they are dropped when those grow.
         """
-        p = self._current()
-        inputs = [p.positions, p.seq_ids, p.block_table, p.slots]
+        inputs = self._current().inputs
         if self._programs_capacity != self.cache.capacity:
             self._programs.clear()
             self._programs_capacity = self.cache.capacity
@@ -386,8 +414,7 @@ class Transformer:
             recorder = StepRecorder(self.backend)
             backend, self.backend = self.backend, recorder  # the lock is held: no other pass sees this
             try:
-                self._layer_calls()
-                then()
+                calls()
             finally:
                 self.backend = backend
             program = backend.compile_step(recorder.calls, inputs)
