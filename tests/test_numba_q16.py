@@ -24,7 +24,7 @@ from numba import njit  # noqa: E402
 from realm_numba import NumbaBackend  # noqa: E402
 from realm_numba.dot_ir import (  # noqa: E402
     dot_rows_intrinsic,
-    dot_unpacked_intrinsic,
+    dot_tile_intrinsic,
     unpack_intrinsic,
     unpacked_kind,
 )
@@ -94,26 +94,19 @@ def test_ties_round_to_even():
 
 def _kernels(isa: str):
     """A one-token, one-tile integer matmul built from dot_ir's kernels for ``isa``: both ways."""
-    rows, unpacked2, unpacked1, unpack = (
-        dot_rows_intrinsic(isa),
-        dot_unpacked_intrinsic(2, isa),
-        dot_unpacked_intrinsic(1, isa),
-        unpack_intrinsic(isa),
-    )
+    rows, tile, unpack = dot_rows_intrinsic(isa), dot_tile_intrinsic(isa), unpack_intrinsic(isa)
 
     @njit(cache=False)
     def run(code, kind, w, xq, xd, xs, out_inline, out_unpacked):
         nb = xd.shape[0]
+        k = 32 * nb
         mn = np.zeros((4, nb), np.float32)
-        q = np.zeros((4, 32 * nb), np.int16)
+        q = np.zeros((4, k), np.int16)
         scv = np.zeros((4, 8 * nb), np.float32)
         rows(code, w, 0, w.shape[1], 4, xq, 0, xd, 0, xs, 0, nb, out_inline, 0, 1, 0)  # decode's way
-        for r in range(4):
-            unpack(code, w, r * w.shape[1], nb, q, r * 32 * nb, scv, r * 8 * nb, mn, r * nb)
-        unpacked2(kind, q, 0, scv, 0, mn, 0, xq, 0, xd, 0, xs, 0, nb, out_unpacked, 0, 0, 0, 0)  # rows 0-1
-        for r in (2, 3):  # a tile's odd rows' way
-            unpacked1(kind, q, r * 32 * nb, scv, r * 8 * nb, mn, r * nb, xq, 0, xd, 0, xs, 0, nb,
-                      out_unpacked, r, 0, 0, 0)  # fmt: skip
+        unpack(code, w, 0, w.shape[1], 4, nb, q, 0, scv, 0, mn, 0)
+        tile(kind, q, 0, scv, 0, mn, 0, xq, 0, xd, 0, xs, 0, nb, out_unpacked, 0, 3, 1, k, 4)  # a pair, a row
+        tile(kind, q, 3 * k, scv, 3 * 8 * nb, mn, 3 * nb, xq, 0, xd, 0, xs, 0, nb, out_unpacked, 3, 1, 1, k, 4)
 
     return run
 

@@ -18,8 +18,8 @@ Two ways to get there, with the same instructions on the same values, so the sam
   token (one or two tokens: no scratch memory to write and read again), rows one after
   another;
 - ``unpack`` once per tile of up to four rows into a scratch of int16 quants, 8-lane
-  scales and mins, then ``dot_unpacked`` for two rows and two tokens at a time (many
-  tokens: the unpacking is paid once).
+  scales and mins, then ``dot_tile`` for every token, two rows and two tokens at a time
+  (many tokens: the unpacking is paid once).
 
 Each row's accumulation is the same instruction sequence whatever rows and tokens share
 the call, either way: that is what keeps the matmul batch-invariant (gemm_q16.py).
@@ -216,6 +216,33 @@ def _unpack_function(module: ir.Module, fmt: type[Int8Format], isa: str) -> ir.F
     return fn
 
 
+# w, row_bytes, rows, nb, q, scv, mn
+_UNPACK_ROWS_ARGS = [P8, I64, I64, I64, P8, PF, PF]
+
+
+def _unpack_rows_function(module: ir.Module, fmt: type[Int8Format], isa: str) -> ir.Function:
+    """`_unpack_function` for ``rows`` consecutive rows in one call (see `_rows_function`)."""
+    fn, new = _new_function(module, f"realm_int8_unpack_rows_{fmt.ggml.name.lower()}_{isa}", _UNPACK_ROWS_ARGS)
+    if not new:
+        return fn
+    one_row = _unpack_function(module, fmt, isa)
+    one_row.attributes.add("alwaysinline")
+    w, row_bytes, rows, nb, q, scv, mn = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    row = _BlockLoop(fn, b, rows, [])
+    r = row.blk
+    b.call(one_row, [
+        b.gep(w, [b.mul(r, row_bytes)]),
+        nb,
+        b.gep(q, [b.mul(b.mul(r, nb), i64(64))]),
+        b.gep(scv, [b.mul(b.mul(r, nb), i64(8))]),
+        b.gep(mn, [b.mul(r, nb)]),
+    ])  # fmt: skip
+    row.close([])
+    b.ret_void()
+    return fn
+
+
 # q, scv, mn, xq, xd, xs, nb, out, x_stride (int16s), s_stride (scales), out_stride (floats):
 # a tile unpacked by `unpack`, against TOKENS consecutive tokens.
 _UNPACKED_ARGS = [P8, PF, PF, P8, PF, PF, I64, PF, I64, I64, I64]
@@ -274,6 +301,44 @@ def _unpacked_function(module: ir.Module, kind: int, rows: int, isa: str) -> ir.
             at = 2 * (r * TOKENS + t)
             total = _row_total(b, finals[at], finals[at + 1], mins[at], mins[at + 1])
             b.store(total, b.gep(out, [b.add(b.mul(out_stride, i64(t)), i64(r))]))
+    b.ret_void()
+    return fn
+
+
+# q, scv, mn (a tile unpacked by `unpack`), xq, xd, xs, nb, out, rows, n (tokens), k, m
+_TILE_ARGS = [P8, PF, PF, P8, PF, PF, I64, PF, I64, I64, I64, I64]
+
+
+def _tile_function(module: ir.Module, kind: int, isa: str) -> ir.Function:
+    """A tile of ``rows`` (1-4) unpacked rows against ``n`` tokens, in one call: tokens in
+    pairs (a last odd one as a pair with itself), rows in pairs, a last odd row alone;
+    ``out[t * m + r]``. The calls a tile made one by one cost ~10% of a prompt's matmuls."""
+    fn, new = _new_function(module, f"realm_int8_tile_k{kind}_{isa}", _TILE_ARGS)
+    if not new:
+        return fn
+    pair, single = (_unpacked_function(module, kind, r, isa) for r in (2, 1))
+    for f in (pair, single):
+        f.attributes.add("alwaysinline")
+    q, scv, mn, xq, xd, xs, nb, out, rows, n, k, m = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    tokens = _BlockLoop(fn, b, b.sdiv(b.add(n, i64(1)), i64(2)), [])
+    t = b.mul(tokens.blk, i64(2))
+    step = b.zext(b.icmp_signed("<", b.add(t, i64(1)), n), I64)  # 0: the last token is alone
+    at_token = [b.gep(xq, [b.mul(b.mul(t, k), i64(2))]), b.gep(xd, [b.mul(t, nb)]), b.gep(xs, [b.mul(t, nb)])]
+    strides = [b.mul(step, k), b.mul(step, nb), b.mul(step, m)]
+
+    def call(f, dr):
+        at_row = [b.gep(q, [b.mul(b.mul(dr, k), i64(2))]), b.gep(scv, [b.mul(b.mul(dr, nb), i64(8))]),
+                  b.gep(mn, [b.mul(dr, nb)])]  # fmt: skip
+        b.call(f, [*at_row, *at_token, nb, b.gep(out, [b.add(b.mul(t, m), dr)]), *strides])
+
+    pairs = _BlockLoop(fn, b, b.sdiv(rows, i64(2)), [])
+    call(pair, b.mul(pairs.blk, i64(2)))
+    pairs.close([])
+    odd = _BlockLoop(fn, b, b.srem(rows, i64(2)), [])  # zero or one pass: the last row alone
+    call(single, b.sub(rows, i64(1)))
+    odd.close([])
+    tokens.close([])
     b.ret_void()
     return fn
 
@@ -348,32 +413,34 @@ def dot_rows_intrinsic(isa: str):
 
 
 def unpack_intrinsic(isa: str):
-    """``unpack(code, w, w_at, nb, q, q_at, scv, scv_at, mn, mn_at)``: one row into the scratch."""
+    """``unpack(code, w, w_at, row_bytes, rows, nb, q, q_at, scv, scv_at, mn, mn_at)``:
+    ``rows`` consecutive rows (``row_bytes`` apart) into the scratch, row ``r`` at
+    ``q[r * 32 nb]``, ``scv[r * 8 nb]``, ``mn[r * nb]``."""
 
     def entry(module):
-        cases = {code: _unpack_function(module, fmt, isa) for code, fmt in FORMATS.items()}
-        return _dispatch(module, f"realm_int8_unpack_{isa}", _UNPACK_ARGS, cases)
+        cases = {code: _unpack_rows_function(module, fmt, isa) for code, fmt in FORMATS.items()}
+        return _dispatch(module, f"realm_int8_unpack_rows_{isa}", _UNPACK_ROWS_ARGS, cases)
 
     @intrinsic
-    def unpack(typingctx, code, w, w_at, nb, q, q_at, scv, scv_at, mn, mn_at):
-        return _void_call(entry, code, w, w_at, nb, q, q_at, scv, scv_at, mn, mn_at)
+    def unpack(typingctx, code, w, w_at, row_bytes, rows, nb, q, q_at, scv, scv_at, mn, mn_at):
+        return _void_call(entry, code, w, w_at, row_bytes, rows, nb, q, q_at, scv, scv_at, mn, mn_at)
 
     return unpack
 
 
-def dot_unpacked_intrinsic(rows: int, isa: str):
-    """``dot_unpacked(kind, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb,
-    out, out_at, x_stride, s_stride, out_stride)``: ``rows`` unpacked rows against `TOKENS`
-    tokens (strides in elements from one token to the next)."""
+def dot_tile_intrinsic(isa: str):
+    """``dot_tile(kind, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb, out,
+    out_at, rows, n, k, m)``: a tile of ``rows`` rows unpacked by `unpack` against ``n`` tokens
+    of ``k`` values, into ``out[t * m + r]``; each row and token as `dot_rows` computes it."""
 
     def entry(module):
-        cases = {kind: _unpacked_function(module, kind, rows, isa) for kind in UNPACKED_KINDS}
-        return _dispatch(module, f"realm_int8_unpacked_r{rows}_t{TOKENS}_{isa}", _UNPACKED_ARGS, cases)
+        cases = {kind: _tile_function(module, kind, isa) for kind in UNPACKED_KINDS}
+        return _dispatch(module, f"realm_int8_tile_{isa}", _TILE_ARGS, cases)
 
     @intrinsic
-    def dot_unpacked(typingctx, kind, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb,
-                     out, out_at, x_stride, s_stride, out_stride):  # fmt: skip
+    def dot_tile(typingctx, kind, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb, out,
+                 out_at, rows, n, k, m):  # fmt: skip
         return _void_call(entry, kind, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb,
-                          out, out_at, x_stride, s_stride, out_stride)  # fmt: skip
+                          out, out_at, rows, n, k, m)  # fmt: skip
 
-    return dot_unpacked
+    return dot_tile

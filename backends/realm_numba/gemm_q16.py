@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from realm_numba.dot_ir import dot_rows_intrinsic, dot_unpacked_intrinsic, unpack_intrinsic
+from realm_numba.dot_ir import dot_rows_intrinsic, dot_tile_intrinsic, unpack_intrinsic
 from realm_numba.scalars import JIT
 from realm_numba.vector_ir import host_isa
 
@@ -30,9 +30,7 @@ EXACT = {**JIT, "fastmath": False}
 TILE = 4
 ISA = host_isa()
 _rows = dot_rows_intrinsic(ISA)
-# Two rows at a time: each row and token holds two chains of 8-lane sums (dot_ir), and two
-# rows of two tokens take 8 of AVX2's 16 registers.
-_unpacked2, _unpacked1 = dot_unpacked_intrinsic(2, ISA), dot_unpacked_intrinsic(1, ISA)
+_tile_dot = dot_tile_intrinsic(ISA)
 _unpack = unpack_intrinsic(ISA)
 # Up to this many tokens, quants are unpacked in registers for each token; past it, once
 # per tile into a scratch (same bits either way, see dot_ir.py).
@@ -95,18 +93,8 @@ def _tile(code, kind, w, out, ti, xq, xd, xs, mn, q, scv):
     m, row_bytes = w.shape
     r0 = ti * TILE
     rows = min(TILE, m - r0)
-    for dr in range(rows):
-        _unpack(code, w, (r0 + dr) * row_bytes, nb, q, dr * k, scv, dr * 8 * nb, mn, dr * nb)
-    for t in range(0, n, 2):  # tokens in pairs (dot_ir.TOKENS); a last odd one as a pair with itself
-        step = 1 if t + 1 < n else 0
-        x_at, s_at, o_at = t * k, t * nb, t * m + r0
-        for dr in range(0, rows - 1, 2):
-            _unpacked2(kind, q, dr * k, scv, dr * 8 * nb, mn, dr * nb, xq, x_at, xd, s_at, xs, s_at,
-                       nb, out, o_at + dr, step * k, step * nb, step * m)  # fmt: skip
-        if rows % 2:
-            dr = rows - 1
-            _unpacked1(kind, q, dr * k, scv, dr * 8 * nb, mn, dr * nb, xq, x_at, xd, s_at, xs, s_at,
-                       nb, out, o_at + dr, step * k, step * nb, step * m)  # fmt: skip
+    _unpack(code, w, r0 * row_bytes, row_bytes, rows, nb, q, 0, scv, 0, mn, 0)
+    _tile_dot(kind, q, 0, scv, 0, mn, 0, xq, 0, xd, 0, xs, 0, nb, out, r0, rows, n, k, m)
 
 
 @njit(**{**EXACT, "parallel": True})
