@@ -102,6 +102,9 @@ def check_text(name: str, value: Any) -> str:
 
 def check_token_ids(name: str, ids: Any, n_vocab: int, *, allow_empty: bool = False) -> list[int]:
     """A list of Python ints in ``[0, n_vocab)`` from a sequence or 1-D array of integers."""
+    plain = type(ids) is list and ids and all(type(v) is int for v in ids)
+    if plain and min(ids) >= 0 and max(ids) < n_vocab:
+        return list(ids)  # the common case (a decode step's token): plain ints, in range
     if isinstance(ids, (str, bytes, bytearray, memoryview)) or not isinstance(ids, (Sequence, np.ndarray)):
         raise InvalidParameterError(
             f"{name} must be a list of integer token ids, got {_found(ids)}"

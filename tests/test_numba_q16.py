@@ -106,7 +106,8 @@ def _kernels(isa: str):
         rows(code, w, 0, w.shape[1], 4, xq, 0, xd, 0, xs, 0, nb, out_inline, 0, 1, 0)  # decode's way
         unpack(code, w, 0, w.shape[1], 4, nb, q, 0, scv, 0, mn, 0)
         tile(kind, q, 0, scv, 0, mn, 0, xq, 0, xd, 0, xs, 0, nb, out_unpacked, 0, 3, 1, k, 4)  # a pair, a row
-        tile(kind, q, 3 * k, scv, 3 * 8 * nb, mn, 3 * nb, xq, 0, xd, 0, xs, 0, nb, out_unpacked, 3, 1, 1, k, 4)
+        r, s = 3, 8 * nb  # the tile's last row alone
+        tile(kind, q, r * k, scv, r * s, mn, r * nb, xq, 0, xd, 0, xs, 0, nb, out_unpacked, r, 1, 1, k, 4)
 
     return run
 

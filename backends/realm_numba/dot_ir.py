@@ -222,7 +222,8 @@ _UNPACK_ROWS_ARGS = [P8, I64, I64, I64, P8, PF, PF]
 
 def _unpack_rows_function(module: ir.Module, fmt: type[Int8Format], isa: str) -> ir.Function:
     """`_unpack_function` for ``rows`` consecutive rows in one call (see `_rows_function`)."""
-    fn, new = _new_function(module, f"realm_int8_unpack_rows_{fmt.ggml.name.lower()}_{isa}", _UNPACK_ROWS_ARGS)
+    name = f"realm_int8_unpack_rows_{fmt.ggml.name.lower()}_{isa}"
+    fn, new = _new_function(module, name, _UNPACK_ROWS_ARGS)
     if not new:
         return fn
     one_row = _unpack_function(module, fmt, isa)
@@ -406,8 +407,8 @@ def dot_rows_intrinsic(isa: str):
     @intrinsic
     def dot_rows(typingctx, code, w, w_at, row_bytes, rows, xq, xq_at, xd, xd_at, xs, xs_at, nb, out, out_at,
                  tokens, out_stride):  # fmt: skip
-        return _void_call(entry, code, w, w_at, row_bytes, rows, xq, xq_at, xd, xd_at, xs, xs_at, nb, out, out_at,
-                          tokens, out_stride)  # fmt: skip
+        return _void_call(entry, code, w, w_at, row_bytes, rows, xq, xq_at, xd, xd_at, xs, xs_at, nb, out,
+                          out_at, tokens, out_stride)  # fmt: skip
 
     return dot_rows
 

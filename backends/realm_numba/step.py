@@ -156,7 +156,8 @@ class NumbaStepProgram:
         CHECKS.get_rows(w, ids, out)
         n, d = out.shape
         if not isinstance(w, QuantTensor):
-            return [sk.TAKE_ROWS, self._f(np.ascontiguousarray(w)), self._ops.int32(ids), n, d, self._f(out)], []
+            table = self._f(np.ascontiguousarray(w))
+            return [sk.TAKE_ROWS, table, self._ops.int32(ids), n, d, self._f(out)], []
         p = self._backend._prepare(w)
         blocks = self._ops.weight(_read_only(p.data))
         op = sk.GET_ROWS if p.rows is None else sk.TAKE_ROWS_BLOCKS

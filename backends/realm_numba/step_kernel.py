@@ -79,7 +79,7 @@ def _run_one(i, code, params, floats, ints, weights, threads):
     """Instruction ``i`` (any but ``MATMUL_QUANT``); False where it refused its indices."""
     c = code[i]
     op = c[0]
-    if op == GET_ROWS or op == TAKE_ROWS_BLOCKS or op == TAKE_ROWS:  # w, ids, n, d, out, code
+    if op in (GET_ROWS, TAKE_ROWS_BLOCKS, TAKE_ROWS):  # w, ids, n, d, out, code
         ids, out = ints[c[2]][0], floats[c[5]].reshape((c[3], c[4]))
         if op == GET_ROWS:
             bad = get_rows(c[6], weights[c[1]], ids, out)

@@ -350,7 +350,7 @@ class Transformer:
     def _begin(self, batch: Batch, embed: bool = True) -> None:
         """Upload the batch's indices; write its embeddings into the residual stream unless a
         program that starts with them (`_whole_pass`) runs next."""
-        be, bs, n = self.backend, self.cache.block_size, len(batch.ids)
+        be, bs = self.backend, self.cache.block_size
         self.cache.sync()
         width = max(len(t.blocks) for t in batch.tables)
         table = np.zeros((len(batch.tables), width), np.int32)
