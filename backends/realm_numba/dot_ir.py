@@ -53,7 +53,7 @@ ZEROS = ir.Constant(V8F32, [0.0] * 8)
 ZERO = ir.Constant(F32, 0.0)
 
 
-def _new_function(module: ir.Module, name: str, args: list) -> tuple[ir.Function, bool]:
+def new_function(module: ir.Module, name: str, args: list) -> tuple[ir.Function, bool]:
     existing = module.globals.get(name)
     if existing is not None:
         return existing, False
@@ -62,7 +62,7 @@ def _new_function(module: ir.Module, name: str, args: list) -> tuple[ir.Function
     return fn, True
 
 
-class _BlockLoop:
+class BlockLoop:
     """``for blk in range(nb)`` with loop-carried values; ``done`` sees their final values."""
 
     def __init__(self, fn: ir.Function, b: ir.IRBuilder, nb, initial: list):
@@ -124,7 +124,7 @@ def _ggml_blocks(fn: ir.Function, b: ir.IRBuilder, fmt: type[Int8Format], w, nb,
     """A loop over a row's GGML blocks (``nb`` 32-value blocks in all): the loop, the block's
     byte offset, its scales and mins (`Int8Format.scales`, once per GGML block), and the
     index of its first 32-value block."""
-    loop = _BlockLoop(fn, b, b.udiv(nb, i64(fmt.blocks)), initial)
+    loop = BlockLoop(fn, b, b.udiv(nb, i64(fmt.blocks)), initial)
     o = b.mul(loop.blk, i64(fmt.block_bytes))
     scales, mins = fmt.scales(b, w, o, isa)
     return loop, o, scales, mins, b.mul(loop.blk, i64(fmt.blocks))
@@ -136,7 +136,7 @@ _INLINE_ARGS = [P8, P8, PF, PF, I64, PF]
 
 def _inline_function(module: ir.Module, fmt: type[Int8Format], isa: str) -> ir.Function:
     """One weight row against one token, its quants unpacked in registers block by block."""
-    fn, new = _new_function(module, f"realm_int8_inline_{fmt.ggml.name.lower()}_{isa}", _INLINE_ARGS)
+    fn, new = new_function(module, f"realm_int8_inline_{fmt.ggml.name.lower()}_{isa}", _INLINE_ARGS)
     if not new:
         return fn
     w, xq, xd, xs, nb, out = fn.args
@@ -166,15 +166,15 @@ def _rows_function(module: ir.Module, fmt: type[Int8Format], isa: str) -> ir.Fun
     tokens (`_inline_function` for each row and token, inlined). The call, the format's
     dispatch and the loop setup are paid once per run of rows: once per row, they cost as
     much as a short row's 20 blocks."""
-    fn, new = _new_function(module, f"realm_int8_rows_{fmt.ggml.name.lower()}_{isa}", _ROWS_ARGS)
+    fn, new = new_function(module, f"realm_int8_rows_{fmt.ggml.name.lower()}_{isa}", _ROWS_ARGS)
     if not new:
         return fn
     one_row = _inline_function(module, fmt, isa)
     one_row.attributes.add("alwaysinline")
     w, row_bytes, rows, xq, xd, xs, nb, out, tokens, out_stride = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    row = _BlockLoop(fn, b, rows, [])
-    token = _BlockLoop(fn, b, tokens, [])
+    row = BlockLoop(fn, b, rows, [])
+    token = BlockLoop(fn, b, tokens, [])
     blocks = b.mul(token.blk, nb)
     b.call(one_row, [
         b.gep(w, [b.mul(row.blk, row_bytes)]),
@@ -197,7 +197,7 @@ _UNPACK_ARGS = [P8, I64, P8, PF, PF]
 def _unpack_function(module: ir.Module, fmt: type[Int8Format], isa: str) -> ir.Function:
     """One row, block by block, into the scratch: its quants widened (vector_ir.widen), its
     lane scales and its mins, what `_unpacked_function` reads for every token."""
-    fn, new = _new_function(module, f"realm_int8_unpack_{fmt.ggml.name.lower()}_{isa}", _UNPACK_ARGS)
+    fn, new = new_function(module, f"realm_int8_unpack_{fmt.ggml.name.lower()}_{isa}", _UNPACK_ARGS)
     if not new:
         return fn
     w, nb, q, scv, mn = fn.args
@@ -223,14 +223,14 @@ _UNPACK_ROWS_ARGS = [P8, I64, I64, I64, P8, PF, PF]
 def _unpack_rows_function(module: ir.Module, fmt: type[Int8Format], isa: str) -> ir.Function:
     """`_unpack_function` for ``rows`` consecutive rows in one call (see `_rows_function`)."""
     name = f"realm_int8_unpack_rows_{fmt.ggml.name.lower()}_{isa}"
-    fn, new = _new_function(module, name, _UNPACK_ROWS_ARGS)
+    fn, new = new_function(module, name, _UNPACK_ROWS_ARGS)
     if not new:
         return fn
     one_row = _unpack_function(module, fmt, isa)
     one_row.attributes.add("alwaysinline")
     w, row_bytes, rows, nb, q, scv, mn = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    row = _BlockLoop(fn, b, rows, [])
+    row = BlockLoop(fn, b, rows, [])
     r = row.blk
     b.call(one_row, [
         b.gep(w, [b.mul(r, row_bytes)]),
@@ -260,7 +260,7 @@ UNPACKED_KINDS = {0: (False, False), 1: (True, False), 3: (True, True)}  # (sign
 
 def _unpacked_function(module: ir.Module, kind: int, rows: int, isa: str) -> ir.Function:
     signed, two_scales = UNPACKED_KINDS[kind]
-    fn, new = _new_function(module, f"realm_int8_unpacked_k{kind}_r{rows}_t{TOKENS}_{isa}", _UNPACKED_ARGS)
+    fn, new = new_function(module, f"realm_int8_unpacked_k{kind}_r{rows}_t{TOKENS}_{isa}", _UNPACKED_ARGS)
     if not new:
         return fn
     q, scv, mn, xq, xd, xs, nb, out, x_stride, s_stride, out_stride = fn.args
@@ -269,7 +269,7 @@ def _unpacked_function(module: ir.Module, kind: int, rows: int, isa: str) -> ir.
     scv_rows = [b.gep(scv, [b.mul(nb, i64(8 * r))]) for r in range(rows)]
     x_tokens = [b.gep(xq, [b.mul(x_stride, i64(2 * t))]) for t in range(TOKENS)]
     xd_tokens = [b.gep(xd, [b.mul(s_stride, i64(t))]) for t in range(TOKENS)]
-    loop = _BlockLoop(fn, b, nb, [ZEROS] * (2 * rows * TOKENS))
+    loop = BlockLoop(fn, b, nb, [ZEROS] * (2 * rows * TOKENS))
     blk, carried = loop.blk, loop.carried  # (chain of this block, the other) per row and token
     xs_blk = [load_vector(b, x_tokens[t], b.mul(blk, i64(64)), V32I16) for t in range(TOKENS)]
     dx_lanes = [broadcast(b, b.load(b.gep(xd_tokens[t], [blk])), V8F32) for t in range(TOKENS)]
@@ -288,7 +288,7 @@ def _unpacked_function(module: ir.Module, kind: int, rows: int, isa: str) -> ir.
     if not signed:
         mn_rows = [b.gep(mn, [b.mul(nb, i64(r))]) for r in range(rows)]
         xs_tokens = [b.gep(xs, [b.mul(s_stride, i64(t))]) for t in range(TOKENS)]
-        min_loop = _BlockLoop(fn, b, nb, mins)
+        min_loop = BlockLoop(fn, b, nb, mins)
         updated = []
         for r in range(rows):
             block_min = b.load(b.gep(mn_rows[r], [min_loop.blk]))
@@ -314,7 +314,7 @@ def _tile_function(module: ir.Module, kind: int, isa: str) -> ir.Function:
     """A tile of ``rows`` (1-4) unpacked rows against ``n`` tokens, in one call: tokens in
     pairs (a last odd one as a pair with itself), rows in pairs, a last odd row alone;
     ``out[t * m + r]``. The calls a tile made one by one cost ~10% of a prompt's matmuls."""
-    fn, new = _new_function(module, f"realm_int8_tile_k{kind}_{isa}", _TILE_ARGS)
+    fn, new = new_function(module, f"realm_int8_tile_k{kind}_{isa}", _TILE_ARGS)
     if not new:
         return fn
     pair, single = (_unpacked_function(module, kind, r, isa) for r in (2, 1))
@@ -322,7 +322,7 @@ def _tile_function(module: ir.Module, kind: int, isa: str) -> ir.Function:
         f.attributes.add("alwaysinline")
     q, scv, mn, xq, xd, xs, nb, out, rows, n, k, m = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    tokens = _BlockLoop(fn, b, b.sdiv(b.add(n, i64(1)), i64(2)), [])
+    tokens = BlockLoop(fn, b, b.sdiv(b.add(n, i64(1)), i64(2)), [])
     t = b.mul(tokens.blk, i64(2))
     step = b.zext(b.icmp_signed("<", b.add(t, i64(1)), n), I64)  # 0: the last token is alone
     at_token = [b.gep(xq, [b.mul(b.mul(t, k), i64(2))]), b.gep(xd, [b.mul(t, nb)]), b.gep(xs, [b.mul(t, nb)])]
@@ -333,10 +333,10 @@ def _tile_function(module: ir.Module, kind: int, isa: str) -> ir.Function:
                   b.gep(mn, [b.mul(dr, nb)])]  # fmt: skip
         b.call(f, [*at_row, *at_token, nb, b.gep(out, [b.add(b.mul(t, m), dr)]), *strides])
 
-    pairs = _BlockLoop(fn, b, b.sdiv(rows, i64(2)), [])
+    pairs = BlockLoop(fn, b, b.sdiv(rows, i64(2)), [])
     call(pair, b.mul(pairs.blk, i64(2)))
     pairs.close([])
-    odd = _BlockLoop(fn, b, b.srem(rows, i64(2)), [])  # zero or one pass: the last row alone
+    odd = BlockLoop(fn, b, b.srem(rows, i64(2)), [])  # zero or one pass: the last row alone
     call(single, b.sub(rows, i64(1)))
     odd.close([])
     tokens.close([])
@@ -346,7 +346,7 @@ def _tile_function(module: ir.Module, kind: int, isa: str) -> ir.Function:
 
 def _dispatch(module: ir.Module, name: str, args: list, cases: dict[int, ir.Function]) -> ir.Function:
     """An entry point taking a selector first and calling ``cases[selector]`` with the rest."""
-    fn, new = _new_function(module, name, [I64, *args])
+    fn, new = new_function(module, name, [I64, *args])
     if not new:
         return fn
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -384,7 +384,7 @@ def _pointer_args(context, builder, signature, args) -> list:
     return values
 
 
-def _void_call(build_entry, *arg_types):
+def void_call(build_entry, *arg_types):
     """An intrinsic's (signature, codegen) calling ``build_entry(module)`` with its arguments."""
 
     def codegen(context, builder, signature, args):
@@ -407,7 +407,7 @@ def dot_rows_intrinsic(isa: str):
     @intrinsic
     def dot_rows(typingctx, code, w, w_at, row_bytes, rows, xq, xq_at, xd, xd_at, xs, xs_at, nb, out, out_at,
                  tokens, out_stride):  # fmt: skip
-        return _void_call(entry, code, w, w_at, row_bytes, rows, xq, xq_at, xd, xd_at, xs, xs_at, nb, out,
+        return void_call(entry, code, w, w_at, row_bytes, rows, xq, xq_at, xd, xd_at, xs, xs_at, nb, out,
                           out_at, tokens, out_stride)  # fmt: skip
 
     return dot_rows
@@ -424,7 +424,7 @@ def unpack_intrinsic(isa: str):
 
     @intrinsic
     def unpack(typingctx, code, w, w_at, row_bytes, rows, nb, q, q_at, scv, scv_at, mn, mn_at):
-        return _void_call(entry, code, w, w_at, row_bytes, rows, nb, q, q_at, scv, scv_at, mn, mn_at)
+        return void_call(entry, code, w, w_at, row_bytes, rows, nb, q, q_at, scv, scv_at, mn, mn_at)
 
     return unpack
 
@@ -441,7 +441,7 @@ def dot_tile_intrinsic(isa: str):
     @intrinsic
     def dot_tile(typingctx, kind, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb, out,
                  out_at, rows, n, k, m):  # fmt: skip
-        return _void_call(entry, kind, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb,
+        return void_call(entry, kind, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb,
                           out, out_at, rows, n, k, m)  # fmt: skip
 
     return dot_tile

@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from realm_numba.dot_ir import dot_rows_intrinsic, dot_tile_intrinsic, unpack_intrinsic
+from realm_numba.quantize_ir import quantize_blocks
 from realm_numba.scalars import JIT
 from realm_numba.vector_ir import host_isa
 
@@ -44,28 +45,12 @@ def quantize_rows(x, xq, xd, xs):
     ``d = max|x| / 32767``, ``q = rint(x / d)`` (ties to even), in float32, rounded as the
     reference's numpy rounds them (`realm.quants.activations`), stored in order. A NaN
     anywhere in a block makes its scale NaN, so it reaches the outputs as the float
-    matmul's would.
+    matmul's would. In 8-lane IR (quantize_ir.py); every array C-contiguous.
     """
     n, k = x.shape
-    for t in range(n):
-        for blk in range(k // 32):
-            o = blk * 32
-            amax = np.float32(0.0)
-            nan = False
-            for j in range(32):
-                v = x[t, o + j]
-                nan |= v != v
-                amax = max(amax, abs(v))
-            d = np.float32(np.nan) if nan else amax / np.float32(32767.0)
-            usable = d != 0 and np.isfinite(d)
-            total = 0
-            for j in range(32):
-                r = min(max(np.rint(x[t, o + j] / d), np.float32(-32767.0)), np.float32(32767.0))
-                q = np.int16(r) if usable else np.int16(0)  # r past 32767: a subnormal d
-                xq[t, o + j] = q
-                total += q
-            xd[t, blk] = d
-            xs[t, blk] = d * np.float32(total)
+    if x.strides[1] != 4 or x.strides[0] != 4 * k or xq.strides[0] != 2 * k or xd.strides[0] != 4 * (k // 32):
+        raise ValueError("quantize_rows: x, xq, xd and xs must be C-contiguous")
+    quantize_blocks(x, 0, n * (k // 32), xq, 0, xd, 0, xs, 0)
 
 
 @njit(**{**EXACT, "inline": "always"})
