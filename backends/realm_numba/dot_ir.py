@@ -313,7 +313,9 @@ _TILE_ARGS = [P8, PF, PF, P8, PF, PF, I64, PF, I64, I64, I64, I64]
 def _tile_function(module: ir.Module, kind: int, isa: str) -> ir.Function:
     """A tile of ``rows`` (1-4) unpacked rows against ``n`` tokens, in one call: tokens in
     pairs (a last odd one as a pair with itself), rows in pairs, a last odd row alone;
-    ``out[t * m + r]``. The calls a tile made one by one cost ~10% of a prompt's matmuls."""
+    ``out[t * m + r]``. Two rows of two tokens at a time because each row and token holds
+    two chains of 8-lane sums: 8 of AVX2's 16 registers. One call per tile: a call per row
+    pair and token pair cost a third of an 8-token matmul (docs/numba.md)."""
     fn, new = new_function(module, f"realm_int8_tile_k{kind}_{isa}", _TILE_ARGS)
     if not new:
         return fn
@@ -398,7 +400,7 @@ def dot_rows_intrinsic(isa: str):
     """``dot_rows(code, w, w_at, row_bytes, rows, xq, xq_at, xd, xd_at, xs, xs_at, nb, out, out_at,
     tokens, out_stride)``: ``rows`` consecutive weight rows (``row_bytes`` apart), each against
     ``tokens`` consecutive tokens, into ``out[t * out_stride + r]``; each row and token as
-    `dot_inline` computes it."""
+    `_inline_function` computes it."""
 
     def entry(module):
         cases = {code: _rows_function(module, fmt, isa) for code, fmt in FORMATS.items()}
@@ -408,7 +410,7 @@ def dot_rows_intrinsic(isa: str):
     def dot_rows(typingctx, code, w, w_at, row_bytes, rows, xq, xq_at, xd, xd_at, xs, xs_at, nb, out, out_at,
                  tokens, out_stride):  # fmt: skip
         return void_call(entry, code, w, w_at, row_bytes, rows, xq, xq_at, xd, xd_at, xs, xs_at, nb, out,
-                          out_at, tokens, out_stride)  # fmt: skip
+                         out_at, tokens, out_stride)  # fmt: skip
 
     return dot_rows
 
@@ -442,6 +444,6 @@ def dot_tile_intrinsic(isa: str):
     def dot_tile(typingctx, kind, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb, out,
                  out_at, rows, n, k, m):  # fmt: skip
         return void_call(entry, kind, q, q_at, scv, scv_at, mn, mn_at, xq, xq_at, xd, xd_at, xs, xs_at, nb,
-                          out, out_at, rows, n, k, m)  # fmt: skip
+                         out, out_at, rows, n, k, m)  # fmt: skip
 
     return dot_tile

@@ -48,9 +48,11 @@ def quantize_rows(x, xq, xd, xs):
     matmul's would. In 8-lane IR (quantize_ir.py); every array C-contiguous.
     """
     n, k = x.shape
-    if x.strides[1] != 4 or x.strides[0] != 4 * k or xq.strides[0] != 2 * k or xd.strides[0] != 4 * (k // 32):
+    nb = k // 32
+    rows_apart = x.strides[0] != 4 * k or xq.strides[0] != 2 * k or xd.strides[0] != 4 * nb
+    if rows_apart or xs.strides[0] != 4 * nb or x.strides[1] != 4:  # the callers' are C-contiguous
         raise ValueError("quantize_rows: x, xq, xd and xs must be C-contiguous")
-    quantize_blocks(x, 0, n * (k // 32), xq, 0, xd, 0, xs, 0)
+    quantize_blocks(x, 0, n * nb, xq, 0, xd, 0, xs, 0)
 
 
 @njit(**{**EXACT, "inline": "always"})
