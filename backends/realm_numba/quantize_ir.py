@@ -17,6 +17,7 @@ from __future__ import annotations
 from llvmlite import ir
 from numba.extending import intrinsic
 
+from realm.quants.activations import Q16_MAX
 from realm_numba.dot_ir import BlockLoop, new_function, void_call
 from realm_numba.vector_ir import (
     F32,
@@ -37,23 +38,17 @@ from realm_numba.vector_ir import (
 V8I16 = ir.VectorType(ir.IntType(16), 8)
 SIGN_OFF = 0x7FFFFFFF
 INF_BITS = 0x7F800000  # a |x| whose bits are above this is a NaN
-Q_MAX = 32767.0
+Q_MAX = float(Q16_MAX)
 
 
 def _umax(b, x, y):
     return b.select(b.icmp_unsigned(">", x, y), x, y)
 
 
-def _lanes_umax(b, v):
-    """The largest of eight unsigned int32 lanes."""
+def _across_lanes(b, v, combine):
+    """Eight int32 lanes folded into one by ``combine(b, x, y)`` (a max or a sum: exact in any order)."""
     for half in (4, 2, 1):
-        v = _umax(b, v, b.shuffle_vector(v, v, mask(list(range(half, 2 * half)) + list(range(8 - half)))))
-    return b.extract_element(v, I32(0))
-
-
-def _lanes_sum(b, v):
-    for half in (4, 2, 1):
-        v = b.add(v, b.shuffle_vector(v, v, mask(list(range(half, 2 * half)) + list(range(8 - half)))))
+        v = combine(b, v, b.shuffle_vector(v, v, mask(list(range(half, 2 * half)) + list(range(8 - half)))))
     return b.extract_element(v, I32(0))
 
 
@@ -69,7 +64,7 @@ def _quantize_function(module: ir.Module) -> ir.Function:
     raw = b.bitcast(x, P8)
     values = [load_vector(b, raw, b.mul(b.add(first, i64(8 * i)), i64(4)), V8F32) for i in range(4)]
     bits = [b.and_(b.bitcast(v, V8I32), splat(V8I32, SIGN_OFF)) for v in values]
-    top = _lanes_umax(b, _umax(b, _umax(b, bits[0], bits[1]), _umax(b, bits[2], bits[3])))
+    top = _across_lanes(b, _umax(b, _umax(b, bits[0], bits[1]), _umax(b, bits[2], bits[3])), _umax)
     scaled = b.fdiv(b.bitcast(top, F32), ir.Constant(F32, Q_MAX))
     d = b.select(b.icmp_unsigned(">", top, I32(INF_BITS)), ir.Constant(F32, float("nan")), scaled)
     positive = b.fcmp_ordered(">", d, ir.Constant(F32, 0.0))
@@ -87,7 +82,7 @@ def _quantize_function(module: ir.Module) -> ir.Function:
         at = b.bitcast(b.gep(xq, [b.mul(b.add(first, i64(8 * i)), i64(2))]), V8I16.as_pointer())
         b.store(b.trunc(q, V8I16), at, align=2)
     b.store(d, b.gep(xd, [loop.blk]))
-    b.store(b.fmul(d, b.sitofp(_lanes_sum(b, total), F32)), b.gep(xs, [loop.blk]))
+    b.store(b.fmul(d, b.sitofp(_across_lanes(b, total, ir.IRBuilder.add), F32)), b.gep(xs, [loop.blk]))
     loop.close([])
     b.ret_void()
     return fn
