@@ -51,6 +51,13 @@ Op semantics (the numpy reference backend is the executable definition):
 - ``matmuls_q16(x, ws, outs)`` (optional): ``matmul_q16(x, ws[i], outs[i])`` for 1 to 3
   weights sharing one ``x`` (Q/K/V, gate/up), in one call: ``x`` is rounded once. The
   outputs are distinct arrays.
+- ``rms_norm_matmuls_q16(x, weight, eps, ws, outs)`` (optional): ``matmuls_q16`` of
+  ``rms_norm(x, weight, eps)``, the norm folded into the rounding of its rows; ``x`` is left
+  as it was and the normed rows are written nowhere.
+- ``rope_write_kv(q, k, v, positions, n_rot, base, mode, k_pool, v_pool, slots,
+  freq_factors=None, freq_scale=1.0)`` (optional): ``rope`` of ``q`` and of ``k`` in place,
+  then ``set_rows(k, k_pool, slots)`` and ``set_rows(v, v_pool, slots)``. Bad ``slots`` are
+  refused before anything is written.
 - ``compile_step(calls, inputs)`` (optional): a program running a recorded list of step-op
   calls (`realm.step_program`) in one go; ``program.run(new_inputs)`` must equal
   `realm.step_program.run_calls` with ``new_inputs`` in place of ``inputs`` (the pass's index
@@ -159,6 +166,8 @@ class Backend(Protocol):
     def dequantize(self, w: QuantTensor, out: DeviceArray) -> None: ...
     def matmul(self, x: DeviceArray, w: QuantTensor | DeviceArray, out: DeviceArray) -> None: ...
     # optional (OPTIONAL_OPS): matmul_q16(x, w: QuantTensor, out), matmuls_q16(x, ws, outs),
+    # rms_norm_matmuls_q16(x, weight, eps, ws, outs), rope_write_kv(q, k, v, positions, n_rot,
+    # base, mode, k_pool, v_pool, slots, freq_factors, freq_scale),
     # compile_step(calls, inputs) -> a program with run(inputs)
     def get_rows(self, w: QuantTensor | DeviceArray, ids: DeviceArray, out: DeviceArray) -> None: ...
     def rms_norm(self, x: DeviceArray, weight: DeviceArray, eps: float, out: DeviceArray) -> None: ...
@@ -238,7 +247,10 @@ OPS = (
 # (`realm.quants.activations.quantize_q16`) by a quantized ``w``, which a backend runs with
 # integer dot products. ``k`` must be a multiple of 32.
 # ``matmuls_q16(x, ws, outs)``: ``matmul_q16`` of one x by 1 to 3 weights in one call.
-OPTIONAL_OPS = ("matmul_q16", "matmuls_q16", "compile_step")
+# The fused ops are defined by the ops they fuse (the module docstring), and a backend's must
+# give the bits of its own unfused calls: ``rms_norm_matmuls_q16`` (the norm before a
+# matmul's rounding) and ``rope_write_kv`` (RoPE of q and k, then the keys' and values' writes).
+OPTIONAL_OPS = ("matmul_q16", "matmuls_q16", "rms_norm_matmuls_q16", "rope_write_kv", "compile_step")
 
 
 def check_quant_upload(

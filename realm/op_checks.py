@@ -143,14 +143,14 @@ class OpChecks:
         if x.shape[1] % 32:
             refuse(op, "x", "have k a multiple of 32 (whole 32-value blocks)", f"k={x.shape[1]}")
 
-    def matmuls_q16(self, x: Any, ws: Any, outs: Any) -> None:
+    def matmuls_q16(self, x: Any, ws: Any, outs: Any, op: str = "matmuls_q16") -> None:
         if not isinstance(ws, (list, tuple)) or not 1 <= len(ws) <= 3:
             found = f"{len(ws)} weights" if isinstance(ws, (list, tuple)) else type(ws).__name__
-            refuse("matmuls_q16", "ws", "be a list of 1 to 3 weights", found)
+            refuse(op, "ws", "be a list of 1 to 3 weights", found)
         if not isinstance(outs, (list, tuple)) or len(outs) != len(ws):
-            refuse("matmuls_q16", "outs", f"be a list of {len(ws)} outputs, one per weight", repr(outs)[:60])
+            refuse(op, "outs", f"be a list of {len(ws)} outputs, one per weight", repr(outs)[:60])
         for w, out in zip(ws, outs, strict=True):
-            self.matmul_q16(x, w, out, op="matmuls_q16")
+            self.matmul_q16(x, w, out, op=op)
 
     def get_rows(self, w: Any, ids: Any, out: Any) -> None:
         """Shapes and dtypes; the ids' range is the backend's to find (see `refuse_bad_id`)."""
@@ -163,26 +163,48 @@ class OpChecks:
     # ------------------------------------------------------------------ activations
 
     def rms_norm(self, x: Any, weight: Any, out: Any) -> None:
-        self._input("rms_norm", "x", x)
-        if x.ndim < 1:
-            refuse("rms_norm", "x", "have at least one axis [..., d]", f"shape {x.shape}")
-        self._input("rms_norm", "weight", weight, (x.shape[-1],))
+        self._norm_input("rms_norm", x, weight)
         self._output("rms_norm", out, x.shape)
 
+    def _norm_input(self, op: str, x: Any, weight: Any) -> None:
+        self._input(op, "x", x)
+        if x.ndim < 1:
+            refuse(op, "x", "have at least one axis [..., d]", f"shape {x.shape}")
+        self._input(op, "weight", weight, (x.shape[-1],))
+
+    def rms_norm_matmuls_q16(self, x: Any, weight: Any, ws: Any, outs: Any) -> None:
+        self._norm_input("rms_norm_matmuls_q16", x, weight)
+        self.matmuls_q16(x, ws, outs, op="rms_norm_matmuls_q16")
+
     def rope(self, x: Any, positions: Any, n_rot: int, mode: Any, out: Any,
-             freq_factors: Any = None) -> None:
-        self._input("rope", "x", x)
+             freq_factors: Any = None, op: str = "rope", arg: str = "x") -> None:
+        self._input(op, arg, x)
         if x.ndim != 3:
-            refuse("rope", "x", "be 3-D [n, heads, head_dim]", f"shape {x.shape}")
+            refuse(op, arg, "be 3-D [n, heads, head_dim]", f"shape {x.shape}")
         n, _, head_dim = x.shape
-        self._input("rope", "positions", positions, (n,), I32)
+        self._input(op, "positions", positions, (n,), I32)
         if n_rot % 2 or not 0 < n_rot <= head_dim:
-            refuse("rope", "n_rot", f"be even and in 1..{head_dim} (head_dim)", repr(n_rot))
+            refuse(op, "n_rot", f"be even and in 1..{head_dim} (head_dim)", repr(n_rot))
         if mode not in _ROPE_MODES:
-            refuse("rope", "mode", "be RopeMode.NORMAL (0) or RopeMode.NEOX (2)", repr(mode))
+            refuse(op, "mode", "be RopeMode.NORMAL (0) or RopeMode.NEOX (2)", repr(mode))
         if freq_factors is not None:
-            self._input("rope", "freq_factors", freq_factors, (n_rot // 2,))
-        self._output("rope", out, x.shape)
+            self._input(op, "freq_factors", freq_factors, (n_rot // 2,))
+        if op == "rope":
+            self._output(op, out, x.shape)
+
+    def rope_write_kv(self, q: Any, k: Any, v: Any, positions: Any, n_rot: int, mode: Any,
+                      k_pool: Any, v_pool: Any, slots: Any, freq_factors: Any = None) -> None:
+        """q and k as rope's ``x`` (each its own ``out``), k and v as set_rows' ``src``."""
+        op = "rope_write_kv"
+        self.rope(q, positions, n_rot, mode, q, freq_factors, op=op, arg="q")
+        self.rope(k, positions, n_rot, mode, k, freq_factors, op=op, arg="k")
+        self.array(op, "v", v, None, F32, self.contiguous_inputs)
+        if v.ndim != 3 or v.shape[0] != q.shape[0]:
+            refuse(op, "v", f"be 3-D [n, kv_heads, head_dim] with q's n={q.shape[0]}", f"shape {v.shape}")
+        self.set_rows(k, k_pool, slots, op=op, names=("k", "k_pool", "slots"))
+        self.set_rows(v, v_pool, slots, op=op, names=("v", "v_pool", "slots"))
+        if len(v_pool) != len(k_pool):
+            refuse(op, "v_pool", f"have k_pool's {len(k_pool)} rows (one slot each)", f"shape {v_pool.shape}")
 
     def attention(self, q: Any, k_cache: Any, v_cache: Any, n_past: int, out: Any,
                   window: int | None, softcap: float | None) -> None:
@@ -242,14 +264,16 @@ class OpChecks:
 
     # ------------------------------------------------------------------ the paged KV cache
 
-    def set_rows(self, src: Any, dst: Any, rows: Any) -> None:
+    def set_rows(self, src: Any, dst: Any, rows: Any, op: str = "set_rows",
+                 names: tuple[str, str, str] = ("src", "dst", "rows")) -> None:
         """``dst[rows[i]] = src[i]``: rows of ``dst``'s dtype and trailing shape, int32 row ids."""
-        self._input("set_rows", "src", src, dtype=None)
-        self.array("set_rows", "dst", dst, None, None, self.contiguous_outputs)
+        src_arg, dst_arg, rows_arg = names
+        self._input(op, src_arg, src, dtype=None)
+        self.array(op, dst_arg, dst, None, None, self.contiguous_outputs)
         if src.dtype != dst.dtype or src.ndim < 1 or dst.ndim < 1 or src.shape[1:] != dst.shape[1:]:
-            refuse("set_rows", "src", f"be {dst.dtype} rows of shape {dst.shape[1:]} (dst is "
+            refuse(op, src_arg, f"be {dst.dtype} rows of shape {dst.shape[1:]} ({dst_arg} is "
                    f"{dst.shape})", f"{src.dtype} {src.shape}")
-        self._input("set_rows", "rows", rows, (src.shape[0],), I32)
+        self._input(op, rows_arg, rows, (src.shape[0],), I32)
 
     def attention_paged(self, q: Any, k_pool: Any, v_pool: Any, block_table: Any, block_size: int,
                         seq_ids: Any, positions: Any, out: Any, window: int | None,
@@ -283,22 +307,25 @@ class OpChecks:
         self._output(op, out, (n, n_head, v_pool.shape[2]))
 
 
-def refuse_bad_row(n_dst_rows: int, row: int, position: int) -> NoReturn:
-    """Raise for ``rows[position] == row`` outside ``dst``'s ``n_dst_rows`` rows (set_rows)."""
-    refuse("set_rows", "rows", f"be in [0, {n_dst_rows}) (dst's rows)", f"{row} at position {position}")
+def refuse_bad_row(n_dst_rows: int, row: int, position: int, op: str = "set_rows") -> NoReturn:
+    """Raise for ``rows[position] == row`` outside ``dst``'s ``n_dst_rows`` rows (set_rows;
+    rope_write_kv's ``slots`` in its pools)."""
+    arg, whose = ("rows", "dst's") if op == "set_rows" else ("slots", "the pools'")
+    refuse(op, arg, f"be in [0, {n_dst_rows}) ({whose} rows)", f"{row} at position {position}")
 
 
-def refuse_repeated_rows() -> NoReturn:
-    refuse("set_rows", "rows", "be distinct (two writes to one row have no order)", "a repeat")
+def refuse_repeated_rows(op: str = "set_rows") -> NoReturn:
+    arg = "rows" if op == "set_rows" else "slots"
+    refuse(op, arg, "be distinct (two writes to one row have no order)", "a repeat")
 
 
-def check_rows(n_dst_rows: int, host_rows: np.ndarray) -> None:
+def check_rows(n_dst_rows: int, host_rows: np.ndarray, op: str = "set_rows") -> None:
     """A host copy of set_rows' row ids: each inside ``dst`` and none twice."""
     bad = np.flatnonzero((host_rows < 0) | (host_rows >= n_dst_rows))
     if bad.size:
-        refuse_bad_row(n_dst_rows, int(host_rows[bad[0]]), int(bad[0]))
+        refuse_bad_row(n_dst_rows, int(host_rows[bad[0]]), int(bad[0]), op)
     if len(np.unique(host_rows)) != len(host_rows):
-        refuse_repeated_rows()
+        refuse_repeated_rows(op)
 
 
 def check_paged_indices(block_table: np.ndarray, block_size: int, n_slots: int,

@@ -24,7 +24,7 @@ from realm.errors import CallOrderError
 # The ops a step may contain: those that only write into device arrays they are given.
 STEP_OPS = frozenset({
     "get_rows", "rms_norm", "rope", "add", "scale", "swiglu", "geglu", "set_rows",
-    "attention_paged", "matmul", "matmul_q16", "matmuls_q16",
+    "attention_paged", "matmul", "matmul_q16", "matmuls_q16", "rms_norm_matmuls_q16", "rope_write_kv",
 })  # fmt: skip
 
 

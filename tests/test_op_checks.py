@@ -62,6 +62,12 @@ def _rope(x: Callable, positions: Callable, n_rot: int = 8, mode: Any = NEOX,
     return lambda be: (x(be), positions(be), n_rot, 10000.0, mode, (out or x)(be))
 
 
+def _rope_kv(q=(2, 4, 8), k=(2, 2, 8), v=(2, 2, 8), k_pool=(8, 2, 8), v_pool=(8, 2, 8), slots=(0, 5),
+             n_rot=8):
+    return lambda be: (f32(be, *q), f32(be, *k), f32(be, *v), i32(be, [0, 1]), n_rot, 10000.0, NEOX,
+                       f32(be, *k_pool), f32(be, *v_pool), i32(be, slots))
+
+
 def _attention(q=(2, 4, 8), k=(6, 2, 8), v=(6, 2, 8), n_past=0, out=(2, 4, 8)):
     return lambda be: (f32(be, *q), f32(be, *k), f32(be, *v), n_past, 0.35, f32(be, *out))
 
@@ -111,6 +117,25 @@ CASES = [
     Case("second-out", "matmuls_q16", "out",
          lambda be: (f32(be, 1, 32), [q8(be, 4, 32), q8(be, 2, 32)], [f32(be, 1, 4), f32(be, 1, 4)]),
          r"have shape \(1, 2\), got shape \(1, 4\)"),
+    # rms_norm_matmuls_q16: rms_norm's x and weight, then matmuls_q16's checks
+    Case("weight-length", "rms_norm_matmuls_q16", "weight",
+         lambda be: (f32(be, 1, 32), f32(be, 31), 1e-6, [q8(be, 4, 32)], [f32(be, 1, 4)]),
+         r"have shape \(32,\)"),
+    Case("out-shape", "rms_norm_matmuls_q16", "out",
+         lambda be: (f32(be, 1, 32), f32(be, 32), 1e-6, [q8(be, 4, 32)], [f32(be, 1, 5)]),
+         r"have shape \(1, 4\), got shape \(1, 5\)"),
+    Case("no-weights", "rms_norm_matmuls_q16", "ws", lambda be: (f32(be, 1, 32), f32(be, 32), 1e-6, [], []),
+         "be a list of 1 to 3 weights"),
+    # rope_write_kv: q and k as rope's x, k and v as set_rows' src, slots inside the pools
+    Case("k-2d", "rope_write_kv", "k", _rope_kv(k=(2, 16)), r"be 3-D \[n, heads, head_dim\]"),
+    Case("n-rot", "rope_write_kv", "n_rot", _rope_kv(n_rot=9), "be even"),
+    Case("v-tokens", "rope_write_kv", "v", _rope_kv(v=(1, 2, 8)), "with q's n=2"),
+    Case("k-pool-shape", "rope_write_kv", "k", _rope_kv(k_pool=(8, 2, 4)), r"float32 rows of shape \(2, 4\)"),
+    Case("v-pool-rows", "rope_write_kv", "v_pool", _rope_kv(v_pool=(6, 2, 8)), "have k_pool's 8 rows"),
+    Case("slots-count", "rope_write_kv", "slots", _rope_kv(slots=[0]), r"have shape \(2,\)"),
+    Case("slot-range", "rope_write_kv", "slots", _rope_kv(slots=[0, 8]),
+         r"be in \[0, 8\) \(the pools' rows\), got 8"),
+    Case("slot-repeat", "rope_write_kv", "slots", _rope_kv(slots=[3, 3]), "be distinct"),
     # get_rows: ids int32 [n] within the table's rows, table [rows, d], out [n, d]
     Case("ids-float", "get_rows", "ids",
          lambda be: (f32(be, 4, 8), be.upload(np.zeros(2, np.float32)), f32(be, 2, 8)),

@@ -20,6 +20,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from realm_numba.elementwise import rope_angles, rope_frequencies, rotate_heads
 from realm_numba.scalars import JIT, JIT_FAST, JIT_PARALLEL, exp_f32, prefetch
 
 KEYS_PER_PASS = 4  # keys whose dot products (and value rows) one pass over head_dim takes
@@ -210,19 +211,51 @@ def attention_paged(q, k_pool, v_pool, block_table, block_size, seq_ids, positio
 @njit(**JIT)
 def set_rows(src, dst, rows):
     """``dst[rows[i]] = src[i]`` over flat row views ``[rows, row_elems]``, after checking every
-    row id: returns -1 when written, the first position of an id outside ``dst`` (nothing
-    written), or -2 when an id repeats (nothing written)."""
+    row id: returns -1 when written, else `rows_refused`'s answer (nothing written)."""
+    bad = rows_refused(rows, dst.shape[0])
+    if bad != -1:
+        return bad
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        for j in range(src.shape[1]):
+            dst[r, j] = src[i, j]
+    return -1
+
+
+@njit(**JIT)
+def rows_refused(rows, n_dst):
+    """-1 when every row id is in ``[0, n_dst)`` and none repeats; else the first position of
+    one outside, or -2 for a repeat."""
     n = rows.shape[0]
     for i in range(n):
-        if rows[i] < 0 or rows[i] >= dst.shape[0]:
+        if rows[i] < 0 or rows[i] >= n_dst:
             return i
     if n > 1:
         ordered = np.sort(rows)
         for i in range(1, n):
             if ordered[i] == ordered[i - 1]:
                 return -2
-    for i in range(n):
-        r = rows[i]
-        for j in range(src.shape[1]):
-            dst[r, j] = src[i, j]
+    return -1
+
+
+@njit(**JIT)
+def rope_write_kv(q, k, v, positions, n_rot, base, neox, freq_factors, has_freq_factors, freq_scale,
+                  k_pool, v_pool, slots):
+    """`rope` of ``q [n, heads, hd]`` and ``k [n, kv_heads, hd]`` in place, then the pools'
+    ``[slots, kv_heads, hd]`` rows ``slots[i]`` take ``k[i]`` and ``v[i]``: a token's angles
+    are computed once for both, by rope's own functions (the same bits). Returns as
+    `set_rows`; refused slots leave everything unwritten."""
+    bad = rows_refused(slots, k_pool.shape[0])
+    if bad != -1:
+        return bad
+    inv_freq = rope_frequencies(n_rot, base, freq_factors, has_freq_factors, freq_scale)
+    cos = np.empty(n_rot // 2, dtype=np.float32)
+    sin = np.empty(n_rot // 2, dtype=np.float32)
+    for t in range(q.shape[0]):
+        rope_angles(positions[t], inv_freq, cos, sin)
+        rotate_heads(q[t], n_rot, neox, cos, sin, q[t])
+        rotate_heads(k[t], n_rot, neox, cos, sin, k[t])
+        r = slots[t]
+        k_pool[r] = k[t]
+        v_pool[r] = v[t]
     return -1

@@ -58,6 +58,17 @@ _NO_WEIGHT.flags.writeable = False  # the type of the weights' read-only views: 
 CHECKS = OpChecks(np.ndarray, "numpy array", contiguous_outputs=True)
 
 
+def refuse_shared_pools(op: str, activations: tuple, pools: tuple) -> None:
+    """rope_write_kv ropes q and k in place and copies k and v into the pools: an activation
+    that is a view of a pool would change under the kernel while it reads it."""
+    for a in activations:
+        if any(np.may_share_memory(a, pool) for pool in pools):
+            raise BackendArgumentError(
+                f"{op}: q, k and v must not share memory with k_pool or v_pool, got an array of "
+                f"shape {a.shape} inside a pool; pass the new tokens' own buffers"
+            )
+
+
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -233,7 +244,7 @@ class NumbaBackend:
             return False
         if qtype is None:
             return True
-        if op in ("matmul_q16", "matmuls_q16"):
+        if op in ("matmul_q16", "matmuls_q16", "rms_norm_matmuls_q16"):
             return int(qtype) in self._k.INT8_FORMATS
         return op in _QUANT_OPS and GGMLType(qtype) in self._k.DECODABLE
 
@@ -291,7 +302,14 @@ class NumbaBackend:
         CHECKS.matmuls_q16(x, ws, outs)
         self._matmuls_q16(x, ws, outs)
 
-    def _matmuls_q16(self, x: np.ndarray, ws, outs) -> None:
+    def rms_norm_matmuls_q16(self, x: np.ndarray, weight: np.ndarray, eps: float,
+                             ws: list[QuantTensor], outs: list[np.ndarray]) -> None:
+        """`matmuls_q16` of ``rms_norm(x, weight, eps)``: the norm is computed into the kernel's
+        scratch just before the rounding, by the rms_norm op's own code (the same bits)."""
+        CHECKS.rms_norm_matmuls_q16(x, weight, ws, outs)
+        self._matmuls_q16(x, ws, outs, weight, eps)
+
+    def _matmuls_q16(self, x: np.ndarray, ws, outs, norm: np.ndarray | None = None, eps: float = 0.0) -> None:
         plan = self._q16_plans.get(tuple(w.qtype for w in ws))
         if plan is None:
             plan = self._q16_plan(ws)
@@ -306,7 +324,8 @@ class NumbaBackend:
                 args += [self._prepare(ws[i]).data, outs[i]]
             else:
                 args += [_NO_WEIGHT, np.empty((x.shape[0], 0), np.float32)]
-        self._k.matmul_q16(x, codes, kinds, *args, self._threads())
+        norm = self._no_freq_factors if norm is None else norm  # empty: no norm
+        self._k.matmul_q16(x, norm, np.float32(eps), codes, kinds, *args, self._threads())
 
     def _q16_plan(self, ws) -> tuple[np.ndarray, np.ndarray]:
         """The kernel's type codes and unpacked-dot kinds for weights of these types (cached)."""
@@ -440,6 +459,25 @@ class NumbaBackend:
             refuse_bad_row(len(dst), int(rows[bad]), int(bad))
         if bad == -2:
             refuse_repeated_rows()
+
+    def rope_write_kv(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, positions: np.ndarray,
+                      n_rot: int, base: float, mode: RopeMode, k_pool: np.ndarray, v_pool: np.ndarray,
+                      slots: np.ndarray, freq_factors: np.ndarray | None = None,
+                      freq_scale: float = 1.0) -> None:
+        """`rope` of q and k in place, then k and v into the pools' rows ``slots`` (the paged KV
+        write), in one kernel that computes each token's angles once."""
+        CHECKS.rope_write_kv(q, k, v, positions, n_rot, mode, k_pool, v_pool, slots, freq_factors)
+        refuse_shared_pools("rope_write_kv", (q, k, v), (k_pool, v_pool))
+        if len(q) == 0:
+            return
+        ff, has_ff = (self._no_freq_factors, False) if freq_factors is None else (freq_factors, True)
+        bad = self._k.rope_write_kv(q, k, v, positions, int(n_rot), np.float32(base),
+                                    RopeMode(mode) == RopeMode.NEOX, ff, has_ff, np.float32(freq_scale),
+                                    k_pool, v_pool, slots)
+        if bad >= 0:
+            refuse_bad_row(len(k_pool), int(slots[bad]), int(bad), "rope_write_kv")
+        if bad == -2:
+            refuse_repeated_rows("rope_write_kv")
 
     def swiglu(self, gate: np.ndarray, up: np.ndarray, out: np.ndarray) -> None:
         """``out = silu(gate) * up`` with ``silu(g) = g / (1 + exp(-g))``."""

@@ -38,18 +38,21 @@ def _same(a, b):
     return a.ctypes.data == b.ctypes.data
 
 
-@njit(**JIT_FAST)
+@njit(**_JIT_ELEMENTWISE)
 def rms_norm(x, weight, eps, out):
-    """``out[r] = x[r] / sqrt(mean(x[r]**2) + eps) * weight`` for each row of ``x [rows, d]``."""
+    """``out[r] = x[r] / sqrt(mean(x[r]**2) + eps) * weight`` for each row of ``x [rows, d]``.
+
+    Only the sum of squares may be reordered (`_sum_squares`). The scaling is not: with
+    reassociation, LLVM's vector loop and the scalar loop it falls back to when a run-time
+    check finds ``out`` close to an input in memory may group the two products differently,
+    and a row's bits would then depend on where its buffers were allocated.
+    """
     rows, d = x.shape
     tmp = np.empty(d, dtype=np.float32)
     in_place = _same(out, x)
     for r in range(rows):
         xr = x[r]
-        ss = np.float32(0.0)
-        for i in range(d):
-            ss += xr[i] * xr[i]
-        inv_rms = np.float32(1.0) / np.sqrt(ss / np.float32(d) + eps)
+        inv_rms = np.float32(1.0) / np.sqrt(_sum_squares(xr) / np.float32(d) + eps)
         o = out[r]
         dst = tmp if in_place else o
         for i in range(d):
@@ -59,6 +62,15 @@ def rms_norm(x, weight, eps, out):
                 o[i] = tmp[i]
 
 
+@njit(**JIT_FAST)
+def _sum_squares(x):
+    """``sum(x**2)`` in float32, vectorized (the order of the sum is LLVM's, fixed per build)."""
+    ss = np.float32(0.0)
+    for i in range(x.shape[0]):
+        ss += x[i] * x[i]
+    return ss
+
+
 @njit(**JIT)
 def rope(x, positions, n_rot, base, neox, freq_factors, has_freq_factors, freq_scale, out):
     """Rotate the first ``n_rot`` dims of every head of ``x [n, heads, head_dim]``.
@@ -66,10 +78,18 @@ def rope(x, positions, n_rot, base, neox, freq_factors, has_freq_factors, freq_s
     Pair ``i`` turns by ``pos * freq_scale * base**(-2i/n_rot) / freq_factors[i]``, computed
     in float32 in the reference's order. NEOX pairs ``(i, i + n_rot/2)``, NORMAL ``(2i, 2i+1)``.
     """
-    n, heads, head_dim = x.shape
+    inv_freq = rope_frequencies(n_rot, base, freq_factors, has_freq_factors, freq_scale)
+    cos = np.empty(n_rot // 2, dtype=np.float32)
+    sin = np.empty(n_rot // 2, dtype=np.float32)
+    for t in range(x.shape[0]):
+        rope_angles(positions[t], inv_freq, cos, sin)
+        rotate_heads(x[t], n_rot, neox, cos, sin, out[t])
+
+
+@njit(**JIT)
+def rope_frequencies(n_rot, base, freq_factors, has_freq_factors, freq_scale):
+    """Each pair's turn per position: ``freq_scale * base**(-2i/n_rot) / freq_factors[i]``."""
     half = n_rot // 2
-    cos = np.empty(half, dtype=np.float32)
-    sin = np.empty(half, dtype=np.float32)
     inv_freq = np.empty(half, dtype=np.float32)
     for i in range(half):
         exponent = np.float32(2 * i) / np.float32(n_rot)
@@ -77,24 +97,36 @@ def rope(x, positions, n_rot, base, neox, freq_factors, has_freq_factors, freq_s
         if has_freq_factors:
             f = f / freq_factors[i]
         inv_freq[i] = freq_scale * f
-    for t in range(n):
-        pos = np.float32(positions[t])
+    return inv_freq
+
+
+@njit(**JIT)
+def rope_angles(position, inv_freq, cos, sin):
+    """The cosines and sines of a token's pairs at ``position``."""
+    pos = np.float32(position)
+    for i in range(inv_freq.shape[0]):
+        theta = pos * inv_freq[i]
+        cos[i] = math.cos(theta)
+        sin[i] = math.sin(theta)
+
+
+@njit(**JIT)
+def rotate_heads(x, n_rot, neox, cos, sin, out):
+    """One token's heads ``x [heads, head_dim]`` turned by its angles into ``out`` (may be ``x``)."""
+    heads, head_dim = x.shape
+    half = n_rot // 2
+    for h in range(heads):
+        xh = x[h]
+        oh = out[h]
         for i in range(half):
-            theta = pos * inv_freq[i]
-            cos[i] = math.cos(theta)
-            sin[i] = math.sin(theta)
-        for h in range(heads):
-            xh = x[t, h]
-            oh = out[t, h]
-            for i in range(half):
-                a_at = i if neox else 2 * i
-                b_at = i + half if neox else 2 * i + 1
-                a = xh[a_at]
-                b = xh[b_at]
-                oh[a_at] = a * cos[i] - b * sin[i]
-                oh[b_at] = a * sin[i] + b * cos[i]
-            for i in range(n_rot, head_dim):
-                oh[i] = xh[i]
+            a_at = i if neox else 2 * i
+            b_at = i + half if neox else 2 * i + 1
+            a = xh[a_at]
+            b = xh[b_at]
+            oh[a_at] = a * cos[i] - b * sin[i]
+            oh[b_at] = a * sin[i] + b * cos[i]
+        for i in range(n_rot, head_dim):
+            oh[i] = xh[i]
 
 
 @njit(**_JIT_ELEMENTWISE)

@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from realm_numba.dot_ir import dot_rows_intrinsic, dot_tile_intrinsic, unpack_intrinsic
+from realm_numba.elementwise import rms_norm
 from realm_numba.quantize_ir import quantize_blocks
 from realm_numba.scalars import JIT
 from realm_numba.vector_ir import host_isa
@@ -85,19 +86,26 @@ def _tile(code, kind, w, out, ti, xq, xd, xs, mn, q, scv):
 
 
 @njit(**{**EXACT, "parallel": True})
-def matmul_q16(x, codes, kinds, w0, out0, w1, out1, w2, out2, n_chunks):
+def matmul_q16(x, norm, eps, codes, kinds, w0, out0, w1, out1, w2, out2, n_chunks):
     """``out_i = q16(x) @ decode(w_i).T`` for up to three weights sharing ``x`` (Q/K/V, gate/up).
 
     ``w_i [m_i, row_bytes_i]`` are raw blocks of GGML type ``codes[i]``; ``kinds[i]`` is its
     format's `dot_ir.unpacked_kind`. An unused weight has no rows. ``x`` is rounded once;
-    the threads split the three weights' tiles together, whole tiles each.
+    the threads split the three weights' tiles together, whole tiles each. A ``norm`` weight
+    (empty: none) has the rows rounded from ``rms_norm(x, norm, eps)`` instead, computed by
+    the rms_norm op's own kernel (the same bits as the two calls).
     """
     n, k = x.shape
     nb = k // 32
     xq = np.empty((n, k), dtype=np.int16)
     xd = np.empty((n, nb), dtype=np.float32)
     xs = np.empty((n, nb), dtype=np.float32)
-    quantize_rows(x, xq, xd, xs)
+    if norm.shape[0] > 0:
+        normed = np.empty((n, k), dtype=np.float32)
+        rms_norm(x, norm, eps, normed)
+        quantize_rows(normed, xq, xd, xs)
+    else:
+        quantize_rows(x, xq, xd, xs)
     t0 = (w0.shape[0] + TILE - 1) // TILE
     t1 = (w1.shape[0] + TILE - 1) // TILE
     tiles = t0 + t1 + (w2.shape[0] + TILE - 1) // TILE

@@ -14,7 +14,7 @@ from realm_numba.cache import drop_stale_kernels, ensure_cache_location, kernel_
 _PACKAGE = pathlib.Path(__file__).parent
 ensure_cache_location(_PACKAGE)  # before numba's decorators look for a cache directory
 
-from realm_numba.attention import attention_paged, attention_plan, set_rows  # noqa: E402
+from realm_numba.attention import attention_paged, attention_plan, rope_write_kv, set_rows  # noqa: E402
 from realm_numba.dot_ir import unpacked_kind  # noqa: E402
 from realm_numba.elementwise import add, copy_rows, geglu, rms_norm, rope, scale, swiglu  # noqa: E402
 from realm_numba.gemm import matmul_f32, matmul_quant  # noqa: E402
@@ -44,6 +44,7 @@ __all__ = [
     "matmul_quant",
     "rms_norm",
     "rope",
+    "rope_write_kv",
     "run_step",
     "run_step_quant",
     "scale",

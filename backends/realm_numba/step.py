@@ -20,7 +20,7 @@ from realm.errors import BackendArgumentError
 from realm.op_checks import check_paged_indices, refuse_bad_id, refuse_bad_row, refuse_repeated_rows
 from realm.step_program import STEP_OPS, OpCall
 from realm_numba import step_kernel as sk
-from realm_numba.backend import _NO_WEIGHT, CHECKS
+from realm_numba.backend import _NO_WEIGHT, CHECKS, refuse_shared_pools
 
 _FLOATS = types.float32[::1]
 _INTS = types.int32[:, ::1]
@@ -139,10 +139,12 @@ class NumbaStepProgram:
         answer = int(row[sk.REFUSED])
         row[sk.REFUSED] = 0
         held = self._ops.int_arrays
-        if row[0] == sk.SET_ROWS:
+        if row[0] in (sk.SET_ROWS, sk.ROPE_WRITE_KV):
+            fused = row[0] == sk.ROPE_WRITE_KV
+            op, n_rows, rows = ("rope_write_kv", row[16], row[17]) if fused else ("set_rows", row[5], row[6])
             if answer == -2:
-                refuse_repeated_rows()
-            refuse_bad_row(int(row[5]), int(held[row[6]].reshape(-1)[answer]), answer)
+                refuse_repeated_rows(op)
+            refuse_bad_row(int(n_rows), int(held[rows].reshape(-1)[answer]), answer, op)
         table = self._tables[at]
         refuse_bad_id(table, table.shape[0], int(held[row[2]].reshape(-1)[answer]), answer)
 
@@ -282,7 +284,11 @@ class NumbaStepProgram:
         CHECKS.matmuls_q16(x, ws, outs)
         return self._q16(x, ws, outs)
 
-    def _q16(self, x, ws, outs):
+    def _rms_norm_matmuls_q16(self, x, weight, eps, ws, outs):
+        CHECKS.rms_norm_matmuls_q16(x, weight, ws, outs)
+        return self._q16(x, ws, outs, weight, eps)
+
+    def _q16(self, x, ws, outs, norm=None, eps=0.0):
         for out in outs:
             _refuse_shared("matmul_q16", x, out)
         codes, kinds = self._backend._q16_plan(ws)
@@ -293,7 +299,37 @@ class NumbaStepProgram:
                 row += [int(codes[i]), int(kinds[i]), blocks, self._f(outs[i])]
             else:
                 row += [0, 0, self._ops.no_weight, self._ops.no_floats]
-        return row, []
+        row.append(self._ops.no_floats if norm is None else self._f(norm))
+        return row, [eps]
+
+    def _rope_write_kv(self, q, k, v, positions, n_rot, base, mode, k_pool, v_pool, slots,
+                       freq_factors=None, freq_scale=1.0):
+        CHECKS.rope_write_kv(q, k, v, positions, n_rot, mode, k_pool, v_pool, slots, freq_factors)
+        refuse_shared_pools("rope_write_kv", (q, k, v), (k_pool, v_pool))
+        if len(q) == 0:
+            return None
+        n, n_head, head_dim = q.shape
+        ff = _NO_FLOATS if freq_factors is None else freq_factors
+        return [
+            sk.ROPE_WRITE_KV,
+            self._f(q),
+            n,
+            n_head,
+            head_dim,
+            self._f(k),
+            k.shape[1],
+            self._f(v),
+            v.shape[2],
+            self._ops.int32(positions),
+            int(n_rot),
+            int(RopeMode(mode) == RopeMode.NEOX),
+            self._f(ff),
+            int(freq_factors is not None),
+            self._f(k_pool),
+            self._f(v_pool),
+            len(k_pool),
+            self._ops.int32(slots),
+        ], [base, freq_scale]
 
 
 def _read_only(blocks: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from realm_numba.attention import attention_paged, attention_plan, set_rows
+from realm_numba.attention import attention_paged, attention_plan, rope_write_kv, set_rows
 from realm_numba.elementwise import add, geglu, rms_norm, rope, scale, swiglu
 from realm_numba.gemm import matmul_f32, matmul_quant
 from realm_numba.gemm_q16 import EXACT, matmul_q16
@@ -22,9 +22,9 @@ from realm_numba.rows import get_rows, take_rows
 # Opcodes (code[i, 0]); the fields after each are listed where step.py encodes it.
 RMS_NORM, ADD, SCALE, SWIGLU, GEGLU, ROPE, SET_ROWS, ATTENTION = 1, 2, 3, 4, 5, 6, 7, 8
 MATMUL_Q16, MATMUL_QUANT, MATMUL_F32_BLOCKS, MATMUL_F32 = 9, 10, 11, 12
-GET_ROWS, TAKE_ROWS_BLOCKS, TAKE_ROWS = 13, 14, 15
-FIELDS = 16
-REFUSED = 9  # the field where an instruction that refused its indices leaves why (see run_step)
+GET_ROWS, TAKE_ROWS_BLOCKS, TAKE_ROWS, ROPE_WRITE_KV = 13, 14, 15, 16
+FIELDS = 20
+REFUSED = 19  # the field where an instruction that refused its indices leaves why (see run_step)
 
 
 @njit(**EXACT)
@@ -134,7 +134,12 @@ def _run_one(i, code, params, floats, ints, weights, threads):
     elif op == ATTENTION:
         _attention(c, params[i], floats, ints, threads)
     elif op == MATMUL_Q16:
-        _matmul_q16(c, floats, weights, threads)
+        _matmul_q16(c, params[i], floats, weights, threads)
+    elif op == ROPE_WRITE_KV:
+        bad = _rope_write_kv(c, params[i], floats, ints)
+        if bad != -1:
+            code[i, REFUSED] = bad
+            return False
     elif op == MATMUL_F32_BLOCKS:  # x, n, k, w (float32 rows held as bytes), out
         n, k = c[2], c[3]
         w = weights[c[4]].view(np.float32)
@@ -179,8 +184,9 @@ def _attention(c, p, floats, ints, threads):
 
 
 @njit(**EXACT)
-def _matmul_q16(c, floats, weights, threads):
-    """x, n, k, then for each of three weights: code, kind, w, out (an unused one has no rows)."""
+def _matmul_q16(c, p, floats, weights, threads):
+    """x, n, k, then for each of three weights: code, kind, w, out (an unused one has no rows),
+    then the norm weight (empty: none); params: the norm's eps."""
     n, k = c[2], c[3]
     codes = np.empty(3, np.int64)
     kinds = np.empty(3, np.int64)
@@ -188,7 +194,29 @@ def _matmul_q16(c, floats, weights, threads):
         codes[j] = c[4 + 4 * j]
         kinds[j] = c[5 + 4 * j]
     w0, w1, w2 = weights[c[6]], weights[c[10]], weights[c[14]]
-    matmul_q16(floats[c[1]].reshape((n, k)), codes, kinds,
+    matmul_q16(floats[c[1]].reshape((n, k)), floats[c[16]], np.float32(p[0]), codes, kinds,
                w0, floats[c[7]].reshape((n, w0.shape[0])),
                w1, floats[c[11]].reshape((n, w1.shape[0])),
                w2, floats[c[15]].reshape((n, w2.shape[0])), threads)  # fmt: skip
+
+
+@njit(**EXACT)
+def _rope_write_kv(c, p, floats, ints):
+    """q, n, n_head, head_dim, k, n_kv, v, v_dim, positions, n_rot, neox, freq_factors, has_ff,
+    k_pool, v_pool, n_slots, slots; params: base, freq_scale."""
+    n, n_kv, head_dim, v_dim, n_slots = c[2], c[6], c[4], c[8], c[16]
+    return rope_write_kv(
+        floats[c[1]].reshape((n, c[3], head_dim)),
+        floats[c[5]].reshape((n, n_kv, head_dim)),
+        floats[c[7]].reshape((n, n_kv, v_dim)),
+        ints[c[9]][0],
+        c[10],
+        np.float32(p[0]),
+        c[11] != 0,
+        floats[c[12]],
+        c[13] != 0,
+        np.float32(p[1]),
+        floats[c[14]].reshape((n_slots, n_kv, head_dim)),
+        floats[c[15]].reshape((n_slots, n_kv, v_dim)),
+        ints[c[17]][0],
+    )

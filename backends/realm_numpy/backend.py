@@ -159,6 +159,14 @@ class NumpyBackend:
         for w, out in zip(ws, outs, strict=True):
             self.matmul_q16(x, w, out)
 
+    def rms_norm_matmuls_q16(self, x: np.ndarray, weight: np.ndarray, eps: float,
+                             ws: list[QuantTensor], outs: list[np.ndarray]) -> None:
+        """`matmuls_q16` of ``rms_norm(x, weight, eps)``; ``x`` is left as it was."""
+        CHECKS.rms_norm_matmuls_q16(x, weight, ws, outs)
+        normed = np.empty_like(x)
+        self.rms_norm(x, weight, eps, normed)
+        self.matmuls_q16(normed, ws, outs)
+
     def get_rows(self, w: QuantTensor | np.ndarray, ids: np.ndarray, out: np.ndarray) -> None:
         """``out [n, d] = w[ids]``, decoding only the rows asked for."""
         CHECKS.get_rows(w, ids, out)
@@ -250,6 +258,18 @@ class NumpyBackend:
         CHECKS.set_rows(src, dst, rows)
         check_rows(len(dst), rows)
         dst[rows] = src
+
+    def rope_write_kv(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, positions: np.ndarray,
+                      n_rot: int, base: float, mode: RopeMode, k_pool: np.ndarray, v_pool: np.ndarray,
+                      slots: np.ndarray, freq_factors: np.ndarray | None = None,
+                      freq_scale: float = 1.0) -> None:
+        """`rope` of q and k in place, then `set_rows` of k and v at ``slots`` (checked first)."""
+        CHECKS.rope_write_kv(q, k, v, positions, n_rot, mode, k_pool, v_pool, slots, freq_factors)
+        check_rows(len(k_pool), slots, op="rope_write_kv")
+        for x in (q, k):
+            self.rope(x, positions, n_rot, base, mode, x, freq_factors, freq_scale)
+        self.set_rows(k, k_pool, slots)
+        self.set_rows(v, v_pool, slots)
 
     def attention_paged(
         self,

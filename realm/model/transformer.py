@@ -168,6 +168,10 @@ class Transformer:
         self._q16_types = frozenset(t for t in GGMLType if backend.supports("matmul_q16", t))
         # Q/K/V and gate/up share their input: one call for each group where the backend can.
         self._q16_groups = frozenset(t for t in GGMLType if backend.supports("matmuls_q16", t))
+        # Fused ops, used where no hook wants the intermediates they skip: a norm folded into
+        # the rounding of the matmuls after it, and RoPE with the KV write.
+        self._norm_groups = frozenset(t for t in GGMLType if backend.supports("rms_norm_matmuls_q16", t))
+        self._fuses_rope_kv = backend.supports("rope_write_kv")
         self._compiles_steps = backend.supports("compile_step")
         # Programs by what they run and its size, for the KV buffers of `_programs_capacity`.
         self._programs: dict[tuple, StepProgram] = {}
@@ -397,8 +401,11 @@ class Transformer:
             self.forward_layer(il)
 
     def _runs_programs(self, n: int) -> bool:
-        quiet = not self.hooks and self._watch is None  # hooks see each op's output: op by op
-        return self._compiles_steps and n <= STEP_PROGRAM_MAX_TOKENS and quiet
+        return self._compiles_steps and n <= STEP_PROGRAM_MAX_TOKENS and self._quiet()
+
+    def _quiet(self) -> bool:
+        """No hook or trace reads intermediates: passes may run as programs and fused ops."""
+        return not self.hooks and self._watch is None
 
     def _run_program(self, key: tuple, calls: Callable[[], None]) -> None:
         """Run the program of the backend calls that ``calls()`` makes, recorded on first use.
@@ -442,19 +449,16 @@ class Transformer:
         p = self._current()
         n = p.n
         be, s, cfg, layer = self.backend, self.state, self.cfg, self.w.layers[il]
-        x, xn, proj = s.x[:n], s.xn[:n], s.proj[:n]
+        x, proj = s.x[:n], s.proj[:n]
 
-        be.rms_norm(x, layer["attn_norm"], cfg.rms_eps, xn)
-        self._emit(f"blk.{il}.attn_norm", xn)
-        self._attention(il, p)
+        self._attention(il, p)  # of the residual normed by attn_norm
         if layer.get("post_attention_norm") is not None:
             be.rms_norm(proj, layer["post_attention_norm"], cfg.rms_eps, proj)
         self._emit(f"blk.{il}.attn_out", proj)
         be.add(x, proj, x)
         self._emit(f"blk.{il}.ffn_inp", x)
 
-        be.rms_norm(x, layer["ffn_norm"], cfg.rms_eps, xn)
-        self._feed_forward(il, n)
+        self._feed_forward(il, n)  # of the residual normed by ffn_norm
         if layer.get("post_ffw_norm") is not None:
             be.rms_norm(proj, layer["post_ffw_norm"], cfg.rms_eps, proj)
         self._emit(f"blk.{il}.ffn_out", proj)
@@ -464,9 +468,9 @@ class Transformer:
     def _attention(self, il: int, p: _Pass) -> None:
         be, s, cfg, layer, arch = self.backend, self.state, self.cfg, self.w.layers[il], self.arch
         n = p.n
-        xn = s.xn[:n]
         q2, k2, v2 = s.q[:n], s.k[:n], s.v[:n]
-        self._matmuls(xn, [layer[name] for name in ("attn_q", "attn_k", "attn_v")], [q2, k2, v2])
+        weights = [layer[name] for name in ("attn_q", "attn_k", "attn_v")]
+        self._normed_matmuls(s.x[:n], layer["attn_norm"], f"blk.{il}.attn_norm", weights, [q2, k2, v2])
         for name, out in (("attn_q", q2), ("attn_k", k2), ("attn_v", v2)):
             bias = layer.get(f"{name}.bias")
             if bias is not None:
@@ -479,23 +483,19 @@ class Transformer:
         if layer.get("attn_k_norm") is not None:
             be.rms_norm(k, layer["attn_k_norm"], cfg.rms_eps, k)
         base, freq_scale = arch.layer_rope(il)
-        for t in (q, k):
-            be.rope(
-                t,
-                p.positions,
-                cfg.rope_dim,
-                base,
-                arch.rope_mode,
-                t,
-                freq_factors=self.w.rope_freqs,
-                freq_scale=freq_scale,
-            )
-        self._emit(f"blk.{il}.q", q2)
-        self._emit(f"blk.{il}.k", k2)
-        self._emit(f"blk.{il}.v", v2)
+        rope = {"freq_factors": self.w.rope_freqs, "freq_scale": freq_scale}
         k_pool, v_pool = self.cache.k[il], self.cache.v[il]
-        be.set_rows(k, k_pool, p.slots)
-        be.set_rows(v, v_pool, p.slots)
+        if self._fuses_rope_kv and self._quiet():
+            be.rope_write_kv(q, k, v, p.positions, cfg.rope_dim, base, arch.rope_mode, k_pool, v_pool,
+                             p.slots, **rope)  # fmt: skip
+        else:
+            for t in (q, k):
+                be.rope(t, p.positions, cfg.rope_dim, base, arch.rope_mode, t, **rope)
+            self._emit(f"blk.{il}.q", q2)
+            self._emit(f"blk.{il}.k", k2)
+            self._emit(f"blk.{il}.v", v2)
+            be.set_rows(k, k_pool, p.slots)
+            be.set_rows(v, v_pool, p.slots)
         attn = s.attn[:n]
         be.attention_paged(
             q,
@@ -519,6 +519,21 @@ class Transformer:
         else:
             self.backend.matmul(x, w, out)
 
+    def _normed_matmuls(self, x: DeviceArray, norm: DeviceArray, name: str | None, ws: list,
+                        outs: list[DeviceArray]) -> None:
+        """The matmuls of ``rms_norm(x, norm)`` (the intermediate ``name``): one fused call where
+        the backend folds the norm into their rounding and no hook reads the normed rows,
+        else the norm into ``xn`` and the matmuls of it."""
+        eps = self.cfg.rms_eps
+        if self._quiet() and all(isinstance(w, QuantTensor) and w.qtype in self._norm_groups for w in ws):
+            self.backend.rms_norm_matmuls_q16(x, norm, eps, ws, outs)
+            return
+        xn = self.state.xn[: x.shape[0]]
+        self.backend.rms_norm(x, norm, eps, xn)
+        if name is not None:
+            self._emit(name, xn)
+        self._matmuls(xn, ws, outs)
+
     def _matmuls(self, x: DeviceArray, ws: list, outs: list[DeviceArray]) -> None:
         if all(isinstance(w, QuantTensor) and w.qtype in self._q16_groups for w in ws):
             self.backend.matmuls_q16(x, ws, outs)
@@ -529,7 +544,8 @@ class Transformer:
     def _feed_forward(self, il: int, n: int) -> None:
         be, s, layer = self.backend, self.state, self.w.layers[il]
         gate, up = s.gate[:n], s.up[:n]
-        self._matmuls(s.xn[:n], [layer["ffn_gate"], layer["ffn_up"]], [gate, up])
+        weights = [layer["ffn_gate"], layer["ffn_up"]]
+        self._normed_matmuls(s.x[:n], layer["ffn_norm"], None, weights, [gate, up])
         if self.arch.ffn_activation == "geglu":
             be.geglu(gate, up, gate)
         else:
@@ -550,11 +566,9 @@ class Transformer:
     def _project(self, r0: int, r1: int) -> None:
         """Rows [r0, r1) of the pass through the final norm and the output projection, into
         the first rows of the logits buffer."""
-        be, s, cfg = self.backend, self.state, self.cfg
-        xn = s.xn[r0:r1]
-        be.rms_norm(s.x[r0:r1], self.w.output_norm, cfg.rms_eps, xn)
-        self._emit("result_norm", xn)
-        self._matmul(xn, self.w.output, s.logits[: r1 - r0])
+        s = self.state
+        logits = s.logits[: r1 - r0]
+        self._normed_matmuls(s.x[r0:r1], self.w.output_norm, "result_norm", [self.w.output], [logits])
 
     def _finish_logits(self, parts: list[np.ndarray], check: bool = False) -> np.ndarray:
         empty = np.empty((0, self.cfg.n_vocab), np.float32)
