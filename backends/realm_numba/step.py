@@ -96,8 +96,13 @@ class NumbaStepProgram:
                 row, p = encoded
                 code.append(row + [0] * (sk.FIELDS - len(row)))
                 params.append(p + [0.0] * (2 - len(p)))
-        self._code = np.array(code, dtype=np.int64).reshape(-1, sk.FIELDS)
-        self._params = np.array(params, dtype=np.float64).reshape(-1, 2)
+        # The paged indices are checked first, in the same call: once per run for all the
+        # layers' attention calls that share them, before anything is written.
+        checks = [[sk.CHECK_PAGED, *key] + [0] * (sk.FIELDS - 6) for key in sorted(self._attention)]
+        self._n_checks = len(checks)
+        self._tables = {at + self._n_checks: table for at, table in self._tables.items()}
+        self._code = np.array(checks + code, dtype=np.int64).reshape(-1, sk.FIELDS)
+        self._params = np.array([[0.0, 0.0]] * len(checks) + params, dtype=np.float64).reshape(-1, 2)
         has_quant = bool((self._code[:, 0] == sk.MATMUL_QUANT).any())
         self._kernel = sk.run_step_quant if has_quant else sk.run_step
 
@@ -121,13 +126,6 @@ class NumbaStepProgram:
             else:
                 held[i] = now.copy()
                 self._ops.ints[i] = held[i].reshape(1, -1) if now.ndim == 1 else held[i]
-        for table, block_size, n_slots, seq_ids, positions in self._attention:
-            # Once per run (each layer's attention shares them), compiled; the op's own check
-            # says what is wrong.
-            indices = held[table], block_size, n_slots, held[seq_ids], held[positions]
-            if not sk.paged_indices_valid(*indices):
-                check_paged_indices(*indices)  # raises, naming the bad index
-                raise BackendArgumentError("compile_step program: the step's paged indices are invalid")
         ops, threads = self._ops, self._backend._threads()
         bad_at = self._kernel(self._code, self._params, ops.floats, ops.ints, ops.weights, threads)
         if bad_at >= 0:  # an op refused its indices and wrote nothing; the ops before it ran
@@ -139,6 +137,10 @@ class NumbaStepProgram:
         answer = int(row[sk.REFUSED])
         row[sk.REFUSED] = 0
         held = self._ops.int_arrays
+        if row[0] == sk.CHECK_PAGED:  # the op's own check says what is wrong
+            table, block_size, n_slots, seq_ids, positions = (int(f) for f in row[1:6])
+            check_paged_indices(held[table], block_size, n_slots, held[seq_ids], held[positions])
+            raise BackendArgumentError("compile_step program: the step's paged indices are invalid")
         if row[0] in (sk.SET_ROWS, sk.ROPE_WRITE_KV):
             fused = row[0] == sk.ROPE_WRITE_KV
             op, n_rows, rows = ("rope_write_kv", row[16], row[17]) if fused else ("set_rows", row[5], row[6])

@@ -158,13 +158,15 @@ class BlockPool:
     def reserve(self, table: BlockTable, n_tokens: int) -> None:
         """Make room for positions ``[0, n_tokens)``; `PoolFullError` when the pool cannot."""
         need = self.blocks_needed(n_tokens) - len(table.blocks)
+        if need <= 0:
+            return  # most decode steps: the last block has room
         if need > self.n_free:
             raise PoolFullError(
                 f"the KV pool has {self.n_free} free blocks and a sequence needs {need} more; "
                 "wait for running requests to finish, or make the pool larger "
                 f"(it has {self.n_blocks} blocks of {self.block_size} positions)"
             )
-        table.blocks.extend(self._allocate() for _ in range(max(0, need)))
+        table.blocks.extend(self._allocate() for _ in range(need))
 
     def commit(self, table: BlockTable, n_tokens: int, tokens: Sequence[int] | None = None) -> None:
         """Record that positions up to ``n_tokens`` now hold keys/values of ``tokens``.

@@ -48,6 +48,13 @@ STEP_PROGRAM_MAX_TOKENS = 64
 STEP_PROGRAMS_KEPT = 32
 
 
+def all_finite(x: np.ndarray) -> bool:
+    """No NaN or infinity in ``x``: one dot product (a NaN or an infinity makes it non-finite),
+    and the exact test only when that overflowed."""
+    flat = x.reshape(-1)
+    return bool(np.isfinite(np.dot(flat, flat))) or bool(np.isfinite(flat).all())
+
+
 @dataclass
 class Batch:
     """The tokens of one pass: any mix of sequences, each token at its own position.
@@ -356,18 +363,21 @@ class Transformer:
         program that starts with them (`_whole_pass`) runs next."""
         be, bs = self.backend, self.cache.block_size
         self.cache.sync()
-        width = max(len(t.blocks) for t in batch.tables)
-        table = np.zeros((len(batch.tables), width), np.int32)
-        for i, t in enumerate(batch.tables):
-            table[i, : len(t.blocks)] = t.blocks
-        slots = table[batch.seq_ids, batch.positions // bs] * bs + batch.positions % bs
+        # In Python lists, then one array each: a decode step's host time is mostly calls
+        # into numpy, each several times slower than here once the step's kernels have run
+        # (docs/performance.md), and these are a few tokens.
+        blocks = [t.blocks for t in batch.tables]
+        width = max(map(len, blocks))
+        table = np.array([b + [0] * (width - len(b)) for b in blocks], np.int32)
+        slots = [blocks[s][p // bs] * bs + p % bs
+                 for s, p in zip(batch.seq_ids.tolist(), batch.positions.tolist(), strict=True)]
         self._pass = _Pass(
             batch,
             positions=be.upload(batch.positions),
             seq_ids=be.upload(batch.seq_ids),
             block_table=be.upload(table),
-            slots=be.upload(slots.astype(np.int32)),
-            ids=be.upload(np.asarray(batch.ids, dtype=np.int32)),
+            slots=be.upload(np.array(slots, np.int32)),
+            ids=be.upload(np.array(batch.ids, np.int32)),
         )
         if embed:
             self._embed_tokens()
@@ -571,9 +581,11 @@ class Transformer:
         self._normed_matmuls(s.x[r0:r1], self.w.output_norm, "result_norm", [self.w.output], [logits])
 
     def _finish_logits(self, parts: list[np.ndarray], check: bool = False) -> np.ndarray:
-        empty = np.empty((0, self.cfg.n_vocab), np.float32)
-        out = parts[0] if len(parts) == 1 else np.concatenate([empty, *parts])
-        if check and not np.isfinite(out).all():
+        if len(parts) == 1:
+            out = parts[0]
+        else:
+            out = np.concatenate([np.empty((0, self.cfg.n_vocab), np.float32), *parts])
+        if check and not all_finite(out):
             raise self._nonfinite_error()
         if self.cfg.final_softcap:
             out = self.cfg.final_softcap * np.tanh(out / self.cfg.final_softcap)
