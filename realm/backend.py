@@ -51,9 +51,11 @@ Op semantics (the numpy reference backend is the executable definition):
 - ``matmuls_q16(x, ws, outs)`` (optional): ``matmul_q16(x, ws[i], outs[i])`` for 1 to 3
   weights sharing one ``x`` (Q/K/V, gate/up), in one call: ``x`` is rounded once. The
   outputs are distinct arrays.
-- ``rms_norm_matmuls_q16(x, weight, eps, ws, outs)`` (optional): ``matmuls_q16`` of
-  ``rms_norm(x, weight, eps)``, the norm folded into the rounding of its rows; ``x`` is left
-  as it was and the normed rows are written nowhere.
+- ``rms_norm_matmuls_q16(x, weight, eps, ws, outs, gated=None)`` (optional): ``matmuls_q16``
+  of ``rms_norm(x, weight, eps)``, the norm folded into the rounding of its rows; ``x`` is
+  left as it was and the normed rows are written nowhere. ``gated`` ``"swiglu"`` or
+  ``"geglu"`` (with ``ws`` a gate and an up weight) then runs that op on the two outputs
+  into the first: ``gated(outs[0], outs[1], outs[0])``, the FFN's input half in one call.
 - ``rope_write_kv(q, k, v, positions, n_rot, base, mode, k_pool, v_pool, slots,
   freq_factors=None, freq_scale=1.0)`` (optional): ``rope`` of ``q`` and of ``k`` in place,
   then ``set_rows(k, k_pool, slots)`` and ``set_rows(v, v_pool, slots)``. Bad ``slots`` are
@@ -166,7 +168,7 @@ class Backend(Protocol):
     def dequantize(self, w: QuantTensor, out: DeviceArray) -> None: ...
     def matmul(self, x: DeviceArray, w: QuantTensor | DeviceArray, out: DeviceArray) -> None: ...
     # optional (OPTIONAL_OPS): matmul_q16(x, w: QuantTensor, out), matmuls_q16(x, ws, outs),
-    # rms_norm_matmuls_q16(x, weight, eps, ws, outs), rope_write_kv(q, k, v, positions, n_rot,
+    # rms_norm_matmuls_q16(x, weight, eps, ws, outs, gated), rope_write_kv(q, k, v, positions, n_rot,
     # base, mode, k_pool, v_pool, slots, freq_factors, freq_scale),
     # compile_step(calls, inputs) -> a program with run(inputs)
     def get_rows(self, w: QuantTensor | DeviceArray, ids: DeviceArray, out: DeviceArray) -> None: ...

@@ -37,6 +37,7 @@ from realm.gguf.types import GGMLType, type_traits
 F32 = np.dtype(np.float32)
 I32 = np.dtype(np.int32)
 _ROPE_MODES = frozenset(int(m) for m in RopeMode)
+GATED = frozenset({None, "swiglu", "geglu"})  # rms_norm_matmuls_q16's activations of gate and up
 
 
 def refuse(op: str, arg: str, expected: str, found: str) -> NoReturn:
@@ -172,9 +173,15 @@ class OpChecks:
             refuse(op, "x", "have at least one axis [..., d]", f"shape {x.shape}")
         self._input(op, "weight", weight, (x.shape[-1],))
 
-    def rms_norm_matmuls_q16(self, x: Any, weight: Any, ws: Any, outs: Any) -> None:
-        self._norm_input("rms_norm_matmuls_q16", x, weight)
-        self.matmuls_q16(x, ws, outs, op="rms_norm_matmuls_q16")
+    def rms_norm_matmuls_q16(self, x: Any, weight: Any, ws: Any, outs: Any, gated: Any = None) -> None:
+        op = "rms_norm_matmuls_q16"
+        self._norm_input(op, x, weight)
+        self.matmuls_q16(x, ws, outs, op=op)
+        if gated not in GATED:
+            refuse(op, "gated", f"be None or one of {sorted(GATED - {None})}", repr(gated))
+        if gated is not None and (len(ws) != 2 or outs[0].shape != outs[1].shape):
+            refuse(op, "ws", f"be a gate and an up weight of as many rows for gated={gated!r}",
+                   f"{len(ws)} weights with outputs {[o.shape for o in outs]}")
 
     def rope(self, x: Any, positions: Any, n_rot: int, mode: Any, out: Any,
              freq_factors: Any = None, op: str = "rope", arg: str = "x") -> None:

@@ -26,9 +26,10 @@ def _host(be: Any, *arrays: Any) -> list[np.ndarray]:
 
 
 def check_rms_norm_matmuls_q16(be, ref, rng, qtypes: list[GGMLType], n: int, rows: list[int], k: int,
-                               eps: float = 1e-6) -> None:
-    """``rms_norm_matmuls_q16`` = ``rms_norm`` then ``matmuls_q16`` of its output, and ``x`` kept."""
-    what = f"rms_norm_matmuls_q16 x[{n}, {k}] by {[t.name for t in qtypes]} w{rows}"
+                               eps: float = 1e-6, gated: str | None = None) -> None:
+    """``rms_norm_matmuls_q16`` = ``rms_norm`` then ``matmuls_q16`` of its output (then the
+    ``gated`` activation of the two outputs into the first), and ``x`` kept."""
+    what = f"rms_norm_matmuls_q16 x[{n}, {k}] by {[t.name for t in qtypes]} w{rows} gated={gated}"
     x = (rng.standard_normal((n, k)) * np.exp(rng.uniform(-4, 4, (n, 1)))).astype(np.float32)
     norm = (1.0 + 0.1 * rng.standard_normal(k)).astype(np.float32)
     ws = [("quant", random_quant_tensor(t, (m, k), rng), t, (m, k))
@@ -39,10 +40,12 @@ def check_rms_norm_matmuls_q16(be, ref, rng, qtypes: list[GGMLType], n: int, row
     unfused = [nan_buffer(be, (n, m)) for m in rows]
     be.rms_norm(be.upload(x), be.upload(norm), eps, normed)
     be.matmuls_q16(normed, dev_ws, unfused)
+    if gated is not None:
+        getattr(be, gated)(unfused[0], unfused[1], unfused[0])
 
     x_dev = be.upload(x)
     fused = [nan_buffer(be, (n, m)) for m in rows]
-    be.rms_norm_matmuls_q16(x_dev, be.upload(norm), eps, dev_ws, fused)
+    be.rms_norm_matmuls_q16(x_dev, be.upload(norm), eps, dev_ws, fused, gated=gated)
     for a, b, m in zip(_host(be, *fused), _host(be, *unfused), rows, strict=True):
         assert_exact(a, b, f"{what}: the w[{m}, {k}] against the backend's rms_norm + matmuls_q16")
     assert_exact(_host(be, x_dev)[0], x, f"{what}: x must be left as it was")
@@ -56,16 +59,29 @@ def check_rms_norm_matmuls_q16(be, ref, rng, qtypes: list[GGMLType], n: int, row
     # The backend's norm may differ from the reference's by ulps, which can move a value to
     # the next 16-bit step: up to one block scale per value.
     steps = np.repeat(np.asarray(xd, np.float64).reshape(n, -1), 32, axis=1)
-    for a, expected, w, m in zip(_host(be, *fused), ref_outs, ws, rows, strict=True):
-        w_float = np.abs(ref_dequantize(ref, w, (m, k)))
-        bound = (MATMUL_RTOL * np.abs(rounded).astype(np.float64) + steps) @ w_float.T + 1e-30
-        assert_within(a, expected, bound, f"{what}: the w[{m}, {k}] against the reference")
+    per_value = MATMUL_RTOL * np.abs(rounded).astype(np.float64) + steps
+    bounds = [per_value @ abs_weights(ref, w, (m, k)).T + 1e-30 for w, m in zip(ws, rows, strict=True)]
+    got = _host(be, *fused)
+    if gated is None:
+        for a, expected, bound, m in zip(got, ref_outs, bounds, rows, strict=True):
+            assert_within(a, expected, bound, f"{what}: the w[{m}, {k}] against the reference")
+        return
+    # act(g) * u moves by at most |act'| |dg| |u| + |act(g)| |du|, with |act'| < 1.2 and
+    # |act(g)| <= |g| for silu and tanh-gelu.
+    gate, up = ref_outs
+    expected = np.empty_like(gate)
+    getattr(ref, gated)(gate, up, expected)
+    (b_gate, b_up), g, u = bounds, np.abs(gate.astype(np.float64)), np.abs(up.astype(np.float64))
+    assert_within(got[1], up, b_up, f"{what}: up against the reference")
+    bound = 1.2 * b_gate * (u + b_up) + (g + b_gate) * b_up + 4e-6 * np.abs(expected) + 1e-30
+    assert_within(got[0], expected, bound, f"{what}: {gated}(gate, up) against the reference")
 
 
-def ref_dequantize(ref, w, shape) -> np.ndarray:
+def abs_weights(ref, w, shape) -> np.ndarray:
+    """|w| as float64, dequantized by the reference."""
     out = np.empty(shape, np.float32)
     ref.dequantize(as_device(ref, w), out)
-    return out.astype(np.float64)
+    return np.abs(out.astype(np.float64))
 
 
 def check_rope_write_kv(be, ref, rng, *, n: int, n_head: int, n_kv: int, head_dim: int, v_dim: int,

@@ -32,6 +32,18 @@ def test_reference_rms_norm_matmuls_q16_is_its_definition(reference, rng):
     expected = np.empty((3, 5), np.float32)
     reference.matmul_q16(normed.astype(np.float32), w, expected)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+    up = reference.upload_quant(random_quant_tensor(GGMLType.Q8_0, (5, 64), rng), GGMLType.Q8_0, (5, 64))
+    gate_out, up_out = np.empty((3, 5), np.float32), np.empty((3, 5), np.float32)
+    reference.rms_norm_matmuls_q16(x, norm, 1e-5, [w, up], [gate_out, up_out], gated="geglu")
+    np.testing.assert_allclose(up_out, _matmul_q16(reference, normed, up), rtol=1e-4, atol=1e-4)
+    gelu = 0.5 * out * (1 + np.tanh(0.7978845608 * (out + 0.044715 * out**3)))
+    np.testing.assert_allclose(gate_out, gelu * up_out, rtol=1e-5, atol=1e-6)
+
+
+def _matmul_q16(reference, x, w):
+    out = np.empty((x.shape[0], w.shape[0]), np.float32)
+    reference.matmul_q16(x.astype(np.float32), w, out)
+    return out
 
 
 @pytest.mark.parametrize("n", [1, 2, 6])
@@ -45,6 +57,8 @@ def test_rms_norm_matmuls_q16(backend, reference, rng, n):
     mixed = [supported[0], supported[-1], supported[len(supported) // 2]]
     check_rms_norm_matmuls_q16(backend, reference, rng, mixed, n=n, rows=[67, 5, 1], k=512)
     check_rms_norm_matmuls_q16(backend, reference, rng, mixed[:1], n=n, rows=[130], k=256)
+    for gated in ("swiglu", "geglu"):
+        check_rms_norm_matmuls_q16(backend, reference, rng, mixed[1:], n=n, rows=[70, 70], k=256, gated=gated)
 
 
 @pytest.mark.parametrize("case", ROPE_CASES, ids=["decode", "gemma-chunk", "partial-normal"])

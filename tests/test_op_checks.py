@@ -126,6 +126,12 @@ CASES = [
          r"have shape \(1, 4\), got shape \(1, 5\)"),
     Case("no-weights", "rms_norm_matmuls_q16", "ws", lambda be: (f32(be, 1, 32), f32(be, 32), 1e-6, [], []),
          "be a list of 1 to 3 weights"),
+    Case("gated-name", "rms_norm_matmuls_q16", "gated",
+         lambda be: (f32(be, 1, 32), f32(be, 32), 1e-6, [q8(be, 4, 32)] * 2, [f32(be, 1, 4)] * 2),
+         r"be None or one of \['geglu', 'swiglu'\], got 'relu'", {"gated": "relu"}),
+    Case("gated-one-weight", "rms_norm_matmuls_q16", "ws",
+         lambda be: (f32(be, 1, 32), f32(be, 32), 1e-6, [q8(be, 4, 32)], [f32(be, 1, 4)]),
+         "be a gate and an up weight", {"gated": "swiglu"}),
     # rope_write_kv: q and k as rope's x, k and v as set_rows' src, slots inside the pools
     Case("k-2d", "rope_write_kv", "k", _rope_kv(k=(2, 16)), r"be 3-D \[n, heads, head_dim\]"),
     Case("n-rot", "rope_write_kv", "n_rot", _rope_kv(n_rot=9), "be even"),

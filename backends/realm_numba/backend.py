@@ -303,13 +303,15 @@ class NumbaBackend:
         self._matmuls_q16(x, ws, outs)
 
     def rms_norm_matmuls_q16(self, x: np.ndarray, weight: np.ndarray, eps: float,
-                             ws: list[QuantTensor], outs: list[np.ndarray]) -> None:
-        """`matmuls_q16` of ``rms_norm(x, weight, eps)``: the norm is computed into the kernel's
-        scratch just before the rounding, by the rms_norm op's own code (the same bits)."""
-        CHECKS.rms_norm_matmuls_q16(x, weight, ws, outs)
-        self._matmuls_q16(x, ws, outs, weight, eps)
+                             ws: list[QuantTensor], outs: list[np.ndarray], gated: str | None = None) -> None:
+        """`matmuls_q16` of ``rms_norm(x, weight, eps)``, then the ``gated`` activation: one
+        kernel, which computes the norm into its scratch just before the rounding and the
+        activation after its parallel region, each by the op's own code (the same bits)."""
+        CHECKS.rms_norm_matmuls_q16(x, weight, ws, outs, gated)
+        self._matmuls_q16(x, ws, outs, weight, eps, gated)
 
-    def _matmuls_q16(self, x: np.ndarray, ws, outs, norm: np.ndarray | None = None, eps: float = 0.0) -> None:
+    def _matmuls_q16(self, x: np.ndarray, ws, outs, norm: np.ndarray | None = None, eps: float = 0.0,
+                     gated: str | None = None) -> None:
         plan = self._q16_plans.get(tuple(w.qtype for w in ws))
         if plan is None:
             plan = self._q16_plan(ws)
@@ -325,7 +327,8 @@ class NumbaBackend:
             else:
                 args += [_NO_WEIGHT, np.empty((x.shape[0], 0), np.float32)]
         norm = self._no_freq_factors if norm is None else norm  # empty: no norm
-        self._k.matmul_q16(x, norm, np.float32(eps), codes, kinds, *args, self._threads())
+        gated_code = self._k.GATED[gated]
+        self._k.matmul_q16(x, norm, np.float32(eps), codes, kinds, *args, gated_code, self._threads())
 
     def _q16_plan(self, ws) -> tuple[np.ndarray, np.ndarray]:
         """The kernel's type codes and unpacked-dot kinds for weights of these types (cached)."""

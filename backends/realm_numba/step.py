@@ -21,6 +21,7 @@ from realm.op_checks import check_paged_indices, refuse_bad_id, refuse_bad_row, 
 from realm.step_program import STEP_OPS, OpCall
 from realm_numba import step_kernel as sk
 from realm_numba.backend import _NO_WEIGHT, CHECKS, refuse_shared_pools
+from realm_numba.gemm_q16 import GATED
 
 _FLOATS = types.float32[::1]
 _INTS = types.int32[:, ::1]
@@ -286,11 +287,11 @@ class NumbaStepProgram:
         CHECKS.matmuls_q16(x, ws, outs)
         return self._q16(x, ws, outs)
 
-    def _rms_norm_matmuls_q16(self, x, weight, eps, ws, outs):
-        CHECKS.rms_norm_matmuls_q16(x, weight, ws, outs)
-        return self._q16(x, ws, outs, weight, eps)
+    def _rms_norm_matmuls_q16(self, x, weight, eps, ws, outs, gated=None):
+        CHECKS.rms_norm_matmuls_q16(x, weight, ws, outs, gated)
+        return self._q16(x, ws, outs, weight, eps, gated)
 
-    def _q16(self, x, ws, outs, norm=None, eps=0.0):
+    def _q16(self, x, ws, outs, norm=None, eps=0.0, gated=None):
         for out in outs:
             _refuse_shared("matmul_q16", x, out)
         codes, kinds = self._backend._q16_plan(ws)
@@ -302,6 +303,7 @@ class NumbaStepProgram:
             else:
                 row += [0, 0, self._ops.no_weight, self._ops.no_floats]
         row.append(self._ops.no_floats if norm is None else self._f(norm))
+        row.append(GATED[gated])
         return row, [eps]
 
     def _rope_write_kv(self, q, k, v, positions, n_rot, base, mode, k_pool, v_pool, slots,

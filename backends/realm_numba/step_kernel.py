@@ -191,7 +191,8 @@ def _attention(c, p, floats, ints, threads):
 @njit(**EXACT)
 def _matmul_q16(c, p, floats, weights, threads):
     """x, n, k, then for each of three weights: code, kind, w, out (an unused one has no rows),
-    then the norm weight (empty: none); params: the norm's eps."""
+    then the norm weight (empty: none) and the gated activation (gemm_q16.GATED); params: the
+    norm's eps."""
     n, k = c[2], c[3]
     codes = np.empty(3, np.int64)
     kinds = np.empty(3, np.int64)
@@ -202,7 +203,7 @@ def _matmul_q16(c, p, floats, weights, threads):
     matmul_q16(floats[c[1]].reshape((n, k)), floats[c[16]], np.float32(p[0]), codes, kinds,
                w0, floats[c[7]].reshape((n, w0.shape[0])),
                w1, floats[c[11]].reshape((n, w1.shape[0])),
-               w2, floats[c[15]].reshape((n, w2.shape[0])), threads)  # fmt: skip
+               w2, floats[c[15]].reshape((n, w2.shape[0])), c[17], threads)  # fmt: skip
 
 
 @njit(**EXACT)

@@ -160,12 +160,15 @@ class NumpyBackend:
             self.matmul_q16(x, w, out)
 
     def rms_norm_matmuls_q16(self, x: np.ndarray, weight: np.ndarray, eps: float,
-                             ws: list[QuantTensor], outs: list[np.ndarray]) -> None:
-        """`matmuls_q16` of ``rms_norm(x, weight, eps)``; ``x`` is left as it was."""
-        CHECKS.rms_norm_matmuls_q16(x, weight, ws, outs)
+                             ws: list[QuantTensor], outs: list[np.ndarray], gated: str | None = None) -> None:
+        """`matmuls_q16` of ``rms_norm(x, weight, eps)`` (``x`` is left as it was), then the
+        ``gated`` activation of the two outputs into the first."""
+        CHECKS.rms_norm_matmuls_q16(x, weight, ws, outs, gated)
         normed = np.empty_like(x)
         self.rms_norm(x, weight, eps, normed)
         self.matmuls_q16(normed, ws, outs)
+        if gated is not None:
+            getattr(self, gated)(outs[0], outs[1], outs[0])
 
     def get_rows(self, w: QuantTensor | np.ndarray, ids: np.ndarray, out: np.ndarray) -> None:
         """``out [n, d] = w[ids]``, decoding only the rows asked for."""

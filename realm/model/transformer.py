@@ -530,19 +530,21 @@ class Transformer:
             self.backend.matmul(x, w, out)
 
     def _normed_matmuls(self, x: DeviceArray, norm: DeviceArray, name: str | None, ws: list,
-                        outs: list[DeviceArray]) -> None:
+                        outs: list[DeviceArray], gated: str | None = None) -> bool:
         """The matmuls of ``rms_norm(x, norm)`` (the intermediate ``name``): one fused call where
         the backend folds the norm into their rounding and no hook reads the normed rows,
-        else the norm into ``xn`` and the matmuls of it."""
+        else the norm into ``xn`` and the matmuls of it. The fused call also runs the
+        ``gated`` activation of its two outputs; True when it did."""
         eps = self.cfg.rms_eps
         if self._quiet() and all(isinstance(w, QuantTensor) and w.qtype in self._norm_groups for w in ws):
-            self.backend.rms_norm_matmuls_q16(x, norm, eps, ws, outs)
-            return
+            self.backend.rms_norm_matmuls_q16(x, norm, eps, ws, outs, gated=gated)
+            return gated is not None
         xn = self.state.xn[: x.shape[0]]
         self.backend.rms_norm(x, norm, eps, xn)
         if name is not None:
             self._emit(name, xn)
         self._matmuls(xn, ws, outs)
+        return False
 
     def _matmuls(self, x: DeviceArray, ws: list, outs: list[DeviceArray]) -> None:
         if all(isinstance(w, QuantTensor) and w.qtype in self._q16_groups for w in ws):
@@ -554,13 +556,10 @@ class Transformer:
     def _feed_forward(self, il: int, n: int) -> None:
         be, s, layer = self.backend, self.state, self.w.layers[il]
         gate, up = s.gate[:n], s.up[:n]
-        weights = [layer["ffn_gate"], layer["ffn_up"]]
-        self._normed_matmuls(s.x[:n], layer["ffn_norm"], None, weights, [gate, up])
-        if self.arch.ffn_activation == "geglu":
-            be.geglu(gate, up, gate)
-        else:
-            be.swiglu(gate, up, gate)
-        self._emit(f"blk.{il}.ffn_act", gate)
+        weights, act = [layer["ffn_gate"], layer["ffn_up"]], self.arch.ffn_activation
+        if not self._normed_matmuls(s.x[:n], layer["ffn_norm"], None, weights, [gate, up], gated=act):
+            getattr(be, act)(gate, up, gate)
+            self._emit(f"blk.{il}.ffn_act", gate)
         self._matmul(gate, layer["ffn_down"], s.proj[:n])
 
     def _logits(self, row_start: int, row_stop: int, check: bool = True) -> np.ndarray:
