@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -20,12 +21,13 @@ from conformance import MATMUL_RTOL, assert_exact, assert_within
 from realm.backend import QuantTensor
 from realm.errors import BackendUnavailableError, InvalidParameterError, RealmError, UnsupportedQuantError
 from realm.gguf.types import GGMLType, type_traits
+from realm.quants import SUPPORTED_TYPES
 from realm.testing import random_quant_tensor
 
 pytest.importorskip("numba")
 from realm_numba import CpuQuantTensor, NumbaBackend  # noqa: E402
 from realm_numba import threads as th  # noqa: E402
-from realm_numba.cache import drop_stale_kernels  # noqa: E402
+from realm_numba.cache import _COMPILED, drop_stale_kernels  # noqa: E402
 from realm_numba.compile_notice import MESSAGE, CompileNotice  # noqa: E402
 from realm_numba.kernels import LANES  # noqa: E402
 from realm_numba.warmup import warm_steps  # noqa: E402
@@ -242,6 +244,42 @@ def test_upload_quant_errors_name_the_tensor(cpu, rng):
         cpu.upload_quant(raw, GGMLType.Q8_0, (2, 60), name="w.q")
     with pytest.raises(UnsupportedQuantError, match="Q8_K"):
         cpu.upload_quant(raw, GGMLType.Q8_K, shape, name="w.q")
+
+
+def test_one_class_per_format_feeds_every_table():
+    """The format registry (formats.py) is the one place a type is described: every type the
+    reference decodes has a class whose block size is gguf's, the integer formats are the
+    same classes, and the backend's tables are read from them."""
+    from realm_numba import formats, int8_formats
+    from realm_numba.kernels import DECODABLE
+
+    assert {GGMLType(c) for c in formats.FORMATS} == set(SUPPORTED_TYPES) == set(DECODABLE)
+    for code, fmt in formats.FORMATS.items():
+        traits = type_traits(code)
+        assert (fmt.block_values, fmt.block_bytes) == (traits.block_size, traits.type_size)
+    assert all(formats.FORMATS[c] is f for c, f in int8_formats.FORMATS.items())
+    fast = {GGMLType(c): f.lanes for c, f in formats.FORMATS.items() if f.matmul_decode is not None}
+    assert fast == LANES
+    # cache.py counts the registry as a kernel source: editing a class drops the cached kernels
+    assert _COMPILED.search(pathlib.Path(formats.__file__).read_bytes())
+
+
+def test_dispatch_writes_one_branch_per_format():
+    """`formats.dispatch` calls, for each type id, what its format's entry says, and the
+    fallback for the others."""
+    from numba import njit
+
+    from realm_numba.formats import FORMATS, dispatch
+
+    probe = dispatch("probe", "out", lambda fmt, use: None if fmt.block_values == 1 else
+                     f"out[0] = {use(fmt.block_bytes)}", njit, "realm_numba.formats",
+                     fallback="out[0] = -1")
+    out = np.zeros(1, np.int64)
+    for code, fmt in FORMATS.items():
+        probe(code, out)
+        assert out[0] == (-1 if fmt.block_values == 1 else fmt.block_bytes), fmt.__name__
+    probe(999, out)
+    assert out[0] == -1
 
 
 def test_every_row_decoder_has_its_lanes():

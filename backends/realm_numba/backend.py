@@ -107,7 +107,7 @@ class CpuQuantTensor(QuantTensor):
 
     ``data`` is the raw blocks as a read-only ``uint8 [rows, row_bytes]`` view of the
     caller's buffer; ``rows`` is the same memory as float32 ``[rows, k]`` for an F32
-    tensor (multiplied in place), else None; ``lanes`` is its decoder's (matvec.LANES).
+    tensor (multiplied in place), else None; ``lanes`` is its decoder's (rows.LANES).
     """
 
     rows: np.ndarray | None = field(default=None, repr=False)

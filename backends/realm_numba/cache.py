@@ -26,8 +26,11 @@ import tempfile
 
 _STAMP = "realm_numba-sources.sha256"
 # A module with a decorator line like these (at any indentation: intrinsics are made by
-# functions) defines compiled functions; one that imports llvmlite writes their IR.
-_COMPILED = re.compile(rb"^[ \t]*@(njit|intrinsic|overload)\b|^from llvmlite\b", re.MULTILINE)
+# functions) defines compiled functions; one that imports llvmlite writes their IR; one
+# marked so (formats.py) writes the source of some.
+_COMPILED = re.compile(
+    rb"^[ \t]*@(njit|intrinsic|overload)\b|^from llvmlite\b|^# kernel source:", re.MULTILINE
+)
 
 
 def _writable(directory: pathlib.Path) -> bool:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from realm_numba.matvec import decode_for_matmul
+from realm_numba.rows import decode_for_matmul
 from realm_numba.scalars import JIT_FAST, JIT_PARALLEL
 
 TILE = 4  # weight rows decoded together and dotted with each token in one pass over k
@@ -52,7 +52,7 @@ def _tile_times_tokens(x, tile, out, r0, rows):
 def matmul_quant(code, x, w, out, n_chunks, lanes):
     """``out = x @ decode(w).T`` for raw blocks ``w [m, row_bytes]`` of GGML type ``code``.
 
-    ``n_chunks`` (the thread count) fixed ranges of whole tiles; ``lanes`` as matvec.LANES.
+    ``n_chunks`` (the thread count) fixed ranges of whole tiles; ``lanes`` as rows.LANES.
     """
     m = w.shape[0]
     k = x.shape[1]

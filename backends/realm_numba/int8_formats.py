@@ -1,7 +1,8 @@
 """Each weight format's part in the integer matmul: its quants and its scales, as LLVM IR.
 
 A format is one class, registered by subclassing `Int8Format` (``__init_subclass__``),
-with its block size taken from gguf's type table. The matmul (dot_ir.py) walks a weight
+a `formats.Format` that also holds the type's float decoders (formats.py) and its block
+size, taken from gguf's type table. The matmul (dot_ir.py) walks a weight
 row one GGML block at a time (32 values, or a 256-value super-block of eight 32-value
 blocks) and needs two things per format:
 
@@ -23,11 +24,14 @@ from __future__ import annotations
 from typing import ClassVar
 
 import llvmlite.binding as llvm
-from gguf.constants import GGML_QUANT_SIZES
 from gguf.quants import IQ4_NL as _GGUF_IQ4_NL
 from llvmlite import ir
 
 from realm.gguf.types import GGMLType
+from realm_numba import decode_kquants as kq
+from realm_numba import decode_simple as sq
+from realm_numba import matvec as mv
+from realm_numba.formats import Format
 from realm_numba.vector_ir import (
     F32,
     I8,
@@ -46,25 +50,21 @@ from realm_numba.vector_ir import (
     widen,
 )
 
-FORMATS: dict[int, type[Int8Format]] = {}
+FORMATS: dict[int, type[Int8Format]] = {}  # the formats the integer matmul runs (formats.FORMATS: all)
 llvm.initialize_native_asmparser()  # for `_half`'s inline asm (numba initializes only the printer)
 IQ4_NL_LEVELS = _GGUF_IQ4_NL.kvalues  # IQ4_NL's and IQ4_XS's 16 levels, as gguf holds them
 
 
-class Int8Format:
+class Int8Format(Format):
     """One GGML type's quants and scales for `dot_ir`; subclasses register themselves."""
 
-    ggml: ClassVar[GGMLType]
     signed: ClassVar[bool] = False  # quants are int8 (else uint8 with a per-block min)
     two_scales: ClassVar[bool] = False  # a scale per 16 values (else one per 32-value block)
-    block_values: ClassVar[int]  # values per GGML block
-    block_bytes: ClassVar[int]
     blocks: ClassVar[int]  # 32-value blocks per GGML block
 
     def __init_subclass__(cls, **kwargs) -> None:
-        super().__init_subclass__(**kwargs)
+        super().__init_subclass__(**kwargs)  # registers it with formats.FORMATS
         if "ggml" in cls.__dict__:  # a format, not a family of them
-            cls.block_values, cls.block_bytes = GGML_QUANT_SIZES[cls.ggml]
             cls.blocks = cls.block_values // 32
             FORMATS[int(cls.ggml)] = cls
 
@@ -187,11 +187,17 @@ class Q4_0(_SimpleFormat):
     ggml = GGMLType.Q4_0
     offset = 8
     signed = True
+    decode = staticmethod(sq.decode_q4_0)
+    matmul_decode = staticmethod(mv.q4_0_row)
+    lanes = 16
 
 
 class Q4_1(_SimpleFormat):
     ggml = GGMLType.Q4_1
     has_min = True
+    decode = staticmethod(sq.decode_q4_1)
+    matmul_decode = staticmethod(mv.q4_1_row)
+    lanes = 16
 
 
 class Q5_0(_SimpleFormat):
@@ -199,12 +205,18 @@ class Q5_0(_SimpleFormat):
     offset = 16
     signed = True
     fifth_bit = True
+    decode = staticmethod(sq.decode_q5_0)
+    matmul_decode = staticmethod(mv.q5_0_row)
+    lanes = 16
 
 
 class Q5_1(_SimpleFormat):
     ggml = GGMLType.Q5_1
     has_min = True
     fifth_bit = True
+    decode = staticmethod(sq.decode_q5_1)
+    matmul_decode = staticmethod(mv.q5_1_row)
+    lanes = 16
 
 
 class Q8_0(_SimpleFormat):
@@ -212,6 +224,9 @@ class Q8_0(_SimpleFormat):
 
     ggml = GGMLType.Q8_0
     signed = True
+    decode = staticmethod(sq.decode_q8_0)
+    matmul_decode = staticmethod(mv.q8_0_row)
+    lanes = 32
 
     @classmethod
     def quants(cls, b, row, o, j, isa):
@@ -237,6 +252,7 @@ class IQ4_NL(_SimpleFormat):
 
     ggml = GGMLType.IQ4_NL
     signed = True
+    decode = staticmethod(sq.decode_iq4_nl)
 
     @classmethod
     def quants(cls, b, row, o, j, isa):
@@ -249,6 +265,7 @@ class IQ4_XS(Int8Format):
 
     ggml = GGMLType.IQ4_XS
     signed = True
+    decode = staticmethod(kq.decode_iq4_xs)
 
     @classmethod
     def quants(cls, b, row, o, j, isa):
@@ -293,6 +310,9 @@ class Q4_K(_KQuant):
     """Blocks 2c and 2c+1 are the low and high nibbles of the 32 bytes at 16 + 32c."""
 
     ggml = GGMLType.Q4_K
+    decode = staticmethod(kq.decode_q4_k)
+    matmul_decode = staticmethod(mv.q4_k_row)
+    lanes = 32
 
     @classmethod
     def quants(cls, b, row, o, j, isa):
@@ -304,6 +324,9 @@ class Q5_K(_KQuant):
     """Q4_K's nibbles (at 48 + 32c) plus bit j of the 32 bytes at 16 as the fifth bit."""
 
     ggml = GGMLType.Q5_K
+    decode = staticmethod(kq.decode_q5_k)
+    matmul_decode = staticmethod(mv.q5_k_row)
+    lanes = 32
 
     @classmethod
     def quants(cls, b, row, o, j, isa):
@@ -323,6 +346,9 @@ class Q6_K(Int8Format):
     ggml = GGMLType.Q6_K
     signed = True
     two_scales = True
+    decode = staticmethod(kq.decode_q6_k)
+    matmul_decode = staticmethod(mv.q6_k_row)
+    lanes = 16
 
     @classmethod
     def quants(cls, b, row, o, j, isa):

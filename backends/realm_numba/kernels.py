@@ -20,8 +20,7 @@ from realm_numba.elementwise import add, copy_rows, geglu, rms_norm, rope, scale
 from realm_numba.gemm import matmul_f32, matmul_quant  # noqa: E402
 from realm_numba.gemm_q16 import GATED, matmul_q16  # noqa: E402
 from realm_numba.int8_formats import FORMATS as INT8_FORMATS  # noqa: E402
-from realm_numba.matvec import LANES  # noqa: E402
-from realm_numba.rows import DECODABLE, dequantize_rows, get_rows, take_rows  # noqa: E402
+from realm_numba.rows import DECODABLE, LANES, dequantize_rows, get_rows, take_rows  # noqa: E402
 from realm_numba.step_kernel import run_step, run_step_quant  # noqa: E402
 
 # Decorating a kernel only locates its cache; kernels load at their first call, so the

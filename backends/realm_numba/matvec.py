@@ -3,14 +3,15 @@
 ``<type>_row(src, dst, lanes)`` writes the ``dst.shape[0]`` values of the row whose bytes
 are ``src`` (one row of a ``uint8 [m, row_bytes]`` weight) as ``d * q + m`` in float32,
 multiply and add contracted to one FMA: within float32 rounding of the reference, not
-bit-exact like ``decode_*.py`` (``dequantize`` and ``get_rows`` use those). Every other
-format goes through the exact ``rows.decode_row`` (see `decode_for_matmul`). The matmul
+bit-exact like ``decode_*.py`` (``dequantize`` and ``get_rows`` use those). A format's
+class (formats.py, int8_formats.py) names its decoder here, if any, and its ``lanes``;
+every other format goes through the exact ``rows.decode_row`` (`rows.decode_for_matmul`). The matmul
 (gemm.py) decodes each weight row once per call into a tile, whatever the number of
 tokens, so these loops set the cost of a one-token (decode) step.
 
 Two details keep LLVM's vectorizer on the per-block loop:
 
-- ``lanes`` (the bytes a block's inner loop walks: 16 or 32, see `LANES`) arrives at run
+- ``lanes`` (the bytes a block's inner loop walks: 16 or 32, `rows.LANES`) arrives at run
   time. With a constant trip count LLVM unrolls the loop and vectorizes *across* blocks
   with byte gathers, which is several times slower.
 - Integer steps are wrapped in ``np.uint8``/``np.uint32``: numba widens integer
@@ -24,9 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from realm.gguf.types import GGMLType
 from realm_numba.decode_kquants import k_scale_min
-from realm_numba.rows import decode_row
 from realm_numba.scalars import JIT_FAST, half_at, half_to_f32, u32_as_f32
 
 U8 = np.uint8
@@ -38,23 +37,6 @@ INLINED = {**JIT_FAST, "inline": "always"}
 # variable shift ``qh >> j`` to 64 bits.
 BIT = np.array([1 << j for j in range(32)], dtype=np.uint32)
 
-F16, BF16 = int(GGMLType.F16), int(GGMLType.BF16)
-Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = (int(GGMLType[n]) for n in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"))
-Q4_K, Q5_K, Q6_K = int(GGMLType.Q4_K), int(GGMLType.Q5_K), int(GGMLType.Q6_K)
-
-# The types with a decoder here, and the ``lanes`` each one's inner loop takes.
-LANES = {
-    GGMLType.F16: 0,
-    GGMLType.BF16: 0,
-    GGMLType.Q4_0: 16,
-    GGMLType.Q4_1: 16,
-    GGMLType.Q5_0: 16,
-    GGMLType.Q5_1: 16,
-    GGMLType.Q8_0: 32,
-    GGMLType.Q4_K: 32,
-    GGMLType.Q5_K: 32,
-    GGMLType.Q6_K: 16,
-}
 
 
 @njit(**JIT_FAST)
@@ -236,30 +218,3 @@ def q6_k_row(src, dst, lanes):
                     dst[base + 32 + j] = np.float32(I8(U8(U8(b & 15) | U8(U8(hb & 12) << 2)) - U8(32))) * s1
                     dst[base + 64 + j] = np.float32(I8(U8(U8(a >> 4) | U8(hb & 48)) - U8(32))) * s2
                     dst[base + 96 + j] = np.float32(I8(U8(U8(b >> 4) | U8(U8(hb >> 2) & 48)) - U8(32))) * s3
-
-
-@njit(**INLINED)
-def decode_for_matmul(code, src, dst, lanes):  # noqa: C901 - one branch per format, taken once per row
-    """Decode one row of GGML type ``code`` for the matmul: a decoder above, else the exact one."""
-    if code == Q4_0:
-        q4_0_row(src, dst, lanes)
-    elif code == Q4_1:
-        q4_1_row(src, dst, lanes)
-    elif code == Q5_0:
-        q5_0_row(src, dst, lanes)
-    elif code == Q5_1:
-        q5_1_row(src, dst, lanes)
-    elif code == Q8_0:
-        q8_0_row(src, dst, lanes)
-    elif code == Q4_K:
-        q4_k_row(src, dst, lanes)
-    elif code == Q5_K:
-        q5_k_row(src, dst, lanes)
-    elif code == Q6_K:
-        q6_k_row(src, dst, lanes)
-    elif code == F16:
-        f16_row(src, dst, lanes)
-    elif code == BF16:
-        bf16_row(src, dst, lanes)
-    else:
-        decode_row(code, src, dst)
