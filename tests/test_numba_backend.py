@@ -476,3 +476,27 @@ def test_editing_a_kernel_source_drops_the_cached_kernels(tmp_path, source):
     (package / "kernel.py").write_text(source + "# edited\n")
     assert drop_stale_kernels(package, cache)
     assert not (cache / "kernel.f-1.py311.nbi").exists()
+
+
+_LOGITS_DIGEST = """
+import hashlib, realm
+from realm.models_on_pypi import smollm2_path
+m = realm.load(smollm2_path(), device="cpu", n_ctx=128, n_threads=2)
+ids = m.chat_tokens([{"role": "user", "content": "Name a fruit."}]) + [504, 1234, 88, 17, 4000, 12]
+print(hashlib.sha256(m.logits(ids).tobytes()).hexdigest())
+"""
+
+
+def test_compiled_and_cached_kernels_give_the_same_bits(tmp_path):
+    """A process that compiles the kernels and one that loads them from numba's cache must
+    compute the same logits, bit for bit: a server and its client, or two runs of a test,
+    are such a pair. (A kernel calling another kernel's helpers once made them differ.)"""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+    digests = []
+    for _ in range(2):  # the first compiles into the empty cache, the second loads from it
+        run = subprocess.run([sys.executable, "-c", _LOGITS_DIGEST], env=env, capture_output=True,
+                             text=True, timeout=900)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        digests.append(run.stdout.split()[-1])
+    assert any((tmp_path / "numba-cache").rglob("*.nbi")), "the first process cached nothing"
+    assert digests[0] == digests[1]

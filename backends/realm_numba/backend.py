@@ -304,9 +304,9 @@ class NumbaBackend:
 
     def rms_norm_matmuls_q16(self, x: np.ndarray, weight: np.ndarray, eps: float,
                              ws: list[QuantTensor], outs: list[np.ndarray], gated: str | None = None) -> None:
-        """`matmuls_q16` of ``rms_norm(x, weight, eps)``, then the ``gated`` activation: one
-        kernel, which computes the norm into its scratch just before the rounding and the
-        activation after its parallel region, each by the op's own code (the same bits)."""
+        """`matmuls_q16` of ``rms_norm(x, weight, eps)``, then the ``gated`` activation: the
+        matmul kernel computes the norm into its scratch just before the rounding (rms_norm's
+        own code), and the activation op's kernel follows it (the same bits as the calls)."""
         CHECKS.rms_norm_matmuls_q16(x, weight, ws, outs, gated)
         self._matmuls_q16(x, ws, outs, weight, eps, gated)
 
@@ -327,8 +327,9 @@ class NumbaBackend:
             else:
                 args += [_NO_WEIGHT, np.empty((x.shape[0], 0), np.float32)]
         norm = self._no_freq_factors if norm is None else norm  # empty: no norm
-        gated_code = self._k.GATED[gated]
-        self._k.matmul_q16(x, norm, np.float32(eps), codes, kinds, *args, gated_code, self._threads())
+        self._k.matmul_q16(x, norm, np.float32(eps), codes, kinds, *args, self._threads())
+        if gated is not None:  # gate and up into the gate: the op's own kernel
+            getattr(self._k, gated)(outs[0].reshape(-1), outs[1].reshape(-1), outs[0].reshape(-1))
 
     def _q16_plan(self, ws) -> tuple[np.ndarray, np.ndarray]:
         """The kernel's type codes and unpacked-dot kinds for weights of these types (cached)."""

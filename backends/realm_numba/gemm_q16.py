@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from realm_numba.dot_ir import dot_rows_intrinsic, dot_tile_intrinsic, unpack_intrinsic
-from realm_numba.elementwise import geglu, rms_norm, swiglu
+from realm_numba.elementwise import rms_norm
 from realm_numba.quantize_ir import quantize_blocks
 from realm_numba.scalars import JIT
 from realm_numba.vector_ir import host_isa
@@ -37,8 +37,6 @@ _unpack = unpack_intrinsic(ISA)
 # Up to this many tokens, quants are unpacked in registers for each token; past it, once
 # per tile into a scratch (same bits either way, see dot_ir.py).
 INLINE_MAX_TOKENS = 2
-# matmul_q16's ``gated``: the activation of a gate and an up output, after the matmuls.
-GATED = {None: 0, "swiglu": 1, "geglu": 2}
 
 
 @njit(**EXACT)
@@ -88,15 +86,14 @@ def _tile(code, kind, w, out, ti, xq, xd, xs, mn, q, scv):
 
 
 @njit(**{**EXACT, "parallel": True})
-def matmul_q16(x, norm, eps, codes, kinds, w0, out0, w1, out1, w2, out2, gated, n_chunks):
+def matmul_q16(x, norm, eps, codes, kinds, w0, out0, w1, out1, w2, out2, n_chunks):
     """``out_i = q16(x) @ decode(w_i).T`` for up to three weights sharing ``x`` (Q/K/V, gate/up).
 
     ``w_i [m_i, row_bytes_i]`` are raw blocks of GGML type ``codes[i]``; ``kinds[i]`` is its
     format's `dot_ir.unpacked_kind`. An unused weight has no rows. ``x`` is rounded once;
     the threads split the three weights' tiles together, whole tiles each. A ``norm`` weight
     (empty: none) has the rows rounded from ``rms_norm(x, norm, eps)`` instead, computed by
-    the rms_norm op's own kernel (the same bits as the two calls). ``gated`` (`GATED`) then
-    runs swiglu or geglu's kernel on ``out0`` (the gate) and ``out1`` (up) into ``out0``.
+    the rms_norm op's own kernel (the same bits as the two calls).
     """
     n, k = x.shape
     nb = k // 32
@@ -130,7 +127,3 @@ def matmul_q16(x, norm, eps, codes, kinds, w0, out0, w1, out1, w2, out2, gated, 
                 _tile(codes[1], kinds[1], w1, out1, ti - t0, xq, xd, xs, mn, q, scv)
             else:
                 _tile(codes[2], kinds[2], w2, out2, ti - t0 - t1, xq, xd, xs, mn, q, scv)
-    if gated == 1:
-        swiglu(out0.reshape(-1), out1.reshape(-1), out0.reshape(-1))
-    elif gated == 2:
-        geglu(out0.reshape(-1), out1.reshape(-1), out0.reshape(-1))

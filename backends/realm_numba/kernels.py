@@ -18,7 +18,7 @@ from realm_numba.attention import attention_paged, attention_plan, rope_write_kv
 from realm_numba.dot_ir import unpacked_kind  # noqa: E402
 from realm_numba.elementwise import add, copy_rows, geglu, rms_norm, rope, scale, swiglu  # noqa: E402
 from realm_numba.gemm import matmul_f32, matmul_quant  # noqa: E402
-from realm_numba.gemm_q16 import GATED, matmul_q16  # noqa: E402
+from realm_numba.gemm_q16 import matmul_q16  # noqa: E402
 from realm_numba.int8_formats import FORMATS as INT8_FORMATS  # noqa: E402
 from realm_numba.rows import DECODABLE, LANES, dequantize_rows, get_rows, take_rows  # noqa: E402
 from realm_numba.step_kernel import run_step, run_step_quant  # noqa: E402
@@ -29,7 +29,6 @@ drop_stale_kernels(_PACKAGE, kernel_cache_dir(matmul_quant, _PACKAGE))
 
 __all__ = [
     "DECODABLE",
-    "GATED",
     "INT8_FORMATS",
     "LANES",
     "add",

@@ -21,7 +21,6 @@ from realm.op_checks import check_paged_indices, refuse_bad_id, refuse_bad_row, 
 from realm.step_program import STEP_OPS, OpCall
 from realm_numba import step_kernel as sk
 from realm_numba.backend import _NO_WEIGHT, CHECKS, refuse_shared_pools
-from realm_numba.gemm_q16 import GATED
 
 _FLOATS = types.float32[::1]
 _INTS = types.int32[:, ::1]
@@ -303,7 +302,7 @@ class NumbaStepProgram:
             else:
                 row += [0, 0, self._ops.no_weight, self._ops.no_floats]
         row.append(self._ops.no_floats if norm is None else self._f(norm))
-        row.append(GATED[gated])
+        row.append(sk.GATED[gated])
         return row, [eps]
 
     def _rope_write_kv(self, q, k, v, positions, n_rot, base, mode, k_pool, v_pool, slots,

@@ -24,6 +24,8 @@ RMS_NORM, ADD, SCALE, SWIGLU, GEGLU, ROPE, SET_ROWS, ATTENTION = 1, 2, 3, 4, 5, 
 MATMUL_Q16, MATMUL_QUANT, MATMUL_F32_BLOCKS, MATMUL_F32 = 9, 10, 11, 12
 GET_ROWS, TAKE_ROWS_BLOCKS, TAKE_ROWS, ROPE_WRITE_KV, CHECK_PAGED = 13, 14, 15, 16, 17
 FIELDS = 20
+# MATMUL_Q16's activation of its gate and up outputs into the gate (field 17).
+GATED = {None: 0, "swiglu": 1, "geglu": 2}
 REFUSED = 19  # the field where an instruction that refused its indices leaves why (see run_step)
 
 
@@ -140,6 +142,13 @@ def _run_one(i, code, params, floats, ints, weights, threads):
         _attention(c, params[i], floats, ints, threads)
     elif op == MATMUL_Q16:
         _matmul_q16(c, params[i], floats, weights, threads)
+        if c[17] != 0:  # then swiglu or geglu of gate (out 0) and up (out 1), as their op runs
+            n, gate, up = c[2], floats[c[7]], floats[c[11]]
+            size = n * weights[c[6]].shape[0]
+            if c[17] == 1:
+                swiglu(gate[:size], up[:size], gate[:size])
+            else:
+                geglu(gate[:size], up[:size], gate[:size])
     elif op == ROPE_WRITE_KV:
         bad = _rope_write_kv(c, params[i], floats, ints)
         if bad != -1:
@@ -191,8 +200,7 @@ def _attention(c, p, floats, ints, threads):
 @njit(**EXACT)
 def _matmul_q16(c, p, floats, weights, threads):
     """x, n, k, then for each of three weights: code, kind, w, out (an unused one has no rows),
-    then the norm weight (empty: none) and the gated activation (gemm_q16.GATED); params: the
-    norm's eps."""
+    then the norm weight (empty: none); params: the norm's eps."""
     n, k = c[2], c[3]
     codes = np.empty(3, np.int64)
     kinds = np.empty(3, np.int64)
@@ -203,7 +211,7 @@ def _matmul_q16(c, p, floats, weights, threads):
     matmul_q16(floats[c[1]].reshape((n, k)), floats[c[16]], np.float32(p[0]), codes, kinds,
                w0, floats[c[7]].reshape((n, w0.shape[0])),
                w1, floats[c[11]].reshape((n, w1.shape[0])),
-               w2, floats[c[15]].reshape((n, w2.shape[0])), c[17], threads)  # fmt: skip
+               w2, floats[c[15]].reshape((n, w2.shape[0])), threads)  # fmt: skip
 
 
 @njit(**EXACT)
