@@ -15,8 +15,8 @@ It holds:
 The types below are the ones no integer kernel unpacks; int8_formats.py defines the others
 (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, IQ4_XS, Q4_K, Q5_K, Q6_K). Adding a format, or a
 faster decoder for one, is a class or an attribute here or there: the backend's type
-tables and the compiled dispatch over every type (`dispatch`, used by rows.py and
-matvec.py) follow from the registry.
+tables and the compiled dispatch over every type (`dispatch`, used by rows.py) follow
+from the registry.
 """
 
 from __future__ import annotations

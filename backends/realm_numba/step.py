@@ -99,8 +99,7 @@ class NumbaStepProgram:
         # The paged indices are checked first, in the same call: once per run for all the
         # layers' attention calls that share them, before anything is written.
         checks = [[sk.CHECK_PAGED, *key] + [0] * (sk.FIELDS - 6) for key in sorted(self._attention)]
-        self._n_checks = len(checks)
-        self._tables = {at + self._n_checks: table for at, table in self._tables.items()}
+        self._tables = {at + len(checks): table for at, table in self._tables.items()}
         self._code = np.array(checks + code, dtype=np.int64).reshape(-1, sk.FIELDS)
         self._params = np.array([[0.0, 0.0]] * len(checks) + params, dtype=np.float64).reshape(-1, 2)
         has_quant = bool((self._code[:, 0] == sk.MATMUL_QUANT).any())
