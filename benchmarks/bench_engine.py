@@ -7,7 +7,9 @@ generated tokens/s end to end (prefill included) and while every request decodes
 last first token on) with its ratio to N = 1, time to first token and inter-token latency
 (median and p95), peak resident memory, and the KV cache's allocated bytes against
 ``N x (prompt + generated)`` positions' worth. llama.cpp (llama-cpp-python, one sequence)
-decodes the same prompt in the same script, as the single-stream reference.
+decodes the same prompt in the same script, as the single-stream reference. Last, each
+engine's prefill rate against its one-sequence decode: the ceiling of batched decode on
+this machine (`_ceiling`).
 
     python benchmarks/bench_engine.py                              # SmolLM2 and gemma-3, cpu, 2 threads
     python benchmarks/bench_engine.py --models smollm2 --n 1,8 --threads 2
@@ -135,7 +137,25 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['ttft_med']:>12.2f}{r['ttft_p95']:>12.2f}{1000 * r['itl_med']:>12.1f}"
                 f"{1000 * r['itl_p95']:>12.1f}{r['rss_mb']:>13.0f}{r['kv_mb']:>8.1f}{r['kv_ratio']:>13.2f}"
             )
+        print(_ceiling(a.prompt, rows[0], peer))
     return 0
+
+
+def _ceiling(n_prompt: int, solo: dict, peer: dict | None) -> str:
+    """The prompt's prefill rate against one sequence's decode, for realm and llama.cpp.
+
+    A batched decode step reads every weight once for its N tokens, a prompt's pass once for
+    all of its tokens, so N sequences' decode throughput stays under the prefill rate: how far
+    batching can go on this machine. realm's rate is from N = 1's time to first token (the
+    prompt's pass and one sampled token).
+    """
+    realm_prefill = n_prompt / solo["ttft_med"]
+    line = (f"prefill of one {n_prompt}-token prompt: realm {realm_prefill:.1f} tok/s "
+            f"({realm_prefill / solo['decode_tok_s']:.2f} x its N = 1 decode)")
+    if peer:
+        ratio = peer["prefill"] / peer["decode"]
+        line += f", llama.cpp {peer['prefill']:.1f} tok/s ({ratio:.2f} x its decode)"
+    return line
 
 
 if __name__ == "__main__":

@@ -8,12 +8,14 @@ recorded and again with only some of its calls kept: the matmuls, the output pro
 alone, everything but the matmuls, the attention alone (a matmul whose input norm is folded
 in, ``rms_norm_matmuls_q16``, counts as a matmul). Each is timed over 100 runs (best
 of 3). Then 64 decode steps as bench_models.py runs them (`Transformer.eval` of one token
-and its argmax): the host time is their wall time minus the time inside the compiled loop.
+and its argmax): the host time is their wall time minus the time inside the compiled call,
+plus that call's own cost from Python (an empty program's, timed after reading 100 MB).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -77,6 +79,7 @@ def main() -> None:
     def timed_kernel(program):
         kernel = program._kernel
 
+        @functools.wraps(kernel)
         def timed(*args):
             t0 = time.perf_counter()
             try:
@@ -99,7 +102,31 @@ def main() -> None:
             token = int(t.eval([token])[-1].argmax())
         wall = (time.perf_counter() - t0) / steps
         host = wall - inside[0] / steps
-        print(f"{steps} decode steps: {wall * 1e3:.2f} ms each, {host * 1e3:.3f} ms of it on the host")
+        print(f"{steps} decode steps: {wall * 1e3:.2f} ms each, {host * 1e3:.3f} ms of it on the host "
+              f"around the compiled call")
+    program = next(reversed(t._programs.values()))
+    call = cold_call_seconds(program)
+    print(f"the compiled call itself (an empty program, after reading 100 MB): {call * 1e3:.3f} ms; "
+          f"host per step: the two added")
+
+
+def cold_call_seconds(program, reps: int = 30) -> float:
+    """Median time of ``program``'s compiled call with no instructions, each right after
+    reading 100 MB (as a step's weights leave the caches): the part of the "inside" time
+    that is the call from Python, not the step's work."""
+    import numpy as np
+
+    big = np.ones(100_000_000 // 8)
+    empty = program._code[:0].copy()
+    kernel = getattr(program._kernel, "__wrapped__", program._kernel)
+    arguments = (empty, *program._arguments(2)[1:])
+    times = []
+    for _ in range(reps):
+        big.sum()
+        t0 = time.perf_counter()
+        kernel(*arguments)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[reps // 2]
 
 
 if __name__ == "__main__":

@@ -67,13 +67,22 @@ class Sampler:
 
     def __call__(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
         p = self.params
-        logits = np.array(logits, dtype=np.float32, copy=True)
-        # -inf masks a token out; NaN or +inf, or nothing left to draw from, has no meaning
-        if np.isnan(logits).any() or np.isposinf(logits).any() or not np.isfinite(logits).any():
+        logits = np.asarray(logits, dtype=np.float32)  # the caller's array: copied before any change
+        # -inf masks a token out; NaN or +inf, or nothing left to draw from, has no meaning. One
+        # pass finds all three: argmax stops at the first NaN, else at the first +inf, and
+        # lands on -inf only when every logit is -inf (this runs once per generated token).
+        best = int(np.argmax(logits)) if logits.size else -1
+        if best < 0 or not math.isfinite(float(logits.flat[best])):
             raise NumericalError(
                 "cannot sample from logits that are NaN, +inf or all -inf; the model or a hook "
                 "produced them (check the file's weights, or the logits you passed)"
             )
+        penalties = p.repeat_penalty != 1.0 or p.frequency_penalty or p.presence_penalty
+        penalize = bool(penalties and p.repeat_last_n and history)
+        if p.temperature == 0 and not penalize:
+            return best
+        if penalize:
+            logits = logits.copy()
         if p.repeat_penalty != 1.0 and p.repeat_last_n and history:
             recent = np.unique(np.asarray(history[-p.repeat_last_n :], dtype=np.int64))
             vals = logits[recent]

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from realm.errors import NumericalError
 from realm.generate import InvalidParameterError, Sampler, SamplingParams, TextAssembler
 
 
@@ -83,6 +84,30 @@ def test_repeat_penalty_demotes_recent_tokens():
     # a negative logit is multiplied, pushing it further down
     neg = np.array([-0.5, -0.55], dtype=np.float32)
     assert s(neg, history=[0]) == 1
+
+
+def test_penalties_leave_the_callers_logits_as_they_were():
+    logits = np.array([3.0, 2.9, 2.4, 0.0], dtype=np.float32)
+    before = logits.copy()
+    Sampler(SamplingParams(temperature=0, repeat_penalty=1.5))(logits, history=[0, 1])
+    Sampler(SamplingParams(temperature=0.7, frequency_penalty=0.5, seed=0))(logits, history=[0, 0, 2])
+    np.testing.assert_array_equal(logits, before)
+
+
+@pytest.mark.parametrize("bad", ["one NaN", "one +inf", "all -inf", "empty"])
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_logits_with_nothing_to_draw_from_are_refused(bad, temperature):
+    logits = np.linspace(-3, 3, 50).astype(np.float32)
+    if bad == "one NaN":
+        logits[17] = np.nan
+    elif bad == "one +inf":
+        logits[3] = np.inf
+    elif bad == "all -inf":
+        logits[:] = -np.inf
+    else:
+        logits = logits[:0]
+    with pytest.raises(NumericalError, match="NaN, \\+inf or all -inf"):
+        Sampler(SamplingParams(temperature=temperature, seed=0))(logits)
 
 
 def test_frequency_and_presence_penalties_subtract_per_occurrence():

@@ -34,7 +34,7 @@ from realm.engine.blocks import BlockPool, BlockTable, PoolFullError
 from realm.engine.request import Request, RequestHandle, Wakeups, _Event
 from realm.errors import CallOrderError, ContextOverflowError, InvalidParameterError, ModelBusyError
 from realm.generate import Sampler, TextAssembler
-from realm.model.transformer import Batch, Transformer
+from realm.model.transformer import Batch, Transformer, all_finite
 from realm.tokenizer import Tokenizer
 
 DEFAULT_N_SEQ_MAX = 32
@@ -383,7 +383,7 @@ class Engine:
             if end >= len(seq.request.ids):
                 self._forget_inflight(seq)
             rows = logits[item.logits_rows]
-            if not np.isfinite(rows).all():
+            if not all_finite(rows):
                 if error is None:
                     error = self.transformer.nonfinite_error(batch)
                 self._end(seq, _Event(error=error))
