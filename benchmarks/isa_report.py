@@ -6,13 +6,13 @@ Nothing runs on the processors named: each is only a compile target (LLVM's name
 ``llc -mcpu`` takes them), so one machine reports for all of them. Two tables:
 
 1. **Loop shapes as plain numba loops**: what numba's own vectorizer makes of the
-   integer dot-product loops one would write first. Each processor's compile runs in a
-   child process with ``NUMBA_CPU_NAME`` set (numba reads it at import); the counts are of
-   the compiled function's instructions.
-2. **realm's decode loop per weight format** (`realm_numba.dot_ir`'s one-row loop, the
-   IR `matmul_q16` runs for a decode token): its innermost loop's instructions per 32
-   values, and the multiply-adds among them (also per 32 values; the K-quants' and
-   IQ4_XS's loop takes 256 values a pass).
+   integer dot-product loops one would write first; the counts are of the compiled
+   function's instructions.
+2. **realm's decode loop per weight format**: dot_ir's run of rows (what `matmul_q16`
+   runs for a decode token), inlined into a numba function and optimized by numba's own
+   pipeline, as the backend builds it: the instructions per 32 values of the innermost
+   loop with the most multiply-adds, and those multiply-adds (also per 32 values; a pass
+   covers 16 values per ``vpmaddwd`` or ``vpdpwssd``, so an unrolled loop counts right).
 
 ``vpmaddwd``: int16 pairs into int32 (AVX2); ``vpdpwssd``: the same plus the add, one
 instruction (AVX-512 VNNI, AVX-VNNI); ``vpmaddubsw``: uint8 x int8 pairs saturated to
@@ -129,19 +129,13 @@ def shapes_here() -> dict[str, str]:
     return report
 
 
-def shapes_for(cpu: str) -> dict[str, str]:
-    env = {**os.environ, "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": ""}
-    done = subprocess.run([sys.executable, __file__, "--shapes-here"], env=env, capture_output=True,
-                          text=True, check=True)  # fmt: skip
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 # ---------------------------------------------------------------- 2. realm's decode loop
 
 
 def innermost_loops(asm: str) -> list[list[str]]:
-    """Each loop's instructions: from a label to the branch back to it (no label inside)."""
-    lines = [line.strip() for line in asm.splitlines()]
+    """Each innermost loop's instructions: from a label to the branch back to it, with no
+    other label between (a loop with branches inside it is not listed)."""
+    lines = [line.split("#", 1)[0].strip() for line in asm.splitlines()]
     loops = []
     for i, line in enumerate(lines):
         jump = re.match(r"^j\w+\s+(\.LBB\w+)$", line)
@@ -153,30 +147,58 @@ def innermost_loops(asm: str) -> list[list[str]]:
     return loops
 
 
-def decode_loops(cpus: list[str]) -> list[tuple[str, list[str]]]:
-    sys.path[:0] = [str(ROOT), str(ROOT / "backends")]
-    import llvmlite.binding as llvm
-    from llvmlite import ir
+def decode_loop_here(fmt) -> str:
+    """``fmt``'s decode loop as `matmul_q16` builds it (dot_ir's run of rows, inlined into a
+    numba function and optimized by numba's pipeline), for this process's NUMBA_CPU_NAME:
+    instructions per 32 values in the innermost loop with the most multiply-adds, and those.
+    A pass of the loop covers 16 values per ``vpmaddwd`` or ``vpdpwssd``."""
+    from numba import njit
+    from numba.extending import intrinsic
 
     from realm_numba import dot_ir
+
+    def build(module):
+        return dot_ir._rows_function(module, fmt, "avx2")
+
+    @intrinsic
+    def rows_of(typingctx, w, w_at, row_bytes, rows, xq, xq_at, xd, xd_at, xs, xs_at, nb, out, out_at,
+                tokens, out_stride):  # fmt: skip
+        return dot_ir.void_call(build, w, w_at, row_bytes, rows, xq, xq_at, xd, xd_at, xs, xs_at, nb, out,
+                                out_at, tokens, out_stride)  # fmt: skip
+
+    @njit(fastmath=False)  # as gemm_q16.EXACT
+    def decode(w, row_bytes, rows, xq, xd, xs, nb, out, tokens, out_stride):
+        rows_of(w, 0, row_bytes, rows, xq, 0, xd, 0, xs, 0, nb, out, 0, tokens, out_stride)
+
+    decode.compile("void(uint8[:, ::1], int64, int64, int16[:, ::1], float32[:, ::1], float32[:, ::1], "
+                   "int64, float32[::1], int64, int64)")  # fmt: skip
+    loops = [body for body in innermost_loops(decode.inspect_asm(decode.signatures[0])) if _multiplies(body)]
+    if not loops:
+        return "no loop with a multiply-add"
+    body = max(loops, key=_multiplies)
+    blocks = _multiplies(body) / 2  # 32-value blocks a pass: two multiply-adds each
+    return f"{len(body) / blocks:.1f}: {madd_counts(body, blocks)}"
+
+
+def _multiplies(body: list[str]) -> int:
+    return sum(1 for n in body if n.startswith(("vpmaddwd", "vpdpwssd")))
+
+
+def report_here() -> dict:
+    """Both tables' cells for this process's NUMBA_CPU_NAME."""
+    sys.path[:0] = [str(ROOT), str(ROOT / "backends")]
     from realm_numba.int8_formats import FORMATS
 
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    target = llvm.Target.from_default_triple()
-    machines = {cpu: target.create_target_machine(cpu=cpu, features="", opt=3) for cpu in cpus}
-    rows = []
-    for fmt in FORMATS.values():
-        module = ir.Module(name=fmt.ggml.name)
-        module.triple = llvm.get_default_triple()
-        dot_ir._inline_function(module, fmt, "avx2").linkage = "external"
-        compiled = llvm.parse_assembly(str(module))
-        cells = []
-        for cpu in cpus:
-            body = max(innermost_loops(machines[cpu].emit_assembly(compiled)), key=len)
-            cells.append(f"{len(body) / fmt.blocks:.0f}: {madd_counts(body, fmt.blocks)}")
-        rows.append((fmt.ggml.name, cells))
-    return rows
+    return {"shapes": shapes_here(), "decode": {f.ggml.name: decode_loop_here(f) for f in FORMATS.values()}}
+
+
+def report_for(cpu: str) -> dict:
+    env = {**os.environ, "NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": ""}
+    done = subprocess.run([sys.executable, __file__, "--here"], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        why = done.stderr[-2000:]
+        raise SystemExit(f"compiling for {cpu!r} failed (is it an LLVM processor name?):\n{why}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def table(header: list[str], rows: list[tuple[str, list[str]]]) -> str:
@@ -188,22 +210,26 @@ def table(header: list[str], rows: list[tuple[str, list[str]]]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cpus", default=DEFAULT_CPUS, help=f"LLVM processor names (default {DEFAULT_CPUS})")
-    ap.add_argument("--shapes-here", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--here", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.shapes_here:
-        print(json.dumps(shapes_here()))
+    if a.here:
+        print(json.dumps(report_here()))
         return
     cpus = a.cpus.split(",")
     import llvmlite
     import numba
 
     print(f"numba {numba.__version__}, llvmlite {llvmlite.__version__}; compile targets only\n")
-    by_cpu = {cpu: shapes_for(cpu) for cpu in cpus}
-    names = list(by_cpu[cpus[0]])
-    print("1. Loop shapes as plain numba loops: multiply-add instructions in the compiled function\n")
-    print(table(["loop shape", *cpus], [(n, [by_cpu[c][n] for c in cpus]) for n in names]))
-    print("\n2. realm's decode loop (dot_ir), per 32 values: instructions in its loop: multiply-adds\n")
-    print(table(["format", *cpus], decode_loops(cpus)))
+    by_cpu = {cpu: report_for(cpu) for cpu in cpus}
+    for part, title, first in (
+        ("shapes", "1. Loop shapes as plain numba loops: multiply-add instructions in the compiled function",
+         "loop shape"),
+        ("decode", "2. realm's decode loop, per 32 values: instructions in the loop: multiply-adds",
+         "format"),
+    ):  # fmt: skip
+        names = list(by_cpu[cpus[0]][part])
+        print(f"{title}\n")
+        print(table([first, *cpus], [(n, [by_cpu[c][part][n] for c in cpus]) for n in names]) + "\n")
 
 
 if __name__ == "__main__":

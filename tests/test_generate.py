@@ -94,13 +94,20 @@ def test_penalties_leave_the_callers_logits_as_they_were():
     np.testing.assert_array_equal(logits, before)
 
 
-@pytest.mark.parametrize("bad", ["one NaN", "one +inf", "all -inf", "empty"])
+@pytest.mark.parametrize(
+    "bad", ["NaN inside", "NaN last", "NaN after +inf", "+inf inside", "all -inf", "empty"]
+)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
-def test_logits_with_nothing_to_draw_from_are_refused(bad, temperature):
-    logits = np.linspace(-3, 3, 50).astype(np.float32)
-    if bad == "one NaN":
+def test_logits_with_nothing_to_draw_from_are_refused(bad, dtype, temperature):
+    logits = np.linspace(-3, 3, 50).astype(dtype)  # the largest finite logit is the last
+    if bad == "NaN inside":
         logits[17] = np.nan
-    elif bad == "one +inf":
+    elif bad == "NaN last":
+        logits[-1] = np.nan
+    elif bad == "NaN after +inf":
+        logits[[5, 9]] = [np.inf, np.nan]
+    elif bad == "+inf inside":
         logits[3] = np.inf
     elif bad == "all -inf":
         logits[:] = -np.inf

@@ -78,15 +78,15 @@ class _Operands:
 def _compiled_entry(kernel: Any, arguments: tuple) -> Any:
     """``kernel``'s compiled function for ``arguments``' types, called without the dispatcher.
 
-    A program's arguments have the same types on every run, and the dispatcher works out
-    the types of each call's arguments anew: for the three typed lists a call back into
-    Python each. Right after a step's kernels have run, when little of the interpreter is
-    still in the caches, that cost ~50 us a call against ~25 us for the compiled entry
-    (an empty program, after reading 100 MB).
+    The dispatcher works out the types of each call's arguments anew: for the three typed
+    lists a call back into Python each. Right after a step's kernels have run, when little
+    of the interpreter is still in the caches, that cost ~50 us a call against ~25 us for
+    the compiled entry (an empty program, after reading 100 MB). The entry converts its
+    arguments without checking their types, which is safe only because a program passes
+    its own arrays and lists, of the types they had here, and an ``int`` thread count.
     """
     signature = tuple(kernel.typeof_pyval(a) for a in arguments)
-    kernel.compile(signature)  # compiled, or loaded from the cache, once per process
-    return kernel.overloads[signature].entry_point
+    return kernel.compile(signature)  # compiled, or loaded from the cache, once per process
 
 
 class NumbaStepProgram:
