@@ -375,6 +375,7 @@ class Engine:
     def _after_step(self, plan: list[_Scheduled], batch: Batch, logits: np.ndarray) -> None:
         """(Under the lock.) Record the new keys/values, then sample or collect logits."""
         error = None
+        every_row_finite = all_finite(logits)  # one pass for the whole step; row by row only if not
         for item in plan:
             seq = item.seq
             assert seq.table is not None
@@ -383,7 +384,7 @@ class Engine:
             if end >= len(seq.request.ids):
                 self._forget_inflight(seq)
             rows = logits[item.logits_rows]
-            if not all_finite(rows):
+            if not (every_row_finite or all_finite(rows)):
                 if error is None:
                     error = self.transformer.nonfinite_error(batch)
                 self._end(seq, _Event(error=error))
