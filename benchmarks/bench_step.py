@@ -119,7 +119,7 @@ def cold_call_seconds(program, reps: int = 30) -> float:
     big = np.ones(100_000_000 // 8)
     empty = program._code[:0].copy()
     kernel = getattr(program._kernel, "__wrapped__", program._kernel)
-    arguments = (empty, *program._arguments(2)[1:])
+    arguments = (empty, *program._arguments(program._backend._threads())[1:])
     times = []
     for _ in range(reps):
         big.sum()

@@ -83,15 +83,14 @@ class Sampler:
             return best
         if penalize:
             logits = logits.copy()
-        if p.repeat_penalty != 1.0 and p.repeat_last_n and history:
-            recent = np.unique(np.asarray(history[-p.repeat_last_n :], dtype=np.int64))
-            vals = logits[recent]
-            logits[recent] = np.where(vals > 0, vals / p.repeat_penalty, vals * p.repeat_penalty)
-        if (p.frequency_penalty or p.presence_penalty) and p.repeat_last_n and history:
             recent, counts = np.unique(
                 np.asarray(history[-p.repeat_last_n :], dtype=np.int64), return_counts=True
             )
-            logits[recent] -= (counts * p.frequency_penalty + p.presence_penalty).astype(np.float32)
+            if p.repeat_penalty != 1.0:
+                vals = logits[recent]
+                logits[recent] = np.where(vals > 0, vals / p.repeat_penalty, vals * p.repeat_penalty)
+            if p.frequency_penalty or p.presence_penalty:
+                logits[recent] -= (counts * p.frequency_penalty + p.presence_penalty).astype(np.float32)
         if p.temperature == 0:
             return int(np.argmax(logits))
         # candidates sorted by logit, best first
