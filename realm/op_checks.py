@@ -257,6 +257,12 @@ class OpChecks:
         self._input("scale", "x", x)
         self._output("scale", out, x.shape)
 
+    def count_nonfinite(self, x: Any, out: Any) -> None:
+        self._input("count_nonfinite", "x", x)
+        if x.ndim != 2:
+            refuse("count_nonfinite", "x", "be 2-D [rows, d]", f"shape {x.shape}")
+        self.array("count_nonfinite", "out", out, (x.shape[0],), I32, self.contiguous_outputs)
+
     def copy_rows(self, src: Any, dst: Any, start: int) -> None:
         """Rows of any dtype (KV caches need not be float32), as long as src's match dst's."""
         self._input("copy_rows", "src", src, dtype=None)

@@ -245,3 +245,50 @@ def test_scale(backend, reference, rng, shape, s, in_place):
 )
 def test_copy_rows(backend, reference, rng, n_dst, n_src, row_shape, start):
     check_copy_rows(backend, reference, rng, n_dst, n_src, row_shape, start)
+
+
+# ----------------------------------------------------------------------------- the logits' check
+
+# Bits of float32 values that are not finite: quiet and signalling NaNs of either sign, with
+# payloads, and the two infinities; and finite ones next to them.
+NONFINITE_BITS = [0x7FC00000, 0xFFC00000, 0x7F800001, 0xFFFFFFFF, 0x7FBFFFFF, 0x7F800000, 0xFF800000]
+FINITE_BITS = [0x7F7FFFFF, 0xFF7FFFFF, 0x00000001, 0x80000000, 0x00000000, 0x3F800000]
+
+
+def test_reference_count_nonfinite_is_its_definition(reference):
+    bits = np.array([
+        [0x7FC00000, 0x3F800000, 0x7F800000, 0xFF800000, 0x7F7FFFFF, 0x80000000],  # NaN 1 inf -inf max -0
+        [0x00000001, 0x3F800000, 0x40000000, 0xFF7FFFFF, 0x00000000, 0x3F000000],  # all finite
+        [0x7F800001, 0xFFFFFFFF, 0x7FBFFFFF, 0xFFC00000, 0x7FC00000, 0x7F800000],  # none finite
+    ], np.uint32)  # fmt: skip
+    out = np.full(3, -1, np.int32)
+    reference.count_nonfinite(bits.view(np.float32), out)
+    assert out.tolist() == [3, 0, 6]
+
+
+@pytest.mark.parametrize("rows,d", [(1, 49152), (3, 1000), (8, 17), (2, 262144)],
+                         ids=["smollm2_vocab", "3rows", "8x17", "gemma_vocab"])
+def test_count_nonfinite(backend, reference, rng, rows, d):
+    """Values planted at known places, among finite ones so large that their squares overflow."""
+    if backend.name == "cpu":
+        assert backend.supports("count_nonfinite")
+    if not backend.supports("count_nonfinite"):
+        return  # optional: the model checks the downloaded logits itself
+    x = (rng.standard_normal((rows, d)) * 1e30).astype(np.float32)
+    bits = x.view(np.uint32)
+    expected = []
+    for r in range(rows):
+        n = int(rng.integers(1, min(d, 40))) if r % 2 == 0 else 0  # odd rows stay finite
+        at = rng.choice(d - 1, n, replace=False)
+        bits[r, at] = rng.choice(NONFINITE_BITS, n)
+        expected.append(n)
+    bits[:, -1] = rng.choice(FINITE_BITS, rows)  # the last value (a vector loop's tail) finite too
+    if rows > 2:
+        bits[2, -1] = 0x7FC00000  # and a NaN alone in a tail
+        expected[2] += 1
+    out = backend.upload(np.full(rows, -1, np.int32))
+    backend.count_nonfinite(backend.upload(x), out)
+    assert backend.download(out).tolist() == expected
+    want = np.full(rows, -1, np.int32)
+    reference.count_nonfinite(x, want)
+    assert want.tolist() == expected

@@ -56,7 +56,7 @@ class Counting:
             logits[row, (token + 1) % VOCAB] = 10.0
             if token == self.poison:
                 logits[row] = np.nan
-        return logits
+        return logits, np.isfinite(logits).all(axis=1)
 
     def pass_open_in_this_thread(self):
         return False

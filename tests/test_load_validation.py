@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 import realm
+from realm.engine.request import Request
 from realm.errors import GGUFFormatError, NumericalError
+from realm.generate import SamplingParams
 from realm.gguf.types import GGMLType
 from realm.testing import write_model
 
@@ -116,23 +118,53 @@ def test_non_finite_logits_raise_naming_the_first_layer(tmp_path):
     assert np.isfinite(model.logits([1, 2])).all()
 
 
-def test_corrupt_weights_give_a_numerical_error_not_empty_text(tmp_path):
-    # an F32 norm weight full of NaN: greedy argmax of NaN used to give token 0 and "" / "stop"
+def _with_nan(tmp_path, tensor: str, rows: slice = slice(None)):
+    """The test model with rows ``rows`` of its F32 ``tensor`` set to NaN."""
     path = _write(tmp_path)
     data = bytearray(path.read_bytes())
     from realm.gguf.reader import read_gguf
 
     with read_gguf(path) as f:
-        info = f.tensors["output_norm.weight"]
-        start, size = info.offset, info.nbytes
-    data[start : start + size] = np.full(size // 4, np.nan, np.float32).tobytes()
+        info = f.tensors[tensor]
+        values = np.frombuffer(data, np.float32, info.nbytes // 4, info.offset).reshape(info.shape)
+        values = values.copy()
+    values[rows] = np.nan
+    data[info.offset : info.offset + info.nbytes] = values.tobytes()
     bad = tmp_path / "nan.gguf"
     bad.write_bytes(bytes(data))
-    model = realm.load(bad, device="numpy")
+    return bad
+
+
+@pytest.mark.parametrize("device", ["numpy", "cpu"])  # cpu: counted inside the step's program
+def test_corrupt_weights_give_a_numerical_error_not_empty_text(tmp_path, device):
+    # an F32 norm weight full of NaN: greedy argmax of NaN used to give token 0 and "" / "stop"
+    model = realm.load(_with_nan(tmp_path, "output_norm.weight"), device=device)
     with pytest.raises(NumericalError, match="result_norm|output"):
         model.generate("hello", max_tokens=3, temperature=0)
     with pytest.raises(NumericalError):
         model.generate("hello", max_tokens=3, temperature=0.7, seed=1)
+    with pytest.raises(NumericalError):
+        model.logits([1, 2, 3])
+    with pytest.raises(NumericalError):
+        model.transformer.eval([4])
+
+
+@pytest.mark.parametrize("device", ["numpy", "cpu"])
+def test_a_step_fails_only_the_request_whose_logits_are_not_finite(tmp_path, device):
+    """Token 7's embedding is NaN: a request with it fails, one sharing its steps does not."""
+    model = realm.load(_with_nan(tmp_path, "token_embd.weight", slice(7, 8)), device=device)
+    greedy = SamplingParams(temperature=0)
+    alone = model.engine.submit(Request([1, 2, 3], greedy, 12, ignore_eos=True))
+    alone.result()
+    steps = model.engine.steps
+    with model.transformer.lock:  # no step runs before both are in: their first steps are shared
+        clean = model.engine.submit(Request([1, 2, 3], greedy, 12, ignore_eos=True))
+        poisoned = model.engine.submit(Request([4, 7, 5], greedy, 12, ignore_eos=True))
+    with pytest.raises(NumericalError, match="inp_embd"):
+        poisoned.result()
+    clean.result()
+    assert clean.tokens == alone.tokens and len(clean.tokens) == 12
+    assert model.engine.steps - steps == 12  # the poisoned prompt ran in one of the clean one's steps
 
 
 def test_sampler_refuses_nan_logits_at_any_temperature():

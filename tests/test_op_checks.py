@@ -216,6 +216,13 @@ CASES = [
     # scale
     Case("x-int32", "scale", "x", lambda be: (i32(be, np.zeros(4)), 2.0, f32(be, 4)), "be float32"),
     Case("out-shape", "scale", "out", lambda be: (f32(be, 4), 2.0, f32(be, 5)), r"have shape \(4,\)"),
+    # count_nonfinite: x float32 [rows, d], out int32 [rows]
+    Case("x-1d", "count_nonfinite", "x", lambda be: (f32(be, 6), i32(be, np.zeros(6))), r"be 2-D"),
+    Case("x-int32", "count_nonfinite", "x", lambda be: (i32(be, np.zeros((2, 3))), i32(be, [0, 0])),
+         "be float32"),
+    Case("out-float", "count_nonfinite", "out", lambda be: (f32(be, 2, 3), f32(be, 2)), "be int32"),
+    Case("out-rows", "count_nonfinite", "out", lambda be: (f32(be, 2, 3), i32(be, [0, 0, 0])),
+         r"have shape \(2,\)"),
     # copy_rows: src rows of dst's dtype and trailing shape, inside dst
     Case("dtype", "copy_rows", "src",
          lambda be: (i32(be, np.zeros((1, 2, 8))), f32(be, 6, 2, 8), 0),

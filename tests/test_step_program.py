@@ -61,11 +61,16 @@ class Pass:
         self.w_up = quant(GGMLType.F16, 96)
         self.w_down = quant(GGMLType.Q8_0 if q16 else GGMLType.F16, K, 96)
         self.w_f32 = quant(GGMLType.F32, 96)
-        self.w_array = floats(40, K)
+        w_array = rng.standard_normal((40, K)).astype(np.float32)
+        w_array[5, 7] = np.nan  # one logit per row is NaN: count_nonfinite has something to count
+        self.w_array = be.upload(w_array)
         self.embd = quant(GGMLType.Q8_0, N_TOKENS)
         self.rows_f32, self.rows_array = floats(n, K), floats(n, K)
         self.writes = [self.x, self.q, self.k, self.v, self.k_pool, self.v_pool, self.attn]
         self.writes += [self.gate, self.up, self.proj, self.logits, self.rows_f32, self.rows_array]
+        self.counts = be.upload(np.full(n, -7, np.int32)) if be.supports("count_nonfinite") else None
+        if self.counts is not None:
+            self.writes.append(self.counts)
         self.initial = [be.download(a) for a in self.writes]
 
     def describe(self, be, positions, seq_ids, table, slots, ids) -> None:
@@ -97,6 +102,8 @@ class Pass:
         be.add(self.x, self.bias, self.x)
         be.scale(self.x, 0.5, self.proj)
         be.matmul(self.proj, self.w_array, self.logits)
+        if self.counts is not None:
+            be.count_nonfinite(self.logits, self.counts)
 
     def reset(self) -> None:
         for host, array in zip(self.initial, self.writes, strict=True):
@@ -142,7 +149,9 @@ def test_a_program_gives_its_calls_bits_with_each_runs_inputs(backend, rng, n):
     # The runs' inputs mattered: a program that kept the recorded indices would fail above.
     assert not np.array_equal(outcomes[0][4], outcomes[1][4])  # k_pool: written at other slots
     assert not np.array_equal(outcomes[0][6], outcomes[1][6])  # attention read other positions
-    assert not np.array_equal(outcomes[0][11], outcomes[1][11])  # get_rows read other rows
+    assert not np.array_equal(outcomes[0][11], outcomes[1][11], equal_nan=True)  # get_rows read other rows
+    if p.counts is not None:  # the counts were written: the one NaN column of each row
+        assert outcomes[0][-1].tolist() == [1] * n
 
 
 def test_programs_check_their_inputs_as_the_ops_do(backend, rng):
@@ -233,8 +242,9 @@ def test_a_model_pass_through_a_program_equals_it_op_by_op(tmp_path, family):
         results[programs] = run_steps(np.random.default_rng(7))
     # The passes above did run as programs: layers, final norm and output projection.
     assert set(t._programs) == {("forward", 6, 0), *(("forward", n, n) for n in (1, 2, 3, 19))}
-    for i, (got, want) in enumerate(zip(results[True], results[False], strict=True)):
+    for i, ((got, got_finite), (want, want_finite)) in enumerate(zip(*results.values(), strict=True)):
         np.testing.assert_array_equal(got, want, err_msg=f"pass {i}")
+        assert got_finite.tolist() == want_finite.tolist() == [True] * len(want), f"pass {i}"
 
 
 def test_eval_through_the_forward_program_equals_it_op_by_op(tmp_path):

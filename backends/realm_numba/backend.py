@@ -504,6 +504,11 @@ class NumbaBackend:
         CHECKS.scale(x, out)
         self._k.scale(x.reshape(-1), np.float32(s), out.reshape(-1))
 
+    def count_nonfinite(self, x: np.ndarray, out: np.ndarray) -> None:
+        """``out[r]`` = how many values of row ``r`` are NaN, +inf or -inf."""
+        CHECKS.count_nonfinite(x, out)
+        self._k.count_nonfinite(x, out)
+
     def copy_rows(self, src: np.ndarray, dst: np.ndarray, start: int) -> None:
         """``dst[start:start+len(src)] = src`` (a KV-cache write)."""
         CHECKS.copy_rows(src, dst, start)

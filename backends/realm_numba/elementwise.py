@@ -1,4 +1,5 @@
-"""Row-wise and element-wise ops: rms_norm, rope, swiglu, geglu, add, scale, copy_rows.
+"""Row-wise and element-wise ops: rms_norm, rope, swiglu, geglu, add, scale, copy_rows,
+count_nonfinite.
 
 These touch each activation once, so they run single-threaded: at decode sizes a
 parallel region would cost more than the work. Arrays arrive as C-contiguous 2-D
@@ -204,3 +205,20 @@ def copy_rows(src, dst, start):
     for r in range(src.shape[0]):
         for i in range(src.shape[1]):
             dst[start + r, i] = src[r, i]
+
+
+_EXPONENT = np.uint32(0x7F800000)  # float32's exponent bits: all set for NaN and the infinities
+
+
+@njit(**JIT)
+def count_nonfinite(x, out):
+    """``out[r]`` = how many of row ``r``'s values are NaN or infinite (``x [rows, d]`` float32):
+    those whose exponent bits are all set. A mask, a compare and an add per value, which
+    LLVM vectorizes."""
+    bits = x.view(np.uint32)
+    for r in range(bits.shape[0]):
+        row = bits[r]
+        n = 0
+        for i in range(row.shape[0]):
+            n += (row[i] & _EXPONENT) == _EXPONENT
+        out[r] = n

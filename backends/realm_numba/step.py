@@ -224,6 +224,10 @@ class NumbaStepProgram:
             self._f(out),
         ], [base, freq_scale]
 
+    def _count_nonfinite(self, x, out):
+        CHECKS.count_nonfinite(x, out)
+        return [sk.COUNT_NONFINITE, self._f(x), *x.shape, self._ops.int32(out)], []
+
     def _set_rows(self, src, dst, rows):
         CHECKS.set_rows(src, dst, rows)
         if len(src) == 0:

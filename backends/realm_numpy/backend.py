@@ -335,6 +335,11 @@ class NumpyBackend:
         CHECKS.scale(x, out)
         np.multiply(x, np.float32(s), out=out)
 
+    def count_nonfinite(self, x: np.ndarray, out: np.ndarray) -> None:
+        """``out[r]`` = how many values of row ``r`` are NaN, +inf or -inf."""
+        CHECKS.count_nonfinite(x, out)
+        out[:] = np.count_nonzero(~np.isfinite(x), axis=1)
+
     def copy_rows(self, src: np.ndarray, dst: np.ndarray, start: int) -> None:
         """``dst[start:start+len(src)] = src`` (a KV-cache write)."""
         CHECKS.copy_rows(src, dst, start)

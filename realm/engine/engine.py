@@ -2,10 +2,11 @@
 
 Read top to bottom, a step is::
 
-    batch = schedule()        # one decode token per running sequence, then prompt chunks
-    logits = forward(batch)   # one pass through the layers: each weight read once per step
+    batch = schedule()               # one decode token per running sequence, then prompt chunks
+    logits, finite = forward(batch)  # one pass through the layers: each weight read once per step
     for each sequence:
-        commit its new keys/values; sample (prefill done) or keep its logits (all_logits)
+        commit its new keys/values; sample (prefill done) or keep its logits (all_logits);
+        fail it if its logits are not finite
 
 Callers `submit` requests from any thread (or an asyncio loop) and read their handles; only
 the worker touches the backend. Chunked prefill (vLLM, llama.cpp's server): decode tokens go
@@ -34,7 +35,7 @@ from realm.engine.blocks import BlockPool, BlockTable, PoolFullError
 from realm.engine.request import Request, RequestHandle, Wakeups, _Event
 from realm.errors import CallOrderError, ContextOverflowError, InvalidParameterError, ModelBusyError
 from realm.generate import Sampler, TextAssembler
-from realm.model.transformer import Batch, Transformer, all_finite
+from realm.model.transformer import Batch, Transformer
 from realm.tokenizer import Tokenizer
 
 DEFAULT_N_SEQ_MAX = 32
@@ -243,7 +244,7 @@ class Engine:
                 return False
             batch = self._batch(plan)
             try:
-                logits = self.transformer.forward(batch)
+                logits, finite = self.transformer.forward(batch)
             except Exception as exc:  # a hook or the backend failed: those requests fail, not the engine
                 with self._cond:
                     for item in plan:
@@ -253,7 +254,7 @@ class Engine:
             with self._cond:
                 self._wakeups = Wakeups()  # asyncio readers are woken once per loop, after the step
                 try:
-                    self._after_step(plan, batch, logits)
+                    self._after_step(plan, batch, logits, finite)
                 finally:
                     wakeups, self._wakeups = self._wakeups, None
             wakeups.fire()
@@ -372,10 +373,12 @@ class Engine:
 
     # ------------------------------------------------------------------ after a step
 
-    def _after_step(self, plan: list[_Scheduled], batch: Batch, logits: np.ndarray) -> None:
-        """(Under the lock.) Record the new keys/values, then sample or collect logits."""
+    def _after_step(self, plan: list[_Scheduled], batch: Batch, logits: np.ndarray,
+                    finite: np.ndarray) -> None:
+        """(Under the lock.) Record the new keys/values, then sample or collect logits; ``finite``:
+        whether each row of ``logits`` is free of NaN and infinities."""
         error = None
-        every_row_finite = all_finite(logits)  # one pass for the whole step; row by row only if not
+        every_row_finite = bool(finite.all())  # one test for the whole step; row by row only if not
         for item in plan:
             seq = item.seq
             assert seq.table is not None
@@ -384,7 +387,7 @@ class Engine:
             if end >= len(seq.request.ids):
                 self._forget_inflight(seq)
             rows = logits[item.logits_rows]
-            if not (every_row_finite or all_finite(rows)):
+            if not (every_row_finite or finite[item.logits_rows].all()):
                 if error is None:
                     error = self.transformer.nonfinite_error(batch)
                 self._end(seq, _Event(error=error))

@@ -48,11 +48,13 @@ STEP_PROGRAM_MAX_TOKENS = 64
 STEP_PROGRAMS_KEPT = 32
 
 
-def all_finite(x: np.ndarray) -> bool:
-    """No NaN or infinity in ``x``: one dot product (a NaN or an infinity makes it non-finite),
-    and the exact test only when that overflowed."""
+def finite_rows(x: np.ndarray) -> np.ndarray:
+    """Whether each row of ``x`` is free of NaN and infinities: one dot product over all of
+    it (a NaN or an infinity makes it non-finite), row by row only when that overflowed."""
     flat = x.reshape(-1)
-    return bool(np.isfinite(np.dot(flat, flat))) or bool(np.isfinite(flat).all())
+    if np.isfinite(np.dot(flat, flat)):
+        return np.ones(len(x), bool)
+    return np.isfinite(x).all(axis=1)
 
 
 @dataclass
@@ -114,6 +116,7 @@ class RunState:
     gate: DeviceArray  # [n_batch, n_ff]
     up: DeviceArray  # [n_batch, n_ff]
     logits: DeviceArray  # [n_logit_rows, n_vocab]
+    nonfinite: DeviceArray  # int32 [n_logit_rows]: NaN and infinities in each row of logits
 
     @classmethod
     def allocate(cls, backend: Backend, cfg: ModelConfig, n_batch: int) -> RunState:
@@ -133,6 +136,7 @@ class RunState:
             gate=buf(n_batch, cfg.n_ff),
             up=buf(n_batch, cfg.n_ff),
             logits=buf(n_logit_rows, cfg.n_vocab),
+            nonfinite=backend.empty((n_logit_rows,), np.int32),
         )
 
 
@@ -179,6 +183,8 @@ class Transformer:
         # the rounding of the matmuls after it, and RoPE with the KV write.
         self._norm_groups = frozenset(t for t in GGMLType if backend.supports("rms_norm_matmuls_q16", t))
         self._fuses_rope_kv = backend.supports("rope_write_kv")
+        # The logits' check for NaN and infinities runs in the pass, on rows still in the caches.
+        self._counts_nonfinite = backend.supports("count_nonfinite")
         self._compiles_steps = backend.supports("compile_step")
         # Programs by what they run and its size, for the KV buffers of `_programs_capacity`.
         self._programs: dict[tuple, StepProgram] = {}
@@ -186,8 +192,9 @@ class Transformer:
 
     # ------------------------------------------------------------------ the engine's step
 
-    def forward(self, batch: Batch) -> np.ndarray:
-        """Run one batch through every layer; logits ``(n_logits, n_vocab)`` for its last tokens.
+    def forward(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """Run one batch through every layer: logits ``(n_logits, n_vocab)`` for its last tokens,
+        and for each of their rows whether it is free of NaN and infinities.
 
         Non-finite logits are returned as they are: the caller fails the sequences they belong
         to (`nonfinite_error` says where they came from) and keeps the others.
@@ -201,9 +208,9 @@ class Transformer:
             try:
                 if by_program:  # the embedding, the layers, the final norm and the projection
                     self._run_program(("forward", n, batch.n_logits), lambda: self._whole_pass(first, n))
-                    return self._finish_logits([self.backend.download(self.state.logits[: batch.n_logits])])
+                    return self._finish_logits([self._download_logits(batch.n_logits)])
                 self._layers()
-                return self._logits(first, n, check=False)
+                return self._logits(first, n)
             finally:
                 self._pass = None
 
@@ -308,7 +315,7 @@ class Transformer:
         """End the pass: logits for every token of it (or the last one), and the tokens join the sequence."""
         n = self._current().n
         try:
-            logits = self._logits(0 if all_logits else n - 1, n)
+            logits = self._checked(*self._logits(0 if all_logits else n - 1, n))
         except BaseException:
             self._end_pass()
             raise
@@ -322,7 +329,7 @@ class Transformer:
         n = self._current().n
         try:
             self._run_program(("forward", n, 1), lambda: self._whole_pass(n - 1, n))
-            logits = self._finish_logits([self.backend.download(self.state.logits[:1])], check=True)
+            logits = self._checked(*self._finish_logits([self._download_logits(1)]))
         except BaseException:
             self._end_pass()
             raise
@@ -562,33 +569,50 @@ class Transformer:
             self._emit(f"blk.{il}.ffn_act", gate)
         self._matmul(gate, layer["ffn_down"], s.proj[:n])
 
-    def _logits(self, row_start: int, row_stop: int, check: bool = True) -> np.ndarray:
-        """Final norm and output projection for rows [row_start, row_stop) of the pass."""
+    def _logits(self, row_start: int, row_stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Final norm and output projection for rows [row_start, row_stop) of the pass: the
+        logits, and whether each row is finite."""
         step = self.state.logits.shape[0]
         parts = []
         for r0 in range(row_start, row_stop, step):
             r1 = min(r0 + step, row_stop)
             self._project(r0, r1)
-            parts.append(self.backend.download(self.state.logits[: r1 - r0]))
-        return self._finish_logits(parts, check)
+            parts.append(self._download_logits(r1 - r0))
+        return self._finish_logits(parts)
 
     def _project(self, r0: int, r1: int) -> None:
         """Rows [r0, r1) of the pass through the final norm and the output projection, into
-        the first rows of the logits buffer."""
+        the first rows of the logits buffer (and their count of non-finite values where the
+        backend counts them)."""
         s = self.state
         logits = s.logits[: r1 - r0]
         self._normed_matmuls(s.x[r0:r1], self.w.output_norm, "result_norm", [self.w.output], [logits])
+        if self._counts_nonfinite:
+            self.backend.count_nonfinite(logits, s.nonfinite[: r1 - r0])
 
-    def _finish_logits(self, parts: list[np.ndarray], check: bool = False) -> np.ndarray:
+    def _download_logits(self, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """A host copy of the first ``n_rows`` of the logits buffer, and whether each is finite."""
+        logits = self.backend.download(self.state.logits[:n_rows])
+        if self._counts_nonfinite:
+            return logits, self.backend.download(self.state.nonfinite[:n_rows]) == 0
+        return logits, finite_rows(logits)
+
+    def _finish_logits(self, parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """The parts' logits as one array, capped where the model caps them, and their rows' finiteness."""
         if len(parts) == 1:
-            out = parts[0]
+            out, finite = parts[0]
         else:
-            out = np.concatenate([np.empty((0, self.cfg.n_vocab), np.float32), *parts])
-        if check and not all_finite(out):
-            raise self._nonfinite_error()
+            out = np.concatenate([np.empty((0, self.cfg.n_vocab), np.float32), *(p[0] for p in parts)])
+            finite = np.concatenate([np.empty(0, bool), *(p[1] for p in parts)])
         if self.cfg.final_softcap:
             out = self.cfg.final_softcap * np.tanh(out / self.cfg.final_softcap)
-        return out
+        return out, finite
+
+    def _checked(self, logits: np.ndarray, finite: np.ndarray) -> np.ndarray:
+        """``logits``, or the error naming where the pass went non-finite."""
+        if not finite.all():
+            raise self._nonfinite_error()
+        return logits
 
     def _nonfinite_error(self) -> NumericalError:
         """The error for non-finite logits, naming the first intermediate that went non-finite.
