@@ -153,7 +153,16 @@ class TextAssembler:
 
     def push(self, token: int) -> str:
         """Add a token; return the text that is now safe to emit (maybe empty)."""
-        self.pending_bytes += self.token_bytes(token)
+        data = self.token_bytes(token)
+        if not (self.stop or self.pending_bytes):  # the common case, in fewer steps: once per token
+            try:
+                piece = data.decode("utf-8")
+            except UnicodeDecodeError:
+                pass  # part of a character, or invalid: below
+            else:
+                self.text += piece
+                return piece
+        self.pending_bytes += data
         decoded, self.pending_bytes = _split_utf8(self.pending_bytes)
         self.pending_text += decoded
         for s in self.stop:

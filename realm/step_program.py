@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+
 from realm.errors import CallOrderError
 
 # The ops a step may contain: those that only write into device arrays they are given.
@@ -39,8 +41,11 @@ class OpCall:
 
 
 class StepProgram(Protocol):
-    def run(self, inputs: Sequence[Any]) -> None:
-        """Run the recorded calls with ``inputs`` in place of the recorded inputs (same shapes)."""
+    def run(self, inputs: Sequence[np.ndarray]) -> None:
+        """Run the recorded calls with ``inputs``, host arrays, in place of the recorded inputs
+        (same dtypes and shapes; a 2-D one may have another number of columns). The program
+        copies them to where its calls read them: a decode step's indices are a few numbers,
+        and a separate upload of each would cost more than the copy."""
         ...
 
 
@@ -77,9 +82,11 @@ def substitute(value: Any, swap: dict[int, Any]) -> Any:
     return swap.get(id(value), value)
 
 
-def run_calls(backend: Any, calls: Sequence[OpCall], recorded: Sequence[Any], inputs: Sequence[Any]) -> None:
-    """The definition of a program's run: each call on ``backend``, ``inputs`` in place of ``recorded``."""
-    swap = {id(r): i for r, i in zip(recorded, inputs, strict=True)}
+def run_calls(backend: Any, calls: Sequence[OpCall], recorded: Sequence[Any],
+              inputs: Sequence[np.ndarray]) -> None:
+    """The definition of a program's run: each call on ``backend``, the host arrays ``inputs``
+    uploaded in place of ``recorded``."""
+    swap = {id(r): backend.upload(i) for r, i in zip(recorded, inputs, strict=True)}
     for call in calls:
         args = [substitute(a, swap) for a in call.args]
         kwargs = {k: substitute(v, swap) for k, v in call.kwargs.items()}

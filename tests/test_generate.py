@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from realm.errors import NumericalError
 from realm.generate import InvalidParameterError, Sampler, SamplingParams, TextAssembler
@@ -176,6 +178,17 @@ def test_assembler_incomplete_character_at_end_becomes_replacement():
     asm = TextAssembler(bytes_of(table))
     assert asm.push(0) + asm.push(1) == "x"
     assert asm.flush() == "\ufffd"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(min_size=0, max_size=4), min_size=1, max_size=12))
+def test_assembled_text_is_the_whole_bytes_decoded(pieces):
+    """Any split of any bytes (characters cut anywhere, invalid bytes): the pieces and the
+    flush join to the bytes decoded at once, and ``text`` holds what was emitted."""
+    asm = TextAssembler(bytes_of(dict(enumerate(pieces))))
+    out = "".join(asm.push(t) for t in range(len(pieces))) + asm.flush()
+    assert out == b"".join(pieces).decode("utf-8", errors="replace")
+    assert asm.text == out
 
 
 def test_stop_string_across_tokens_is_cut_and_never_emitted():

@@ -113,9 +113,9 @@ class Pass:
         return [self.be.download(a) for a in self.writes]
 
 
-def _inputs(be, rng, n: int, width: int) -> list:
+def _inputs(rng, n: int, width: int) -> list[np.ndarray]:
     """positions, seq_ids, a block table of ``width`` blocks per sequence, slots (two
-    sequences), token ids."""
+    sequences), token ids: host arrays, as a program's run takes them."""
     seq_ids = np.sort(rng.integers(0, 2, n)).astype(np.int32)
     positions = np.zeros(n, np.int32)
     table = rng.permutation(N_SLOTS // BLOCK)[: 2 * width].reshape(2, width).astype(np.int32)
@@ -124,20 +124,20 @@ def _inputs(be, rng, n: int, width: int) -> list:
         positions[mine] = rng.integers(0, width * BLOCK - len(mine) + 1) + np.arange(len(mine))
     slots = table[seq_ids, positions // BLOCK] * BLOCK + positions % BLOCK
     ids = rng.integers(0, N_TOKENS, n).astype(np.int32)
-    return [be.upload(a) for a in (positions, seq_ids, table, slots.astype(np.int32), ids)]
+    return [positions, seq_ids, table, slots.astype(np.int32), ids]
 
 
 @pytest.mark.parametrize("n", [1, 5])
 def test_a_program_gives_its_calls_bits_with_each_runs_inputs(backend, rng, n):
     _needs_programs(backend)
     p = Pass(backend, rng, n)
-    recorded = _inputs(backend, rng, n, width=2)
+    recorded = [backend.upload(a) for a in _inputs(rng, n, width=2)]
     recorder = StepRecorder(backend)
     p.describe(recorder, *recorded)
     program = backend.compile_step(recorder.calls, recorded)
     outcomes = []
     for width in (2, 3, 4):  # each run's own indices, the block table wider than recorded
-        now = _inputs(backend, rng, n, width)
+        now = _inputs(rng, n, width)
         p.reset()
         run_calls(backend, recorder.calls, recorded, now)
         expected = p.results()
@@ -157,33 +157,36 @@ def test_a_program_gives_its_calls_bits_with_each_runs_inputs(backend, rng, n):
 def test_programs_check_their_inputs_as_the_ops_do(backend, rng):
     _needs_programs(backend)
     p = Pass(backend, rng, 3)
-    recorded = _inputs(backend, rng, 3, width=2)
+    host = _inputs(rng, 3, width=2)
+    recorded = [backend.upload(a) for a in host]
     recorder = StepRecorder(backend)
     p.describe(recorder, *recorded)
     program = backend.compile_step(recorder.calls, recorded)
-    positions, seq_ids, table, slots, ids = (backend.download(a) for a in recorded)
+    positions, seq_ids, table, slots, ids = host
 
     with pytest.raises(BackendArgumentError, match="input 0 must be C-contiguous int32 of shape"):
-        program.run([backend.upload(positions.astype(np.int64)), *recorded[1:]])
+        program.run([positions.astype(np.int64), *host[1:]])
     with pytest.raises(BackendArgumentError, match="input 3 must be C-contiguous int32 of shape"):
-        program.run([*recorded[:3], backend.upload(slots[:2]), recorded[4]])
+        program.run([*host[:3], slots[:2], ids])
+    with pytest.raises(BackendArgumentError, match="input 4 must be C-contiguous int32 of shape"):
+        program.run([*host[:4], np.zeros(6, np.int32)[::2]])
     with pytest.raises(BackendArgumentError, match="5 inputs"):
-        program.run(recorded[:3])
+        program.run(host[:3])
     bad = slots.copy()
     bad[1] = N_SLOTS + 7
     with pytest.raises(BackendArgumentError, match=rf"set_rows.*rows.*{N_SLOTS + 7} at position 1"):
-        program.run([*recorded[:3], backend.upload(bad), recorded[4]])
+        program.run([*host[:3], bad, ids])
     with pytest.raises(BackendArgumentError, match="set_rows.*distinct"):
-        program.run([*recorded[:3], backend.upload(np.full(3, slots[0], np.int32)), recorded[4]])
+        program.run([*host[:3], np.full(3, slots[0], np.int32), ids])
     bad_ids = ids.copy()
     bad_ids[2] = N_TOKENS
     with pytest.raises(BackendArgumentError, match=rf"get_rows.*w_Q8_0.*id {N_TOKENS} at position 2"):
-        program.run([*recorded[:4], backend.upload(bad_ids)])
+        program.run([*host[:4], bad_ids])
     bad_seq = seq_ids.copy()
     bad_seq[0] = 9
     with pytest.raises(BackendArgumentError, match="seq_ids"):
-        program.run([recorded[0], backend.upload(bad_seq), *recorded[2:]])
-    program.run(recorded)  # a refused run leaves the program usable
+        program.run([positions, bad_seq, *host[2:]])
+    program.run(host)  # a refused run leaves the program usable
 
 
 def test_a_call_a_program_cannot_hold_is_refused(backend, rng):

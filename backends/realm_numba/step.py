@@ -117,10 +117,12 @@ class NumbaStepProgram:
         self._code = np.array(checks + code, dtype=np.int64).reshape(-1, sk.FIELDS)
         self._params = np.array([[0.0, 0.0]] * len(checks) + params, dtype=np.float64).reshape(-1, 2)
         has_quant = bool((self._code[:, 0] == sk.MATMUL_QUANT).any())
+        # The arguments but the thread count, built once: the lists are changed in place.
+        self._fixed = (self._code, self._params, self._ops.floats, self._ops.ints, self._ops.weights)
         self._kernel = _compiled_entry(sk.run_step_quant if has_quant else sk.run_step, self._arguments(0))
 
     def run(self, inputs: Sequence[np.ndarray]) -> None:
-        """The recorded calls on these index arrays; a 2-D one (a block table) may have another shape."""
+        """The recorded calls on these host index arrays; a 2-D one (a block table) may have another shape."""
         if len(inputs) != self._n_inputs:
             raise BackendArgumentError(f"compile_step program: {self._n_inputs} inputs, got {len(inputs)}")
         held = self._ops.int_arrays
@@ -139,13 +141,12 @@ class NumbaStepProgram:
             else:
                 held[i] = now.copy()
                 self._ops.ints[i] = held[i].reshape(1, -1) if now.ndim == 1 else held[i]
-        bad_at = self._kernel(*self._arguments(self._backend._threads()))
+        bad_at = self._kernel(*self._fixed, self._backend._threads())
         if bad_at >= 0:  # an op refused its indices and wrote nothing; the ops before it ran
             self._refuse(bad_at)
 
     def _arguments(self, threads: int) -> tuple:
-        ops = self._ops
-        return self._code, self._params, ops.floats, ops.ints, ops.weights, threads
+        return (*self._fixed, threads)
 
     def _refuse(self, at: int) -> None:
         """Raise what instruction ``at``'s op method raises for the indices it refused."""

@@ -81,21 +81,33 @@ class Batch:
         return cls(ids, positions, np.zeros(len(ids), np.int32), [table], n_logits)
 
 
-@dataclass
 class _Pass:
-    """The pass in progress: its batch and the batch's indices on the device."""
+    """The pass in progress: its batch, and the batch's indices on the host and the device.
 
-    batch: Batch
-    positions: DeviceArray
-    seq_ids: DeviceArray
-    block_table: DeviceArray
-    slots: DeviceArray  # the pool slot each token's key/value goes to
-    ids: DeviceArray  # the token ids, int32 [n]
+    The indices, int32: ``positions`` and ``seq_ids`` [n], the ``block_table`` [sequences,
+    blocks], ``slots`` [n] (the pool slot each token's key/value goes to) and the token
+    ``ids`` [n]. They are uploaded at their first use: a pass run by a program
+    (`StepProgram.run`) takes the host arrays, and uploads none.
+    """
+
+    def __init__(self, batch: Batch, host: list[np.ndarray], backend: Backend) -> None:
+        self.batch = batch
+        self.host = host  # positions, seq_ids, block_table, slots, ids
+        self._backend = backend
+        self._device: list[DeviceArray] | None = None
 
     @property
-    def inputs(self) -> list[DeviceArray]:
-        """What a recorded pass takes anew each run (`StepProgram.run`)."""
-        return [self.positions, self.seq_ids, self.block_table, self.slots, self.ids]
+    def device(self) -> list[DeviceArray]:
+        """The indices on the device, in `host`'s order: a recorded pass's inputs."""
+        if self._device is None:
+            self._device = [self._backend.upload(a) for a in self.host]
+        return self._device
+
+    positions = property(lambda self: self.device[0])
+    seq_ids = property(lambda self: self.device[1])
+    block_table = property(lambda self: self.device[2])
+    slots = property(lambda self: self.device[3])
+    ids = property(lambda self: self.device[4])
 
     @property
     def n(self) -> int:
@@ -366,7 +378,7 @@ class Transformer:
         return self._solo.n_tokens if self._solo is not None else 0
 
     def _begin(self, batch: Batch, embed: bool = True) -> None:
-        """Upload the batch's indices; write its embeddings into the residual stream unless a
+        """Make the batch's indices; write its embeddings into the residual stream unless a
         program that starts with them (`_whole_pass`) runs next."""
         be, bs = self.backend, self.cache.block_size
         self.cache.sync()
@@ -378,14 +390,8 @@ class Transformer:
         table = np.array([b + [0] * (width - len(b)) for b in blocks], np.int32)
         slots = [blocks[s][p // bs] * bs + p % bs
                  for s, p in zip(batch.seq_ids.tolist(), batch.positions.tolist(), strict=True)]
-        self._pass = _Pass(
-            batch,
-            positions=be.upload(batch.positions),
-            seq_ids=be.upload(batch.seq_ids),
-            block_table=be.upload(table),
-            slots=be.upload(np.array(slots, np.int32)),
-            ids=be.upload(np.array(batch.ids, np.int32)),
-        )
+        ids = np.array(batch.ids, np.int32)
+        self._pass = _Pass(batch, [batch.positions, batch.seq_ids, table, np.array(slots, np.int32), ids], be)
         if embed:
             self._embed_tokens()
 
@@ -429,7 +435,7 @@ class Transformer:
 
         Programs hold the KV buffers they were recorded with: they are dropped when those grow.
         """
-        inputs = self._current().inputs
+        p = self._current()
         if self._programs_capacity != self.cache.capacity:
             self._programs.clear()
             self._programs_capacity = self.cache.capacity
@@ -441,11 +447,11 @@ class Transformer:
                 calls()
             finally:
                 self.backend = backend
-            program = backend.compile_step(recorder.calls, inputs)
+            program = backend.compile_step(recorder.calls, p.device)
             while len(self._programs) >= STEP_PROGRAMS_KEPT:
                 del self._programs[next(iter(self._programs))]  # the least recently used
         self._programs[key] = program
-        program.run(inputs)
+        program.run(p.host)
 
     def _refuse_closed(self) -> None:
         if self.closed:
