@@ -10,6 +10,9 @@ in, ``rms_norm_matmuls_q16``, counts as a matmul). Each is timed over 100 runs (
 of 3). Then 64 decode steps as bench_models.py runs them (`Transformer.eval` of one token
 and its argmax): the host time is their wall time minus the time inside the compiled call,
 plus that call's own cost from Python (an empty program's, timed after reading 100 MB).
+Last, the same steps with the compiled call replaced by nothing (the host's work with its
+code and data in the caches) and by a 100 MB read (the caches emptied, as the step's
+weights empty them): what the host time is made of.
 """
 
 from __future__ import annotations
@@ -92,22 +95,40 @@ def main() -> None:
     for program in t._programs.values():
         timed_kernel(program)
     step.NumbaStepProgram.__init__ = make
-    steps = 64
     for _ in range(3):
-        t.reset()
-        token = int(t.eval(prompt)[-1].argmax())
-        inside[0] = 0.0
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            token = int(t.eval([token])[-1].argmax())
-        wall = (time.perf_counter() - t0) / steps
-        host = wall - inside[0] / steps
-        print(f"{steps} decode steps: {wall * 1e3:.2f} ms each, {host * 1e3:.3f} ms of it on the host "
+        wall, host = decode_steps(t, prompt, inside)
+        print(f"{STEPS} decode steps: {wall * 1e3:.2f} ms each, {host * 1e3:.3f} ms of it on the host "
               f"around the compiled call")
     program = next(reversed(t._programs.values()))
     call = cold_call_seconds(program)
     print(f"the compiled call itself (an empty program, after reading 100 MB): {call * 1e3:.3f} ms; "
           f"host per step: the two added")
+
+    import numpy as np
+
+    big = np.ones(100_000_000 // 8)
+    for name, stand_in in (("nothing", lambda *args: -1), ("a 100 MB read", lambda *args: big.sum() * 0 - 1)):
+        for program in t._programs.values():
+            program._kernel = stand_in
+            timed_kernel(program)  # its time is not the host's
+        hosts = [decode_steps(t, prompt, inside)[1] for _ in range(3)]
+        print(f"the compiled call replaced by {name}: {' / '.join(f'{h * 1e3:.3f}' for h in hosts)} ms "
+              f"on the host per step")
+
+
+STEPS = 64
+
+
+def decode_steps(t, prompt: list[int], inside: list[float]) -> tuple[float, float]:
+    """Seconds per decode step (wall, and wall minus ``inside``: the time in compiled calls)."""
+    t.reset()
+    token = int(t.eval(prompt)[-1].argmax())
+    inside[0] = 0.0
+    t0 = time.perf_counter()
+    for _ in range(STEPS):
+        token = int(t.eval([token])[-1].argmax())
+    wall = (time.perf_counter() - t0) / STEPS
+    return wall, wall - inside[0] / STEPS
 
 
 def cold_call_seconds(program, reps: int = 30) -> float:
