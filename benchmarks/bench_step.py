@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_models import model_path  # noqa: E402
 from timing import best_of, cpu_name  # noqa: E402
@@ -35,6 +37,21 @@ GROUPS = {
     "everything but the matmuls": lambda c, last: c.op not in MATMULS,
     "attention": lambda c, last: c.op == "attention_paged",
 }
+
+
+STEPS = 64
+
+
+def decode_steps(t, prompt: list[int], inside: list[float]) -> tuple[float, float]:
+    """Seconds per decode step (wall, and wall minus ``inside``: the time in compiled calls)."""
+    t.reset()
+    token = int(t.eval(prompt)[-1].argmax())
+    inside[0] = 0.0
+    t0 = time.perf_counter()
+    for _ in range(STEPS):
+        token = int(t.eval([token])[-1].argmax())
+    wall = (time.perf_counter() - t0) / STEPS
+    return wall, wall - inside[0] / STEPS
 
 
 def main() -> None:
@@ -104,11 +121,9 @@ def main() -> None:
     print(f"the compiled call itself (an empty program, after reading 100 MB): {call * 1e3:.3f} ms; "
           f"host per step: the two added")
 
-    import numpy as np
-
     big = np.ones(100_000_000 // 8)
     for name, stand_in in (("nothing", lambda *args: -1), ("a 100 MB read", lambda *args: big.sum() * 0 - 1)):
-        for program in t._programs.values():
+        for program in t._programs.values():  # the logits and their counts stay as the last step left them
             program._kernel = stand_in
             timed_kernel(program)  # its time is not the host's
         hosts = [decode_steps(t, prompt, inside)[1] for _ in range(3)]
@@ -116,27 +131,10 @@ def main() -> None:
               f"on the host per step")
 
 
-STEPS = 64
-
-
-def decode_steps(t, prompt: list[int], inside: list[float]) -> tuple[float, float]:
-    """Seconds per decode step (wall, and wall minus ``inside``: the time in compiled calls)."""
-    t.reset()
-    token = int(t.eval(prompt)[-1].argmax())
-    inside[0] = 0.0
-    t0 = time.perf_counter()
-    for _ in range(STEPS):
-        token = int(t.eval([token])[-1].argmax())
-    wall = (time.perf_counter() - t0) / STEPS
-    return wall, wall - inside[0] / STEPS
-
-
 def cold_call_seconds(program, reps: int = 30) -> float:
     """Median time of ``program``'s compiled call with no instructions, each right after
     reading 100 MB (as a step's weights leave the caches): the part of the "inside" time
     that is the call from Python, not the step's work."""
-    import numpy as np
-
     big = np.ones(100_000_000 // 8)
     empty = program._code[:0].copy()
     kernel = getattr(program._kernel, "__wrapped__", program._kernel)

@@ -66,7 +66,8 @@ Op semantics (the numpy reference backend is the executable definition):
 - ``compile_step(calls, inputs)`` (optional): a program running a recorded list of step-op
   calls (`realm.step_program`) in one go; ``program.run(new_inputs)`` must equal
   `realm.step_program.run_calls` with ``new_inputs`` in place of ``inputs`` (the pass's index
-  arrays, token ids included: same dtypes and shapes, a block table of any width). The new
+  arrays, token ids included: same dtypes and shapes, a block table of any number of rows and
+  columns). The new
   inputs are host arrays: the program copies them where its calls read them.
 
 Row-wise ops (rms_norm, rope, add, scale, swiglu, geglu) accept an ``out`` that is one of

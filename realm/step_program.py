@@ -43,7 +43,8 @@ class OpCall:
 class StepProgram(Protocol):
     def run(self, inputs: Sequence[np.ndarray]) -> None:
         """Run the recorded calls with ``inputs``, host arrays, in place of the recorded inputs
-        (same dtypes and shapes; a 2-D one may have another number of columns). The program
+        (same dtypes and shapes, but a 2-D one, the block table, may have any number of rows
+        and columns: the sequences of a pass of ``n`` tokens and their blocks). The program
         copies them to where its calls read them: a decode step's indices are a few numbers,
         and a separate upload of each would cost more than the copy."""
         ...

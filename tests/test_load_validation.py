@@ -135,6 +135,18 @@ def _with_nan(tmp_path, tensor: str, rows: slice = slice(None)):
     return bad
 
 
+def test_the_hosts_finite_check_finds_each_row():
+    """The check for backends without count_nonfinite: large finite values whose squares
+    overflow are finite; a NaN or an infinity fails its own row only."""
+    from realm.model.passes import finite_rows
+
+    x = np.full((4, 1000), 3e38, np.float32)
+    x[1, 500], x[3, 999] = np.nan, -np.inf
+    assert finite_rows(x).tolist() == [True, False, True, False]
+    assert finite_rows(x[[0, 2]]).tolist() == [True, True]
+    assert finite_rows(np.zeros((2, 8), np.float32)).tolist() == [True, True]
+
+
 @pytest.mark.parametrize("device", ["numpy", "cpu"])  # cpu: counted inside the step's program
 def test_corrupt_weights_give_a_numerical_error_not_empty_text(tmp_path, device):
     # an F32 norm weight full of NaN: greedy argmax of NaN used to give token 0 and "" / "stop"

@@ -18,7 +18,7 @@ import realm
 from realm.backend import RopeMode
 from realm.errors import BackendArgumentError, CallOrderError
 from realm.gguf.types import GGMLType
-from realm.model.transformer import Batch
+from realm.model.passes import Batch
 from realm.op_checks import check_paged_indices
 from realm.step_program import OpCall, StepRecorder, run_calls
 from realm.testing import random_quant_tensor, write_model
@@ -113,13 +113,13 @@ class Pass:
         return [self.be.download(a) for a in self.writes]
 
 
-def _inputs(rng, n: int, width: int) -> list[np.ndarray]:
-    """positions, seq_ids, a block table of ``width`` blocks per sequence, slots (two
-    sequences), token ids: host arrays, as a program's run takes them."""
-    seq_ids = np.sort(rng.integers(0, 2, n)).astype(np.int32)
+def _inputs(rng, n: int, width: int, n_seqs: int = 2) -> list[np.ndarray]:
+    """positions, seq_ids, a block table of ``width`` blocks for each of ``n_seqs`` sequences,
+    slots, token ids: host arrays, as a program's run takes them."""
+    seq_ids = np.sort(rng.integers(0, n_seqs, n)).astype(np.int32)
     positions = np.zeros(n, np.int32)
-    table = rng.permutation(N_SLOTS // BLOCK)[: 2 * width].reshape(2, width).astype(np.int32)
-    for s in (0, 1):
+    table = rng.permutation(N_SLOTS // BLOCK)[: n_seqs * width].reshape(n_seqs, width).astype(np.int32)
+    for s in range(n_seqs):
         mine = np.flatnonzero(seq_ids == s)
         positions[mine] = rng.integers(0, width * BLOCK - len(mine) + 1) + np.arange(len(mine))
     slots = table[seq_ids, positions // BLOCK] * BLOCK + positions % BLOCK
@@ -136,15 +136,17 @@ def test_a_program_gives_its_calls_bits_with_each_runs_inputs(backend, rng, n):
     p.describe(recorder, *recorded)
     program = backend.compile_step(recorder.calls, recorded)
     outcomes = []
-    for width in (2, 3, 4):  # each run's own indices, the block table wider than recorded
-        now = _inputs(rng, n, width)
+    # Each run's own indices; the block table wider than recorded, then with one row or three
+    # (one program serves a pass of n tokens from any number of sequences).
+    for width, n_seqs in ((2, 2), (3, 2), (4, 2), (3, 1), (2, 3)):
+        now = _inputs(rng, n, width, n_seqs)
         p.reset()
         run_calls(backend, recorder.calls, recorded, now)
         expected = p.results()
         p.reset()
         program.run(now)
         for i, (got, want) in enumerate(zip(p.results(), expected, strict=True)):
-            np.testing.assert_array_equal(got, want, err_msg=f"array {i} after the program (width {width})")
+            np.testing.assert_array_equal(got, want, err_msg=f"array {i}, table {n_seqs} x {width}")
         outcomes.append(expected)
     # The runs' inputs mattered: a program that kept the recorded indices would fail above.
     assert not np.array_equal(outcomes[0][4], outcomes[1][4])  # k_pool: written at other slots

@@ -122,7 +122,7 @@ class NumbaStepProgram:
         self._kernel = _compiled_entry(sk.run_step_quant if has_quant else sk.run_step, self._arguments(0))
 
     def run(self, inputs: Sequence[np.ndarray]) -> None:
-        """The recorded calls on these host index arrays; a 2-D one (a block table) may have another shape."""
+        """The recorded calls on these host index arrays; a 2-D one (the block table) may have any shape."""
         if len(inputs) != self._n_inputs:
             raise BackendArgumentError(f"compile_step program: {self._n_inputs} inputs, got {len(inputs)}")
         held = self._ops.int_arrays

@@ -35,7 +35,8 @@ from realm.engine.blocks import BlockPool, BlockTable, PoolFullError
 from realm.engine.request import Request, RequestHandle, Wakeups, _Event
 from realm.errors import CallOrderError, ContextOverflowError, InvalidParameterError, ModelBusyError
 from realm.generate import Sampler, TextAssembler
-from realm.model.transformer import Batch, Transformer
+from realm.model.passes import Batch
+from realm.model.transformer import Transformer
 from realm.tokenizer import Tokenizer
 
 DEFAULT_N_SEQ_MAX = 32

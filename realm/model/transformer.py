@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,13 +28,13 @@ from realm.gguf.types import GGMLType
 from realm.model.architecture import Architecture
 from realm.model.config import ModelConfig
 from realm.model.kv_cache import KVCache
+from realm.model.passes import Batch, Pass, PassIndices, RunState, finite_rows
 from realm.model.weights import ModelWeights
 from realm.step_program import StepProgram, StepRecorder
 
 # A hook gets (name, host copy of the tensor) and returns None to leave it or an array to replace it.
 Hook = Callable[[str, np.ndarray], "np.ndarray | None"]
 
-LOGITS_BUFFER_BYTES = 16 * 1024 * 1024  # bounds the rows of logits computed at once
 # Positions the KV pool may hold over all sequences unless load(kv_size=) says otherwise: its
 # memory grows with use, so this bounds what a busy engine can take before requests queue.
 DEFAULT_KV_SIZE = 16384
@@ -46,110 +45,6 @@ STEP_PROGRAM_MAX_TOKENS = 64
 # Programs kept (the most recently used): an engine's passes come in many sizes (tokens x
 # rows of logits), and each program holds ~100 KB of encoded calls.
 STEP_PROGRAMS_KEPT = 32
-
-
-def finite_rows(x: np.ndarray) -> np.ndarray:
-    """Whether each row of ``x`` is free of NaN and infinities: one dot product over all of
-    it (a NaN or an infinity makes it non-finite), row by row only when that overflowed."""
-    flat = x.reshape(-1)
-    if np.isfinite(np.dot(flat, flat)):
-        return np.ones(len(x), bool)
-    return np.isfinite(x).all(axis=1)
-
-
-@dataclass
-class Batch:
-    """The tokens of one pass: any mix of sequences, each token at its own position.
-
-    Token ``i`` is position ``positions[i]`` of sequence ``tables[seq_ids[i]]``; the tables
-    already have blocks for every position written. Tokens may come in any order (keys and
-    values are all written before attention reads them, and each token sees only its own
-    sequence up to its position); the pass returns logits for the last ``n_logits`` tokens.
-    """
-
-    ids: list[int]
-    positions: np.ndarray  # int32 [n]
-    seq_ids: np.ndarray  # int32 [n]
-    tables: list[BlockTable]
-    n_logits: int
-
-    @classmethod
-    def one_sequence(cls, table: BlockTable, ids: list[int], n_logits: int) -> Batch:
-        """``ids`` following the positions ``table`` already holds."""
-        n_past = table.n_tokens
-        positions = np.arange(n_past, n_past + len(ids), dtype=np.int32)
-        return cls(ids, positions, np.zeros(len(ids), np.int32), [table], n_logits)
-
-
-class _Pass:
-    """The pass in progress: its batch, and the batch's indices on the host and the device.
-
-    The indices, int32: ``positions`` and ``seq_ids`` [n], the ``block_table`` [sequences,
-    blocks], ``slots`` [n] (the pool slot each token's key/value goes to) and the token
-    ``ids`` [n]. They are uploaded at their first use: a pass run by a program
-    (`StepProgram.run`) takes the host arrays, and uploads none.
-    """
-
-    def __init__(self, batch: Batch, host: list[np.ndarray], backend: Backend) -> None:
-        self.batch = batch
-        self.host = host  # positions, seq_ids, block_table, slots, ids
-        self._backend = backend
-        self._device: list[DeviceArray] | None = None
-
-    @property
-    def device(self) -> list[DeviceArray]:
-        """The indices on the device, in `host`'s order: a recorded pass's inputs."""
-        if self._device is None:
-            self._device = [self._backend.upload(a) for a in self.host]
-        return self._device
-
-    positions = property(lambda self: self.device[0])
-    seq_ids = property(lambda self: self.device[1])
-    block_table = property(lambda self: self.device[2])
-    slots = property(lambda self: self.device[3])
-    ids = property(lambda self: self.device[4])
-
-    @property
-    def n(self) -> int:
-        return len(self.batch.ids)
-
-
-@dataclass
-class RunState:
-    """Activation buffers for up to ``n_batch`` tokens at once (llama2.c's RunState)."""
-
-    x: DeviceArray  # residual stream [n_batch, n_embd]
-    xn: DeviceArray  # normed input of the current sub-block [n_batch, n_embd]
-    q: DeviceArray  # [n_batch, n_head * head_dim_k]
-    k: DeviceArray  # [n_batch, n_head_kv * head_dim_k]
-    v: DeviceArray  # [n_batch, n_head_kv * head_dim_v]
-    attn: DeviceArray  # attention result before the output projection [n_batch, n_head * head_dim_v]
-    proj: DeviceArray  # output of attn_output / ffn_down [n_batch, n_embd]
-    gate: DeviceArray  # [n_batch, n_ff]
-    up: DeviceArray  # [n_batch, n_ff]
-    logits: DeviceArray  # [n_logit_rows, n_vocab]
-    nonfinite: DeviceArray  # int32 [n_logit_rows]: NaN and infinities in each row of logits
-
-    @classmethod
-    def allocate(cls, backend: Backend, cfg: ModelConfig, n_batch: int) -> RunState:
-        n_logit_rows = max(1, min(n_batch, LOGITS_BUFFER_BYTES // (4 * cfg.n_vocab)))
-
-        def buf(*shape: int) -> DeviceArray:
-            return backend.empty(shape, np.float32)
-
-        return cls(
-            x=buf(n_batch, cfg.n_embd),
-            xn=buf(n_batch, cfg.n_embd),
-            q=buf(n_batch, cfg.n_head * cfg.head_dim_k),
-            k=buf(n_batch, cfg.n_head_kv * cfg.head_dim_k),
-            v=buf(n_batch, cfg.n_head_kv * cfg.head_dim_v),
-            attn=buf(n_batch, cfg.n_head * cfg.head_dim_v),
-            proj=buf(n_batch, cfg.n_embd),
-            gate=buf(n_batch, cfg.n_ff),
-            up=buf(n_batch, cfg.n_ff),
-            logits=buf(n_logit_rows, cfg.n_vocab),
-            nonfinite=backend.empty((n_logit_rows,), np.int32),
-        )
 
 
 class Transformer:
@@ -179,7 +74,7 @@ class Transformer:
         self.hooks: dict[str, Hook] = {}
         self.lock = threading.RLock()
         self._solo: BlockTable | None = None  # the research API's sequence
-        self._pass: _Pass | None = None
+        self._pass: Pass | None = None
         self._pass_holds_lock = False
         self._pass_thread: int | None = None  # the thread whose research pass holds the lock
         self.closed = False  # set by Model.close: passes are refused from then on
@@ -390,8 +285,14 @@ class Transformer:
         table = np.array([b + [0] * (width - len(b)) for b in blocks], np.int32)
         slots = [blocks[s][p // bs] * bs + p % bs
                  for s, p in zip(batch.seq_ids.tolist(), batch.positions.tolist(), strict=True)]
-        ids = np.array(batch.ids, np.int32)
-        self._pass = _Pass(batch, [batch.positions, batch.seq_ids, table, np.array(slots, np.int32), ids], be)
+        host = PassIndices(
+            np.ascontiguousarray(batch.positions),  # a program takes them as they are (dtype checked there)
+            np.ascontiguousarray(batch.seq_ids),
+            table,
+            np.array(slots, np.int32),
+            np.array(batch.ids, np.int32),
+        )
+        self._pass = Pass(batch, host, be)
         if embed:
             self._embed_tokens()
 
@@ -399,7 +300,7 @@ class Transformer:
         """The pass's token embeddings into the residual stream."""
         p, be = self._current(), self.backend
         x = self.state.x[: p.n]
-        be.get_rows(self.w.token_embd, p.ids, x)
+        be.get_rows(self.w.token_embd, p.device.ids, x)
         if self._embd_scale is not None:
             be.scale(x, self._embd_scale, x)
         self._emit("inp_embd", x)
@@ -457,7 +358,7 @@ class Transformer:
         if self.closed:
             raise CallOrderError("the model is closed; load it again to use it")
 
-    def _current(self) -> _Pass:
+    def _current(self) -> Pass:
         self._refuse_closed()
         if self._pass is None:
             raise CallOrderError("no pass in progress: call embed(ids) first")
@@ -488,9 +389,9 @@ class Transformer:
         be.add(x, proj, x)
         self._emit(f"blk.{il}.l_out", x)
 
-    def _attention(self, il: int, p: _Pass) -> None:
+    def _attention(self, il: int, p: Pass) -> None:
         be, s, cfg, layer, arch = self.backend, self.state, self.cfg, self.w.layers[il], self.arch
-        n = p.n
+        n, idx = p.n, p.device
         q2, k2, v2 = s.q[:n], s.k[:n], s.v[:n]
         weights = [layer[name] for name in ("attn_q", "attn_k", "attn_v")]
         self._normed_matmuls(s.x[:n], layer["attn_norm"], f"blk.{il}.attn_norm", weights, [q2, k2, v2])
@@ -509,25 +410,25 @@ class Transformer:
         rope = {"freq_factors": self.w.rope_freqs, "freq_scale": freq_scale}
         k_pool, v_pool = self.cache.k[il], self.cache.v[il]
         if self._fuses_rope_kv and self._quiet():
-            be.rope_write_kv(q, k, v, p.positions, cfg.rope_dim, base, arch.rope_mode, k_pool, v_pool,
-                             p.slots, **rope)  # fmt: skip
+            be.rope_write_kv(q, k, v, idx.positions, cfg.rope_dim, base, arch.rope_mode, k_pool, v_pool,
+                             idx.slots, **rope)  # fmt: skip
         else:
             for t in (q, k):
-                be.rope(t, p.positions, cfg.rope_dim, base, arch.rope_mode, t, **rope)
+                be.rope(t, idx.positions, cfg.rope_dim, base, arch.rope_mode, t, **rope)
             self._emit(f"blk.{il}.q", q2)
             self._emit(f"blk.{il}.k", k2)
             self._emit(f"blk.{il}.v", v2)
-            be.set_rows(k, k_pool, p.slots)
-            be.set_rows(v, v_pool, p.slots)
+            be.set_rows(k, k_pool, idx.slots)
+            be.set_rows(v, v_pool, idx.slots)
         attn = s.attn[:n]
         be.attention_paged(
             q,
             k_pool,
             v_pool,
-            p.block_table,
+            idx.block_table,
             self.cache.block_size,
-            p.seq_ids,
-            p.positions,
+            idx.seq_ids,
+            idx.positions,
             self._attn_scale,
             attn.reshape(n, cfg.n_head, cfg.head_dim_v),
             window=arch.layer_window(il),
