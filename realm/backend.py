@@ -63,6 +63,9 @@ Op semantics (the numpy reference backend is the executable definition):
 - ``count_nonfinite(x, out)`` (optional): ``out[r]`` (int32) the number of NaN and infinite
   values in row ``r`` of ``x [rows, d]``: the logits' check inside a step, where the rows
   are still in the caches.
+- ``argmax_rows(x, out)`` (optional): ``out[r]`` (int32) = ``np.argmax(x[r])``, the first
+  maximum of row ``r`` of ``x [rows, d]`` (its first NaN where it has one): a greedy
+  token picked inside the step, so the logits need not leave the device.
 - ``compile_step(calls, inputs)`` (optional): a program running a recorded list of step-op
   calls (`realm.step_program`) in one go; ``program.run(new_inputs)`` must equal
   `realm.step_program.run_calls` with ``new_inputs`` in place of ``inputs`` (the pass's index
@@ -175,7 +178,7 @@ class Backend(Protocol):
     # optional (OPTIONAL_OPS): matmul_q16(x, w: QuantTensor, out), matmuls_q16(x, ws, outs),
     # rms_norm_matmuls_q16(x, weight, eps, ws, outs, gated), rope_write_kv(q, k, v, positions, n_rot,
     # base, mode, k_pool, v_pool, slots, freq_factors, freq_scale),
-    # count_nonfinite(x, out), compile_step(calls, inputs) -> a program with run(inputs)
+    # count_nonfinite(x, out), argmax_rows(x, out), compile_step(calls, inputs) -> a program with run(inputs)
     def get_rows(self, w: QuantTensor | DeviceArray, ids: DeviceArray, out: DeviceArray) -> None: ...
     def rms_norm(self, x: DeviceArray, weight: DeviceArray, eps: float, out: DeviceArray) -> None: ...
     def rope(
@@ -257,9 +260,9 @@ OPS = (
 # The fused ops are defined by the ops they fuse (the module docstring), and a backend's must
 # give the bits of its own unfused calls: ``rms_norm_matmuls_q16`` (the norm before a
 # matmul's rounding) and ``rope_write_kv`` (RoPE of q and k, then the keys' and values' writes).
-# ``count_nonfinite`` is defined by the reference's numpy.
+# ``count_nonfinite`` and ``argmax_rows`` are defined by the reference's numpy.
 OPTIONAL_OPS = ("matmul_q16", "matmuls_q16", "rms_norm_matmuls_q16", "rope_write_kv", "count_nonfinite",
-                "compile_step")
+                "argmax_rows", "compile_step")
 
 
 def check_quant_upload(

@@ -65,6 +65,19 @@ class Sampler:
         self.params = params
         self.rng = np.random.default_rng(params.seed)
 
+    @property
+    def _penalizes(self) -> bool:
+        """Whether the parameters change logits of recent tokens (given a history)."""
+        p = self.params
+        penalties = p.repeat_penalty != 1.0 or p.frequency_penalty or p.presence_penalty
+        return bool(penalties and p.repeat_last_n)
+
+    @property
+    def draws_argmax(self) -> bool:
+        """Whether every draw is ``np.argmax`` of the logits as given (greedy, no penalty), so a
+        caller may pick it without the logits (`Transformer.forward_greedy`)."""
+        return self.params.temperature == 0 and not self._penalizes
+
     def __call__(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
         p = self.params
         logits = np.asarray(logits, dtype=np.float32)  # the caller's array: copied before any change
@@ -77,8 +90,7 @@ class Sampler:
                 "cannot sample from logits that are NaN, +inf or all -inf; the model or a hook "
                 "produced them (check the file's weights, or the logits you passed)"
             )
-        penalties = p.repeat_penalty != 1.0 or p.frequency_penalty or p.presence_penalty
-        penalize = bool(penalties and p.repeat_last_n and history)
+        penalize = self._penalizes and bool(history)
         if p.temperature == 0 and not penalize:
             return best
         if penalize:

@@ -263,6 +263,12 @@ class OpChecks:
             refuse("count_nonfinite", "x", "be 2-D [rows, d]", f"shape {x.shape}")
         self.array("count_nonfinite", "out", out, (x.shape[0],), I32, self.contiguous_outputs)
 
+    def argmax_rows(self, x: Any, out: Any) -> None:
+        self._input("argmax_rows", "x", x)
+        if x.ndim != 2 or x.shape[1] == 0:
+            refuse("argmax_rows", "x", "be 2-D [rows, d] with d >= 1", f"shape {x.shape}")
+        self.array("argmax_rows", "out", out, (x.shape[0],), I32, self.contiguous_outputs)
+
     def copy_rows(self, src: Any, dst: Any, start: int) -> None:
         """Rows of any dtype (KV caches need not be float32), as long as src's match dst's."""
         self._input("copy_rows", "src", src, dtype=None)

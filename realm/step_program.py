@@ -27,7 +27,7 @@ from realm.errors import CallOrderError
 STEP_OPS = frozenset({
     "get_rows", "rms_norm", "rope", "add", "scale", "swiglu", "geglu", "set_rows",
     "attention_paged", "matmul", "matmul_q16", "matmuls_q16", "rms_norm_matmuls_q16", "rope_write_kv",
-    "count_nonfinite",
+    "count_nonfinite", "argmax_rows",
 })  # fmt: skip
 
 

@@ -292,3 +292,69 @@ def test_count_nonfinite(backend, reference, rng, rows, d):
     want = np.full(rows, -1, np.int32)
     reference.count_nonfinite(x, want)
     assert want.tolist() == expected
+
+
+def _bits_row(*values: int) -> np.ndarray:
+    return np.array(values, np.uint32).view(np.float32)
+
+
+# (row, the index np.argmax gives): first maxima, signed zeros, infinities, NaN anywhere.
+ARGMAX_CASES = [
+    (_bits_row(0x3F800000, 0x40000000, 0x40000000, 0x3F000000), 1),  # 1 2 2 .5: the first 2
+    (_bits_row(0x80000000, 0x00000000, 0xBF800000), 0),  # -0 0 -1: -0 == 0, so the first
+    (_bits_row(0xBF800000, 0x80000000, 0x00000000), 1),  # -1 -0 0
+    (_bits_row(0xFF800000, 0xFF800000, 0xFF800000), 0),  # all -inf
+    (_bits_row(0xFF7FFFFF, 0xFF800000, 0x80000001), 2),  # -max -inf -denormal
+    (_bits_row(0x7F7FFFFF, 0x7F800000, 0x7F800000), 1),  # max +inf +inf
+    (_bits_row(0x7F800000, 0x7FC00000, 0x3F800000), 1),  # +inf NaN 1: NaN stops it
+    (_bits_row(0x3F800000, 0xFFC00000, 0x7FC00000), 1),  # a negative NaN counts as NaN
+    (_bits_row(0x00000001, 0x00000000, 0x80000001), 0),  # denormals order as numbers
+]
+
+
+def test_reference_argmax_rows_is_its_definition(reference):
+    for row, index in ARGMAX_CASES:
+        out = np.full(1, -1, np.int32)
+        reference.argmax_rows(row[None, :], out)
+        assert out.tolist() == [index], row
+
+
+def _argmax_rows_of(backend, x: np.ndarray) -> list[int]:
+    out = backend.upload(np.full(len(x), -1, np.int32))
+    backend.argmax_rows(backend.upload(x), out)
+    return backend.download(out).tolist()
+
+
+def _skip_without_argmax_rows(backend) -> None:
+    if backend.name == "cpu":
+        assert backend.supports("argmax_rows")
+    if not backend.supports("argmax_rows"):  # optional: the model takes argmax of the downloaded logits
+        pytest.skip(f"backend {backend.name!r} does not offer the optional argmax_rows")
+
+
+def test_argmax_rows_edge_cases(backend):
+    _skip_without_argmax_rows(backend)
+    for row, index in ARGMAX_CASES:
+        assert _argmax_rows_of(backend, row[None, :]) == [index], row
+
+
+@pytest.mark.parametrize("rows,d", [(1, 49152), (3, 1000), (8, 17), (2, 262144)],
+                         ids=["smollm2_vocab", "3rows", "8x17", "gemma_vocab"])
+def test_argmax_rows(backend, rng, rows, d):
+    """The first maximum wherever it falls: in a chunk's first or last value, in a vector
+    loop's tail, repeated further on, behind a NaN."""
+    _skip_without_argmax_rows(backend)
+    x = rng.standard_normal((rows, d)).astype(np.float32)
+    expected = []
+    for r in range(rows):
+        at = [0, d - 1, 255, 256, int(rng.integers(d))][r % 5] % d
+        x[r, at] = 10.0
+        later = np.arange(at + 1, d)
+        if len(later) and r % 2:
+            x[r, rng.choice(later, min(3, len(later)), replace=False)] = 10.0  # ties after it lose
+        expected.append(at)
+    if rows > 2:
+        x[2, d // 2] = np.nan  # numpy's argmax stops at a NaN
+        expected[2] = d // 2
+    assert np.argmax(x, axis=1).tolist() == expected  # what the rows were built to give
+    assert _argmax_rows_of(backend, x) == expected

@@ -42,6 +42,7 @@ class Counting:
         self.gate = threading.Event()  # cleared: steps wait (to line requests up)
         self.gate.set()
         self.entered = threading.Event()  # set when a step starts
+        self.greedy_steps = 0  # steps run through forward_greedy
 
     def forward(self, batch):
         self.entered.set()
@@ -57,6 +58,11 @@ class Counting:
             if token == self.poison:
                 logits[row] = np.nan
         return logits, np.isfinite(logits).all(axis=1)
+
+    def forward_greedy(self, batch):
+        self.greedy_steps += 1
+        logits, finite = self.forward(batch)
+        return np.argmax(logits, axis=1), finite
 
     def pass_open_in_this_thread(self):
         return False
@@ -91,6 +97,32 @@ def test_generation_stops_at_the_end_token_and_at_max_tokens():
     assert h.text == "".join(f"<{t}>" for t in range(42, 49))
     h = run(eng, [1, 2], max_tokens=3)
     assert h.tokens == [3, 4, 5] and h.finish_reason == "length"
+
+
+def test_greedy_steps_take_only_each_rows_argmax_and_others_take_the_logits():
+    """A step whose every sequence draws the argmax of its logits, and keeps none of them,
+    asks the model for the argmax alone; one sequence that samples, penalizes or keeps its
+    logits makes the whole step take the logits. The tokens are the same either way."""
+    eng, model = engine(n_batch=32)
+    h = run(eng, [1], max_tokens=4)
+    assert h.tokens == [2, 3, 4, 5] and model.greedy_steps == len(model.steps) == 4
+    for params, kw in [
+        (GREEDY, {"keep_logits": True}),
+        (SamplingParams(temperature=0, repeat_penalty=1.3), {}),
+        (SamplingParams(temperature=0.8, seed=1), {}),
+    ]:
+        model.gate.clear()
+        before, greedy_before = len(model.steps), model.greedy_steps
+        plain = eng.submit(Request([10], GREEDY, 3))
+        other = eng.submit(Request([20], params, 3, **kw))
+        model.gate.set()
+        plain.result(), other.result()
+        assert plain.tokens == [11, 12, 13], params
+        steps = model.steps[before:]
+        shared = sum(1 for s in steps if {seq for seq, _, _ in s} == {0, 1})
+        assert shared >= 2, steps  # they did share steps, and none of those was greedy
+        assert model.greedy_steps - greedy_before <= len(steps) - shared, params
+    assert other.tokens[0] in range(VOCAB)
 
 
 def test_stop_strings_end_a_request():

@@ -152,6 +152,38 @@ def test_a_greedy_request_is_bit_identical_beside_seven_others_at_different_stag
             assert np.array_equal(a, b), f"logits differ at step {step}"
 
 
+def test_greedy_tokens_picked_in_the_step_are_the_argmax_of_the_logits(smollm2_cpu, monkeypatch):
+    """Greedy requests that keep no logits get their tokens from the step's own argmax (the
+    logits stay on the device); the same requests keeping their logits get the same tokens,
+    each the argmax of the logits beside it."""
+    together, alone = smollm2_cpu
+    prompts = [together.tokenize(p) for p in ("The largest planet is", "Rivers flow into", "1, 1, 2, 3, 5,")]
+    t = together.transformer
+    calls = {"forward": 0, "forward_greedy": 0}
+
+    def counting(name):
+        run = getattr(t, name)
+
+        def counted(batch):
+            calls[name] += 1
+            return run(batch)
+
+        return counted
+
+    for name in calls:
+        monkeypatch.setattr(t, name, counting(name))
+
+    handles = [together.engine.submit(Request(p, GREEDY, 12)) for p in prompts]
+    for h in handles:
+        h.result()
+    assert calls["forward_greedy"] >= 12 and calls["forward"] == 0
+    for prompt, got in zip(prompts, handles, strict=True):
+        want = alone.engine.submit(Request(prompt, GREEDY, 12, keep_logits=True))
+        want.result()
+        assert got.tokens == want.tokens
+        assert [int(np.argmax(row)) for row in want.token_logits] == want.tokens
+
+
 def test_cancelling_mid_stream_frees_the_blocks_at_once(smollm2_cpu):
     together, _ = smollm2_cpu
     pool = together.engine.pool

@@ -216,6 +216,11 @@ CASES = [
     # scale
     Case("x-int32", "scale", "x", lambda be: (i32(be, np.zeros(4)), 2.0, f32(be, 4)), "be float32"),
     Case("out-shape", "scale", "out", lambda be: (f32(be, 4), 2.0, f32(be, 5)), r"have shape \(4,\)"),
+    # argmax_rows: x float32 [rows, d >= 1], out int32 [rows]
+    Case("x-1d", "argmax_rows", "x", lambda be: (f32(be, 6), i32(be, np.zeros(6))), r"be 2-D"),
+    Case("x-empty-rows", "argmax_rows", "x", lambda be: (f32(be, 2, 0), i32(be, [0, 0])), r"d >= 1"),
+    Case("out-float", "argmax_rows", "out", lambda be: (f32(be, 2, 3), f32(be, 2)), "be int32"),
+    Case("out-rows", "argmax_rows", "out", lambda be: (f32(be, 2, 3), i32(be, [0, 0, 0])), r"shape"),
     # count_nonfinite: x float32 [rows, d], out int32 [rows]
     Case("x-1d", "count_nonfinite", "x", lambda be: (f32(be, 6), i32(be, np.zeros(6))), r"be 2-D"),
     Case("x-int32", "count_nonfinite", "x", lambda be: (i32(be, np.zeros((2, 3))), i32(be, [0, 0])),

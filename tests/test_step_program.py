@@ -71,6 +71,9 @@ class Pass:
         self.counts = be.upload(np.full(n, -7, np.int32)) if be.supports("count_nonfinite") else None
         if self.counts is not None:
             self.writes.append(self.counts)
+        self.picks = be.upload(np.full(n, -7, np.int32)) if be.supports("argmax_rows") else None
+        if self.picks is not None:
+            self.writes.append(self.picks)
         self.initial = [be.download(a) for a in self.writes]
 
     def describe(self, be, positions, seq_ids, table, slots, ids) -> None:
@@ -104,6 +107,8 @@ class Pass:
         be.matmul(self.proj, self.w_array, self.logits)
         if self.counts is not None:
             be.count_nonfinite(self.logits, self.counts)
+        if self.picks is not None:  # of the FFN's rows: the logits have a NaN column
+            be.argmax_rows(self.up, self.picks)
 
     def reset(self) -> None:
         for host, array in zip(self.initial, self.writes, strict=True):
@@ -111,6 +116,10 @@ class Pass:
 
     def results(self) -> list[np.ndarray]:
         return [self.be.download(a) for a in self.writes]
+
+    def result_of(self, results: list[np.ndarray], array) -> np.ndarray:
+        """``array``'s entry of ``results``."""
+        return results[next(i for i, a in enumerate(self.writes) if a is array)]
 
 
 def _inputs(rng, n: int, width: int, n_seqs: int = 2) -> list[np.ndarray]:
@@ -153,7 +162,11 @@ def test_a_program_gives_its_calls_bits_with_each_runs_inputs(backend, rng, n):
     assert not np.array_equal(outcomes[0][6], outcomes[1][6])  # attention read other positions
     assert not np.array_equal(outcomes[0][11], outcomes[1][11], equal_nan=True)  # get_rows read other rows
     if p.counts is not None:  # the counts were written: the one NaN column of each row
-        assert outcomes[0][-1].tolist() == [1] * n
+        assert p.result_of(outcomes[0], p.counts).tolist() == [1] * n
+    if p.picks is not None:  # and each row's argmax of the FFN's up rows, as the pass left them
+        for out in outcomes:
+            picks, up = p.result_of(out, p.picks), p.result_of(out, p.up)
+            assert picks.tolist() == np.argmax(up.reshape(n, -1), axis=1).tolist()
 
 
 def test_programs_check_their_inputs_as_the_ops_do(backend, rng):
@@ -220,8 +233,9 @@ def test_a_model_pass_through_a_program_equals_it_op_by_op(tmp_path, family):
     t = model.transformer
     assert t._compiles_steps
 
-    def run_steps(rng_ids: np.random.Generator) -> list[np.ndarray]:
-        """Passes of one sequence, then two sequences in one batch."""
+    def run_steps(rng_ids: np.random.Generator) -> list[tuple]:
+        """Passes of one sequence, then two sequences in one batch: each pass's `forward`, then
+        the same pass again through `forward_greedy`."""
         a, b = t.cache.pool.new_sequence([], share=False), t.cache.pool.new_sequence([], share=False)
         ids = rng_ids.integers(0, t.cfg.n_vocab, 40).tolist()
         logits = []
@@ -230,13 +244,14 @@ def test_a_model_pass_through_a_program_equals_it_op_by_op(tmp_path, family):
         passes.append((b, ids[11:30], 19))
         for table, chunk, n_logits in passes:
             t.cache.pool.reserve(table, table.n_tokens + len(chunk))
-            logits.append(t.forward(Batch.one_sequence(table, chunk, n_logits)))
+            batch = Batch.one_sequence(table, chunk, n_logits)
+            logits += [t.forward(batch), t.forward_greedy(batch)]
             t.cache.pool.commit(table, table.n_tokens + len(chunk), chunk)
         for table in (a, b):
             t.cache.pool.reserve(table, table.n_tokens + 1)
         positions = np.array([a.n_tokens, b.n_tokens], np.int32)
         batch = Batch(ids[30:32], positions, np.array([0, 1], np.int32), [a, b], 2)
-        logits.append(t.forward(batch))
+        logits += [t.forward(batch), t.forward_greedy(batch)]
         t.cache.pool.free(a)
         t.cache.pool.free(b)
         return logits
@@ -245,11 +260,17 @@ def test_a_model_pass_through_a_program_equals_it_op_by_op(tmp_path, family):
     for programs in (True, False):
         t._compiles_steps = programs
         results[programs] = run_steps(np.random.default_rng(7))
-    # The passes above did run as programs: layers, final norm and output projection.
-    assert set(t._programs) == {("forward", 6, 0), *(("forward", n, n) for n in (1, 2, 3, 19))}
+    # The passes above did run as programs: layers, final norm and output projection, and
+    # for forward_greedy the rows' argmax.
+    sizes = (1, 2, 3, 19)
+    both = [("forward", n, n, greedy) for n in sizes for greedy in (False, True)]
+    assert set(t._programs) == {("forward", 6, 0, False), *both}
     for i, ((got, got_finite), (want, want_finite)) in enumerate(zip(*results.values(), strict=True)):
         np.testing.assert_array_equal(got, want, err_msg=f"pass {i}")
         assert got_finite.tolist() == want_finite.tolist() == [True] * len(want), f"pass {i}"
+    for i in range(0, len(results[True]), 2):  # each forward_greedy gave its forward's argmax
+        (logits, _), (picks, _) = results[True][i : i + 2]
+        assert picks.dtype == np.int64 and picks.tolist() == np.argmax(logits, axis=1).tolist(), f"pass {i}"
 
 
 def test_eval_through_the_forward_program_equals_it_op_by_op(tmp_path):

@@ -509,6 +509,11 @@ class NumbaBackend:
         CHECKS.count_nonfinite(x, out)
         self._k.count_nonfinite(x, out)
 
+    def argmax_rows(self, x: np.ndarray, out: np.ndarray) -> None:
+        """``out[r]`` = ``np.argmax(x[r])``: the first maximum of the row (its first NaN if any)."""
+        CHECKS.argmax_rows(x, out)
+        self._k.argmax_rows(x, out)
+
     def copy_rows(self, src: np.ndarray, dst: np.ndarray, start: int) -> None:
         """``dst[start:start+len(src)] = src`` (a KV-cache write)."""
         CHECKS.copy_rows(src, dst, start)

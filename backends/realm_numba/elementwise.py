@@ -1,5 +1,5 @@
 """Row-wise and element-wise ops: rms_norm, rope, swiglu, geglu, add, scale, copy_rows,
-count_nonfinite.
+count_nonfinite, argmax_rows.
 
 These touch each activation once, so they run single-threaded: at decode sizes a
 parallel region would cost more than the work. Arrays arrive as C-contiguous 2-D
@@ -222,3 +222,52 @@ def count_nonfinite(x, out):
         for i in range(row.shape[0]):
             n += (row[i] & _EXPONENT) == _EXPONENT
         out[r] = n
+
+
+# argmax_rows compares floats as int32 keys: a float's magnitude bits, negated for a
+# negative sign. Their order is the floats' order, -0.0 and +0.0 share the key 0 (they are
+# equal), and LLVM vectorizes an integer maximum (vpmaxsd), which it does not do for a
+# float maximum with NaN's rules. A row is scanned in chunks of `ARGMAX_CHUNK` values: the
+# first chunk holding the largest key, then the first value in it with that key.
+ARGMAX_CHUNK = 256
+_MAGNITUDE = np.int32(0x7FFFFFFF)
+_INF_BITS = np.int32(0x7F800000)  # a magnitude above this is a NaN
+_LOWEST = np.int32(-(2**31))
+
+
+@njit(**{**JIT, "inline": "always"})
+def _order_key(b):
+    """The int32 key of a float32 whose bits are ``b`` (for anything but NaN)."""
+    sign = np.int32(b >> np.int32(31))  # 0 or -1
+    return np.int32(np.int32(np.int32(b & _MAGNITUDE) ^ sign) - sign)
+
+
+@njit(**JIT)
+def _argmax_row(x):
+    bits = x.view(np.int32)
+    d = x.shape[0]
+    best, best_chunk, top = _LOWEST, 0, np.int32(0)
+    for c0 in range(0, d, ARGMAX_CHUNK):
+        high, magnitude = _LOWEST, np.int32(0)
+        for i in range(c0, min(c0 + ARGMAX_CHUNK, d)):
+            magnitude = max(magnitude, np.int32(bits[i] & _MAGNITUDE))
+            high = max(high, _order_key(bits[i]))
+        top = max(top, magnitude)
+        if high > best:  # strictly: the first chunk holding the maximum
+            best, best_chunk = high, c0
+    if top > _INF_BITS:  # numpy's argmax stops at the first NaN
+        for i in range(d):
+            if x[i] != x[i]:
+                return i
+    for i in range(best_chunk, min(best_chunk + ARGMAX_CHUNK, d)):
+        if _order_key(bits[i]) == best:
+            return i
+    return 0  # not reached: the chunk holds its maximum
+
+
+@njit(**JIT)
+def argmax_rows(x, out):
+    """``out[r]`` = ``np.argmax(x[r])`` for ``x [rows, d]`` float32: the first maximum, or the
+    first NaN where a row has one. One vectorized pass over each row (see `_order_key`)."""
+    for r in range(x.shape[0]):
+        out[r] = _argmax_row(x[r])

@@ -16,7 +16,17 @@ ensure_cache_location(_PACKAGE)  # before numba's decorators look for a cache di
 
 from realm_numba.attention import attention_paged, attention_plan, rope_write_kv, set_rows  # noqa: E402
 from realm_numba.dot_ir import unpacked_kind  # noqa: E402
-from realm_numba.elementwise import add, copy_rows, count_nonfinite, geglu, rms_norm, rope, scale, swiglu  # noqa: E402
+from realm_numba.elementwise import (  # noqa: E402
+    add,
+    argmax_rows,
+    copy_rows,
+    count_nonfinite,
+    geglu,
+    rms_norm,
+    rope,
+    scale,
+    swiglu,
+)
 from realm_numba.gemm import matmul_f32, matmul_quant  # noqa: E402
 from realm_numba.gemm_q16 import matmul_q16  # noqa: E402
 from realm_numba.int8_formats import FORMATS as INT8_FORMATS  # noqa: E402
@@ -32,6 +42,7 @@ __all__ = [
     "INT8_FORMATS",
     "LANES",
     "add",
+    "argmax_rows",
     "attention_paged",
     "attention_plan",
     "copy_rows",

@@ -229,6 +229,10 @@ class NumbaStepProgram:
         CHECKS.count_nonfinite(x, out)
         return [sk.COUNT_NONFINITE, self._f(x), *x.shape, self._ops.int32(out)], []
 
+    def _argmax_rows(self, x, out):
+        CHECKS.argmax_rows(x, out)
+        return [sk.ARGMAX_ROWS, self._f(x), *x.shape, self._ops.int32(out)], []
+
     def _set_rows(self, src, dst, rows):
         CHECKS.set_rows(src, dst, rows)
         if len(src) == 0:

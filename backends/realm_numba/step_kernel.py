@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit
 
 from realm_numba.attention import attention_paged, attention_plan, rope_write_kv, set_rows
-from realm_numba.elementwise import add, count_nonfinite, geglu, rms_norm, rope, scale, swiglu
+from realm_numba.elementwise import add, argmax_rows, count_nonfinite, geglu, rms_norm, rope, scale, swiglu
 from realm_numba.gemm import matmul_f32, matmul_quant
 from realm_numba.gemm_q16 import EXACT, matmul_q16
 from realm_numba.rows import get_rows, take_rows
@@ -23,6 +23,7 @@ from realm_numba.rows import get_rows, take_rows
 RMS_NORM, ADD, SCALE, SWIGLU, GEGLU, ROPE, SET_ROWS, ATTENTION = 1, 2, 3, 4, 5, 6, 7, 8
 MATMUL_Q16, MATMUL_QUANT, MATMUL_F32_BLOCKS, MATMUL_F32 = 9, 10, 11, 12
 GET_ROWS, TAKE_ROWS_BLOCKS, TAKE_ROWS, ROPE_WRITE_KV, CHECK_PAGED, COUNT_NONFINITE = 13, 14, 15, 16, 17, 18
+ARGMAX_ROWS = 19
 FIELDS = 20
 # MATMUL_Q16's activation of its gate and up outputs into the gate (field 17).
 GATED = {None: 0, "swiglu": 1, "geglu": 2}
@@ -156,6 +157,8 @@ def _run_one(i, code, params, floats, ints, weights, threads):
             return False
     elif op == COUNT_NONFINITE:  # x, rows, d, out
         count_nonfinite(floats[c[1]].reshape((c[2], c[3])), ints[c[4]][0])
+    elif op == ARGMAX_ROWS:  # x, rows, d, out
+        argmax_rows(floats[c[1]].reshape((c[2], c[3])), ints[c[4]][0])
     elif op == MATMUL_F32_BLOCKS:  # x, n, k, w (float32 rows held as bytes), out
         n, k = c[2], c[3]
         w = weights[c[4]].view(np.float32)

@@ -98,13 +98,14 @@ def warm_steps(be: Any, qtypes: Iterable[GGMLType] | None = None) -> list[tuple[
         "swiglu, geglu", lambda: (be.swiglu(x4, x4, be.empty(x4.shape)), be.geglu(x4, x4, be.empty(x4.shape)))
     )
     step(
-        "add, scale, copy_rows, count_nonfinite",
+        "add, scale, copy_rows, count_nonfinite, argmax_rows",
         lambda: (
             be.add(x4, x4, be.empty(x4.shape)),
             be.add(x4, x1, be.empty(x4.shape)),
             be.scale(x4, 2.0, be.empty(x4.shape)),
             be.copy_rows(h[:1, :1], cache, 2),
             be.count_nonfinite(x4, be.empty((len(x4),), np.int32)),
+            be.argmax_rows(x4, be.empty((len(x4),), np.int32)),
         ),
     )
     # A short pass runs as one compiled loop over its ops (step.py), compiled as a whole

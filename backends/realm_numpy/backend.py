@@ -340,6 +340,11 @@ class NumpyBackend:
         CHECKS.count_nonfinite(x, out)
         out[:] = np.count_nonzero(~np.isfinite(x), axis=1)
 
+    def argmax_rows(self, x: np.ndarray, out: np.ndarray) -> None:
+        """``out[r]`` = ``np.argmax(x[r])``: the first maximum of the row, or its first NaN."""
+        CHECKS.argmax_rows(x, out)
+        out[:] = np.argmax(x, axis=1)
+
     def copy_rows(self, src: np.ndarray, dst: np.ndarray, start: int) -> None:
         """``dst[start:start+len(src)] = src`` (a KV-cache write)."""
         CHECKS.copy_rows(src, dst, start)

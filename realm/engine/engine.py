@@ -59,6 +59,12 @@ class _Sequence:
     hashes: list[int] = field(default_factory=list)  # prefix_hashes' result, for hashed_len ids
     hashed_len: int = -1
 
+    @property
+    def wants_argmax_only(self) -> bool:
+        """Its next token is the argmax of its logits, and nothing else of them is kept."""
+        req = self.request
+        return self.sampler.draws_argmax and not req.all_logits and not req.keep_logits
+
     def prefix_hashes(self, pool: BlockPool) -> list[int]:
         """`BlockPool.prompt_hashes` of ``ids``, computed once: the queue is looked at every
         step, and a waiting sequence's ids change only when a preempted one re-joins it."""
@@ -82,6 +88,10 @@ class _Scheduled:
     start: int  # first position of the chunk
     count: int
     logits_rows: slice = field(default_factory=lambda: slice(0, 0))  # its rows of the step's logits
+
+    @property
+    def has_logits(self) -> bool:
+        return self.logits_rows.stop > self.logits_rows.start
 
 
 class Engine:
@@ -244,8 +254,11 @@ class Engine:
             if not plan:
                 return False
             batch = self._batch(plan)
+            # Only the greedy tokens leave the step when every sequence with logits wants no more.
+            greedy = all(item.seq.wants_argmax_only for item in plan if item.has_logits)
             try:
-                logits, finite = self.transformer.forward(batch)
+                run = self.transformer.forward_greedy if greedy else self.transformer.forward
+                rows, finite = run(batch)
             except Exception as exc:  # a hook or the backend failed: those requests fail, not the engine
                 with self._cond:
                     for item in plan:
@@ -255,7 +268,7 @@ class Engine:
             with self._cond:
                 self._wakeups = Wakeups()  # asyncio readers are woken once per loop, after the step
                 try:
-                    self._after_step(plan, batch, logits, finite)
+                    self._after_step(plan, batch, rows, finite, greedy)
                 finally:
                     wakeups, self._wakeups = self._wakeups, None
             wakeups.fire()
@@ -374,10 +387,12 @@ class Engine:
 
     # ------------------------------------------------------------------ after a step
 
-    def _after_step(self, plan: list[_Scheduled], batch: Batch, logits: np.ndarray,
-                    finite: np.ndarray) -> None:
-        """(Under the lock.) Record the new keys/values, then sample or collect logits; ``finite``:
-        whether each row of ``logits`` is free of NaN and infinities."""
+    def _after_step(self, plan: list[_Scheduled], batch: Batch, rows_out: np.ndarray,
+                    finite: np.ndarray, greedy: bool) -> None:
+        """(Under the lock.) Record the new keys/values, then sample or collect logits.
+
+        ``rows_out``: the step's rows of logits, or with ``greedy`` each row's argmax;
+        ``finite``: whether each row of logits is free of NaN and infinities."""
         error = None
         every_row_finite = bool(finite.all())  # one test for the whole step; row by row only if not
         for item in plan:
@@ -387,7 +402,7 @@ class Engine:
             self.pool.commit(seq.table, end, seq.ids[item.start : end])
             if end >= len(seq.request.ids):
                 self._forget_inflight(seq)
-            rows = logits[item.logits_rows]
+            rows = rows_out[item.logits_rows]
             if not (every_row_finite or finite[item.logits_rows].all()):
                 if error is None:
                     error = self.transformer.nonfinite_error(batch)
@@ -398,6 +413,8 @@ class Engine:
                 seq.logits_parts.append(rows)
                 if end == len(seq.ids):
                     self._end(seq, _Event(finish_reason="stop", logits=np.concatenate(seq.logits_parts)))
+            elif len(rows) and greedy:
+                self._append(seq, int(rows[-1]), None)
             elif len(rows):
                 self._sample(seq, rows[-1])
 
@@ -407,12 +424,19 @@ class Engine:
         except Exception as exc:
             self._end(seq, _Event(error=exc))
             return
+        self._append(seq, token, logits)
+
+    def _append(self, seq: _Sequence, token: int, logits: np.ndarray | None) -> None:
+        """The sequence's next token (``logits``: the row it was drawn from, if the step kept it)."""
         if token in self.tokenizer.eot_ids and not seq.request.ignore_eos:
             self._finish(seq, "stop")
             return
         seq.ids.append(token)
         seq.n_generated += 1
-        kept = logits.copy() if seq.request.keep_logits else None
+        kept = None
+        if seq.request.keep_logits:  # such a sequence's step always keeps its logits
+            assert logits is not None
+            kept = logits.copy()
         seq.handle._push(_Event(piece=seq.text.push(token), token=token, token_logits=kept), self._wakeups)
         if seq.text.stopped:
             self._end(seq, _Event(finish_reason="stop"))

@@ -105,6 +105,7 @@ class RunState:
     up: DeviceArray  # [n_batch, n_ff]
     logits: DeviceArray  # [n_logit_rows, n_vocab]
     nonfinite: DeviceArray  # int32 [n_logit_rows]: NaN and infinities in each row of logits
+    picks: DeviceArray  # int32 [n_logit_rows]: each row's argmax, for greedy sampling
 
     @classmethod
     def allocate(cls, backend: Backend, cfg: ModelConfig, n_batch: int) -> RunState:
@@ -125,4 +126,5 @@ class RunState:
             up=buf(n_batch, cfg.n_ff),
             logits=buf(n_logit_rows, cfg.n_vocab),
             nonfinite=backend.empty((n_logit_rows,), np.int32),
+            picks=backend.empty((n_logit_rows,), np.int32),
         )

@@ -92,6 +92,11 @@ class Transformer:
         self._fuses_rope_kv = backend.supports("rope_write_kv")
         # The logits' check for NaN and infinities runs in the pass, on rows still in the caches.
         self._counts_nonfinite = backend.supports("count_nonfinite")
+        # Greedy tokens picked in the pass too (then only they are copied to the host), unless
+        # the model caps its logits: capping can make two logits equal, which changes the pick.
+        self._picks_in_step = (
+            self._counts_nonfinite and backend.supports("argmax_rows") and not cfg.final_softcap
+        )
         self._compiles_steps = backend.supports("compile_step")
         # Programs by what they run and its size, for the KV buffers of `_programs_capacity`.
         self._programs: dict[tuple, StepProgram] = {}
@@ -106,18 +111,34 @@ class Transformer:
         Non-finite logits are returned as they are: the caller fails the sequences they belong
         to (`nonfinite_error` says where they came from) and keeps the others.
         """
+        return self._forward(batch, greedy=False)
+
+    def forward_greedy(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """`forward` for a caller that wants only each row's greedy token: ``np.argmax`` of
+        each row of the logits `forward` would return (int64 ``[n_logits]``), and whether the
+        row is finite. Where the backend picks them in the step (``argmax_rows``) the logits
+        are never copied to the host."""
+        return self._forward(batch, greedy=True)
+
+    def _forward(self, batch: Batch, greedy: bool) -> tuple[np.ndarray, np.ndarray]:
         with self.lock:
             self._refuse_closed()
             n = len(batch.ids)
             first = n - batch.n_logits
             by_program = self._runs_programs(n) and batch.n_logits <= self.state.logits.shape[0]
+            picks = greedy and by_program and self._picks_in_step and batch.n_logits > 0
             self._begin(batch, embed=not by_program)
             try:
                 if by_program:  # the embedding, the layers, the final norm and the projection
-                    self._run_program(("forward", n, batch.n_logits), lambda: self._whole_pass(first, n))
-                    return self._finish_logits([self._download_logits(batch.n_logits)])
-                self._layers()
-                return self._logits(first, n)
+                    key = ("forward", n, batch.n_logits, picks)
+                    self._run_program(key, lambda: self._whole_pass(first, n, picks))
+                    if picks:
+                        return self._download_picks(batch.n_logits)
+                    logits, finite = self._finish_logits([self._download_logits(batch.n_logits)])
+                else:
+                    self._layers()
+                    logits, finite = self._logits(first, n)
+                return (np.argmax(logits, axis=1), finite) if greedy else (logits, finite)
             finally:
                 self._pass = None
 
@@ -305,12 +326,13 @@ class Transformer:
             be.scale(x, self._embd_scale, x)
         self._emit("inp_embd", x)
 
-    def _whole_pass(self, r0: int, r1: int) -> None:
-        """The embedding, every layer, and rows [r0, r1) through the output projection."""
+    def _whole_pass(self, r0: int, r1: int, picks: bool = False) -> None:
+        """The embedding, every layer, and rows [r0, r1) through the output projection (and
+        each row's argmax, with ``picks``)."""
         self._embed_tokens()
         self._layer_calls()
         if r1 > r0:
-            self._project(r0, r1)
+            self._project(r0, r1, picks)
 
     def _layers(self) -> None:
         """Every layer of the current pass: as one program where the backend can, else op by op."""
@@ -487,15 +509,17 @@ class Transformer:
             parts.append(self._download_logits(r1 - r0))
         return self._finish_logits(parts)
 
-    def _project(self, r0: int, r1: int) -> None:
+    def _project(self, r0: int, r1: int, picks: bool = False) -> None:
         """Rows [r0, r1) of the pass through the final norm and the output projection, into
         the first rows of the logits buffer (and their count of non-finite values where the
-        backend counts them)."""
+        backend counts them; with ``picks``, each row's argmax)."""
         s = self.state
         logits = s.logits[: r1 - r0]
         self._normed_matmuls(s.x[r0:r1], self.w.output_norm, "result_norm", [self.w.output], [logits])
         if self._counts_nonfinite:
             self.backend.count_nonfinite(logits, s.nonfinite[: r1 - r0])
+        if picks:
+            self.backend.argmax_rows(logits, s.picks[: r1 - r0])
 
     def _download_logits(self, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
         """A host copy of the first ``n_rows`` of the logits buffer, and whether each is finite."""
@@ -503,6 +527,11 @@ class Transformer:
         if self._counts_nonfinite:
             return logits, self.backend.download(self.state.nonfinite[:n_rows]) == 0
         return logits, finite_rows(logits)
+
+    def _download_picks(self, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first ``n_rows`` of the step's picks (int64), and whether each row was finite."""
+        be, s = self.backend, self.state
+        return be.download(s.picks[:n_rows]).astype(np.int64), be.download(s.nonfinite[:n_rows]) == 0
 
     def _finish_logits(self, parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
         """The parts' logits as one array, capped where the model caps them, and their rows' finiteness."""
