@@ -10,9 +10,11 @@ in, ``rms_norm_matmuls_q16``, counts as a matmul). Each is timed over 100 runs (
 of 3). Then 64 decode steps as bench_models.py runs them (`Transformer.eval` of one token
 and its argmax): the host time is their wall time minus the time inside the compiled call,
 plus that call's own cost from Python (an empty program's, timed after reading 100 MB).
-Last, the same steps with the compiled call replaced by nothing (the host's work with its
-code and data in the caches) and by a 100 MB read (the caches emptied, as the step's
-weights empty them): what the host time is made of.
+Then the same through the engine (a greedy request, as `model.generate` runs it), in turns
+with the greedy token picked in the step (`argmax_rows`, only it copied to the host) and
+on the host from the copied logits. Last, the `eval` steps with the compiled call replaced
+by nothing (the host's work with its code and data in the caches) and by a 100 MB read
+(the caches emptied, as the step's weights empty them): what the host time is made of.
 """
 
 from __future__ import annotations
@@ -50,6 +52,24 @@ def decode_steps(t, prompt: list[int], inside: list[float]) -> tuple[float, floa
     t0 = time.perf_counter()
     for _ in range(STEPS):
         token = int(t.eval([token])[-1].argmax())
+    wall = (time.perf_counter() - t0) / STEPS
+    return wall, wall - inside[0] / STEPS
+
+
+def engine_steps(model, prompt: list[int], inside: list[float]) -> tuple[float, float]:
+    """`decode_steps` through the engine: one greedy request of ``STEPS + 1`` tokens, timed
+    from its first token (the prompt's pass) to its last, as its reader receives them."""
+    from realm.engine.request import Request
+    from realm.generate import SamplingParams
+
+    model.transformer.reset()
+    request = Request(prompt, SamplingParams(temperature=0), STEPS + 1, ignore_eos=True)
+    stream = iter(model.engine.submit(request))
+    next(stream)
+    inside[0] = 0.0
+    t0 = time.perf_counter()
+    for _ in stream:
+        pass
     wall = (time.perf_counter() - t0) / STEPS
     return wall, wall - inside[0] / STEPS
 
@@ -116,6 +136,16 @@ def main() -> None:
         wall, host = decode_steps(t, prompt, inside)
         print(f"{STEPS} decode steps: {wall * 1e3:.2f} ms each, {host * 1e3:.3f} ms of it on the host "
               f"around the compiled call")
+    engine_steps(model, prompt, inside)  # records the engine's programs
+    picks_in_step = t._picks_in_step
+    for _ in range(3):
+        for picks in (picks_in_step, False):
+            t._picks_in_step = picks
+            wall, host = engine_steps(model, prompt, inside)
+            where = "picked in the step" if picks else "picked on the host"
+            print(f"{STEPS} steps through the engine, the token {where}: {wall * 1e3:.2f} ms each, "
+                  f"{host * 1e3:.3f} ms of it on the host around the compiled call")
+    t._picks_in_step = picks_in_step
     program = next(reversed(t._programs.values()))
     call = cold_call_seconds(program)
     print(f"the compiled call itself (an empty program, after reading 100 MB): {call * 1e3:.3f} ms; "

@@ -231,7 +231,8 @@ class Backend(Protocol):
     # the first generated token paying it in silence. ``progress`` is load()'s argument.
     # ``release_threads()`` says the calling thread launches no kernels for a while, so a
     # backend whose worker threads belong to the launching thread (numba on GNU OpenMP)
-    # can free them: `realm.load` calls it, since the engine's own thread runs the model.
+    # can free them: `realm.load` calls it, since the engine's own thread runs the model, and
+    # so does `Engine.submit`, for a caller that ran the research API on its own thread.
 
 
 OPS = (

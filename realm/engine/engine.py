@@ -164,6 +164,7 @@ class Engine:
                 f"a request of {need} positions can never fit in the KV pool of "
                 f"{self.pool.n_blocks * self.pool.block_size} positions; load the model with a larger kv_size"
             )
+        self._release_caller_threads()
         handle = RequestHandle(request, self.cancel)
         seq = _Sequence(
             handle,
@@ -184,6 +185,15 @@ class Engine:
             self._start_worker()
             self._cond.notify_all()
         return handle
+
+    def _release_caller_threads(self) -> None:
+        """The calling thread may have run the model itself (`Transformer.eval` and the rest of
+        the research API run on the caller's thread). The backend's worker threads for that
+        thread's kernels would then idle beside the engine's, which halved decode speed on
+        ``cpu`` (realm_numba/openmp.py): free them. ~1 us when there are none."""
+        release = getattr(getattr(self.transformer, "backend", None), "release_threads", None)
+        if release is not None:
+            release()
 
     def cancel(self, handle: RequestHandle) -> None:
         """Stop a request; when this returns its blocks are back in the pool."""
