@@ -12,9 +12,9 @@ and its argmax): the host time is their wall time minus the time inside the comp
 plus that call's own cost from Python (an empty program's, timed after reading 100 MB).
 Then the same through the engine (a greedy request, as `model.generate` runs it), in turns
 with the greedy token picked in the step (`argmax_rows`, only it copied to the host) and
-on the host from the copied logits. Last, the `eval` steps with the compiled call replaced
-by nothing (the host's work with its code and data in the caches) and by a 100 MB read
-(the caches emptied, as the step's weights empty them): what the host time is made of.
+on the host from the copied logits. Last, both ways with the compiled call replaced by
+nothing (the host's work with its code and data in the caches) and by a 100 MB read (the
+caches emptied, as the step's weights empty them): what the host time is made of.
 """
 
 from __future__ import annotations
@@ -156,9 +156,11 @@ def main() -> None:
         for program in t._programs.values():  # the logits and their counts stay as the last step left them
             program._kernel = stand_in
             timed_kernel(program)  # its time is not the host's
-        hosts = [decode_steps(t, prompt, inside)[1] for _ in range(3)]
-        print(f"the compiled call replaced by {name}: {' / '.join(f'{h * 1e3:.3f}' for h in hosts)} ms "
-              f"on the host per step")
+        for way, steps in (("eval", lambda: decode_steps(t, prompt, inside)),
+                           ("the engine", lambda: engine_steps(model, prompt, inside))):
+            hosts = [steps()[1] for _ in range(3)]
+            print(f"the compiled call replaced by {name}, through {way}: "
+                  f"{' / '.join(f'{h * 1e3:.3f}' for h in hosts)} ms on the host per step")
 
 
 def cold_call_seconds(program, reps: int = 30) -> float:
