@@ -320,6 +320,31 @@ def test_results_do_not_depend_on_the_thread_count(reference, rng, qtype, n):
     assert_exact(outs[0], outs[1], f"matmul {qtype.name} n={n} on 1 vs 2 threads")
 
 
+@pytest.mark.parametrize("n_head,n_kv", [(9, 3), (4, 1), (6, 2)])
+def test_attention_does_not_depend_on_how_its_tasks_are_split(rng, n_head, n_kv):
+    """`attention_plan` picks how a kv head's query heads are split into tasks and how many
+    threads take them: any split gives each head the same bits, so the plan may change with
+    the thread count and the batch."""
+    from realm_numba import kernels
+
+    slots, block, hd, n = 256, 16, 32, 3
+    k_pool = rng.standard_normal((slots, n_kv, hd)).astype(np.float32)
+    v_pool = rng.standard_normal((slots, n_kv, hd)).astype(np.float32)
+    table = rng.permutation(slots // block).reshape(2, -1).astype(np.int32)
+    q = rng.standard_normal((n, n_head, hd)).astype(np.float32)
+    seq_ids, positions = np.array([0, 1, 1], np.int32), np.array([100, 37, 120], np.int32)
+    outs = []
+    for n_split in range(1, n_head // n_kv + 1):
+        for n_chunks in (1, 2, 3):
+            out = np.full_like(q, np.nan)
+            kernels.attention_paged(q, k_pool, v_pool, table, block, seq_ids, positions, np.float32(0.2), 0,
+                                    np.float32(0.0), out, 121, n_split, n_chunks)  # fmt: skip
+            outs.append(out)
+    assert not np.isnan(outs[0]).any()
+    for out in outs[1:]:
+        assert_exact(out, outs[0], "attention with another split")
+
+
 def test_matmul_accepts_a_plain_quant_tensor(cpu, reference, rng):
     raw, shape = _weight(GGMLType.Q5_0, 5, 3, rng)
     x = rng.standard_normal((1, shape[1])).astype(np.float32)

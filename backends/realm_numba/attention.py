@@ -35,14 +35,18 @@ def attention_plan(n, n_head, n_kv, head_dim, positions, threads):
     """``(n_keys, n_split, n_chunks)`` for `attention_paged` over ``n`` tokens at ``positions``.
 
     ``n_keys``: the longest scores row a task needs. A kv head's query heads are split over
-    ``n_split`` tasks only when there are too few tokens x kv heads to give each thread two
-    tasks (one decode token of a one-kv-head model).
+    ``n_split`` tasks only when there are fewer tokens x kv heads than threads (one decode
+    token of a one-kv-head model). Each task reads all of its kv head's keys and values
+    whatever its share of the heads, so splitting further costs more reads than it saves:
+    a SmolLM2 decode token (3 kv heads, 2 threads) took 17.1 us unsplit against 19.6 us
+    split in two, gemma-3's (1 kv head) 18.2 us in two parts against 24.5 in four (position
+    160; docs/performance.md).
     """
     n_keys = np.int64(positions.max()) + 1
     if n * n_head * n_keys * head_dim < PARALLEL_MIN_MACS:
         threads = 1
     tasks = n * n_kv
-    n_split = min(n_head // n_kv, -(-2 * threads // tasks))
+    n_split = min(n_head // n_kv, -(-threads // tasks))
     return n_keys, n_split, min(threads, tasks * n_split)
 
 
