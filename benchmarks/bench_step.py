@@ -10,7 +10,8 @@ in, ``rms_norm_matmuls_q16``, counts as a matmul). Each is timed over 100 runs (
 of 3). Then 64 decode steps as bench_models.py runs them (`Transformer.eval` of one token
 and its argmax): the host time is their wall time minus the time inside the compiled call,
 plus that call's own cost from Python (an empty program's, timed after reading 100 MB).
-Then the same through the engine (a greedy request, as `model.generate` runs it), in turns
+Then the same through the engine (a greedy request, as `model.generate` runs it; each
+step timed on the engine's worker thread), in turns
 with the greedy token picked in the step (`argmax_rows`, only it copied to the host) and
 on the host from the copied logits. Last, both ways with the compiled call replaced by
 nothing (the host's work with its code and data in the caches) and by a 100 MB read (the
@@ -57,21 +58,32 @@ def decode_steps(t, prompt: list[int], inside: list[float]) -> tuple[float, floa
 
 
 def engine_steps(model, prompt: list[int], inside: list[float]) -> tuple[float, float]:
-    """`decode_steps` through the engine: one greedy request of ``STEPS + 1`` tokens, timed
-    from its first token (the prompt's pass) to its last, as its reader receives them."""
+    """`decode_steps` through the engine: one greedy request of ``STEPS + 1`` tokens. Each of
+    the engine's steps is timed on its worker thread (`Engine.step`: scheduling, the batch,
+    the pass, the sampling and the hand-over to the reader); the decode steps' times, less
+    the time inside their compiled calls."""
     from realm.engine.request import Request
     from realm.generate import SamplingParams
 
-    model.transformer.reset()
-    request = Request(prompt, SamplingParams(temperature=0), STEPS + 1, ignore_eos=True)
-    stream = iter(model.engine.submit(request))
-    next(stream)
-    inside[0] = 0.0
-    t0 = time.perf_counter()
-    for _ in stream:
-        pass
-    wall = (time.perf_counter() - t0) / STEPS
-    return wall, wall - inside[0] / STEPS
+    engine = model.engine
+    run_step = engine.step
+    steps: list[tuple[float, float]] = []  # (wall, inside) of each step
+
+    def timed_step():
+        t0, before = time.perf_counter(), inside[0]
+        try:
+            return run_step()
+        finally:
+            steps.append((time.perf_counter() - t0, inside[0] - before))
+
+    engine.step = timed_step
+    try:
+        engine.submit(Request(prompt, SamplingParams(temperature=0), STEPS + 1, ignore_eos=True)).result()
+    finally:
+        del engine.step
+    decode = steps[1 : STEPS + 1]  # after the prompt's step
+    wall = sum(w for w, _ in decode) / len(decode)
+    return wall, wall - sum(i for _, i in decode) / len(decode)
 
 
 def main() -> None:
