@@ -149,15 +149,15 @@ def main() -> None:
         print(f"{STEPS} decode steps: {wall * 1e3:.2f} ms each, {host * 1e3:.3f} ms of it on the host "
               f"around the compiled call")
     engine_steps(model, prompt, inside)  # records the engine's programs
-    picks_in_step = t._picks_in_step
+    picks_in_pass = t._picks_in_pass
     for _ in range(3):
-        for picks in (picks_in_step, False):
-            t._picks_in_step = picks
+        for picks in (picks_in_pass, False):
+            t._picks_in_pass = picks
             wall, host = engine_steps(model, prompt, inside)
             where = "picked in the step" if picks else "picked on the host"
             print(f"{STEPS} steps through the engine, the token {where}: {wall * 1e3:.2f} ms each, "
                   f"{host * 1e3:.3f} ms of it on the host around the compiled call")
-    t._picks_in_step = picks_in_step
+    t._picks_in_pass = picks_in_pass
     program = next(reversed(t._programs.values()))
     call = cold_call_seconds(program)
     print(f"the compiled call itself (an empty program, after reading 100 MB): {call * 1e3:.3f} ms; "

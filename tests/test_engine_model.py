@@ -19,6 +19,7 @@ from realm.engine.request import Request
 from realm.errors import ContextOverflowError
 from realm.generate import SamplingParams
 from realm.gguf.types import GGMLType
+from realm.model.passes import Batch
 from realm.models_on_pypi import smollm2_path
 from realm.testing import write_model
 
@@ -238,3 +239,35 @@ def test_other_backends_agree_on_greedy_tokens_and_round_logits_only(tmp_path, d
     assert tokens == alone_tokens
     for got, want in zip(logits, alone_logits, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("device", ["numpy", *conformance_backend_names()])
+@pytest.mark.parametrize("n_tokens", [3, 70], ids=["short", "past-programs"])
+def test_a_greedy_pass_picks_the_argmax_of_the_logits_it_would_return(tmp_path, device, n_tokens):
+    """`forward_greedy` on every backend: picked in the pass where the backend offers
+    `argmax_rows` (as a program and op by op: 70 tokens are past a program's length), on the
+    host from the logits where it does not; always ``np.argmax`` of what `forward` returns."""
+    if device != "numpy":
+        load_backend(device)  # fails if the backend is required but missing
+    path = write_model(tmp_path / "m.gguf", n_layer=2, qtype=GGMLType.Q8_0, seed=9)
+    model = realm.load(path, device=device)
+    t, pool = model.transformer, model.transformer.cache.pool
+    assert t._picks_in_pass == (device != "numpy")  # the reference's models stay its definition
+    rng = np.random.default_rng(5)
+    tables = [pool.new_sequence([], share=False) for _ in range(2)]
+    for table in tables:
+        pool.reserve(table, n_tokens)
+    split = n_tokens // 3
+    positions = np.array([*range(split), *range(n_tokens - split)], np.int32)
+    seq_ids = np.array([0] * split + [1] * (n_tokens - split), np.int32)
+    # the last rows' logits: sequence 0's last token, and sequence 1's last two
+    order = [*range(split - 1), *range(split, n_tokens - 2), split - 1, n_tokens - 2, n_tokens - 1]
+    ids = rng.integers(0, t.cfg.n_vocab, n_tokens).tolist()
+    batch = Batch(ids, positions[order], seq_ids[order], tables, 3)
+    logits, finite = t.forward(batch)
+    picks, picks_finite = t.forward_greedy(batch)
+    assert logits.shape == (3, t.cfg.n_vocab) and finite.tolist() == [True] * 3
+    assert picks.dtype == np.int64 and picks.tolist() == np.argmax(logits, axis=1).tolist()
+    assert picks_finite.tolist() == finite.tolist()
+    for table in tables:
+        pool.free(table)

@@ -246,6 +246,25 @@ class ActivationOps:
         self.checks.scale(x, out)
         self._elementwise("scale", x.size, *self._buf(x), *self._buf(out), np.int32(x.size), np.float32(s))
 
+    def count_nonfinite(self, x: Any, out: Any) -> None:
+        """``out[r]`` = how many values of row ``r`` are NaN, +inf or -inf."""
+        self.checks.count_nonfinite(x, out)
+        self._row_reduction("count_nonfinite", x, out)
+
+    def argmax_rows(self, x: Any, out: Any) -> None:
+        """``out[r]`` = ``np.argmax(x[r])``: the first maximum of the row (its first NaN if any)."""
+        self.checks.argmax_rows(x, out)
+        self._row_reduction("argmax_rows", x, out)
+
+    def _row_reduction(self, name: str, x: Any, out: Any) -> None:
+        """One work-group per row of ``x [rows, d]`` (rows.cl), one int32 result per row."""
+        rows, d = x.shape
+        if rows:
+            self.runtime.launch(
+                self._rows_kernels()[name], (rows * NORM_WG,), (NORM_WG,), *self._buf(x), *self._buf(out),
+                np.int32(d),
+            )
+
     def copy_rows(self, src: Any, dst: Any, start: int) -> None:
         """``dst[start:start+len(src)] = src`` (a KV-cache write), as one device copy."""
         self.checks.copy_rows(src, dst, start)

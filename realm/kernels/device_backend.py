@@ -27,6 +27,9 @@ MV_WG, MV_NX = 64, 4  # matvec.cl: work-group size, x rows per pass
 MM_TILE, MM_SIDE = 64, 8  # matmul_tiled.cl: output tile side, work-items per side
 
 _QUANT_OPS = frozenset({"dequantize", "matmul", "get_rows"})
+# The optional ops it offers (realm.backend.OPTIONAL_OPS): the logits' checks, so that the
+# logits of a greedy step need not be copied to the host.
+_OPTIONAL_OPS = frozenset({"count_nonfinite", "argmax_rows"})
 _DEVICE_DTYPES = (np.dtype(np.float32), np.dtype(np.int32))
 
 
@@ -84,7 +87,10 @@ class DeviceBackend(ActivationOps):
         return self.runtime.empty(tuple(int(s) for s in shape), np.dtype(dtype))
 
     def supports(self, op: str, qtype: GGMLType | None = None) -> bool:
-        """Every op; quantized weights of every type `realm.kernels.FORMATS` decodes."""
+        """Every op, and the optional logits' checks (`_OPTIONAL_OPS`); quantized weights of
+        every type `realm.kernels.FORMATS` decodes."""
+        if op in _OPTIONAL_OPS:
+            return qtype is None
         if op not in OPS:
             return False
         if qtype is None:

@@ -1,5 +1,6 @@
 /* Row-wise ops: RMS norm and rotary position embedding, which may run in place (out == x):
- * every work-item reads the elements it writes before writing them; and the paged KV write. */
+ * every work-item reads the elements it writes before writing them; the paged KV write; and
+ * the logits' checks (count_nonfinite, argmax_rows). */
 
 #define NORM_WG 64
 
@@ -66,4 +67,66 @@ KERNEL void set_rows(BUF(const uint, src), BUF(const int, rows), BUF(uint, dst),
     BIND(uint, dst);
     const int e = GID(0), i = GID(1);
     if (e < width) dst[(long)rows[i] * width + e] = src[(long)i * width + e];
+}
+
+/* out[r] = how many values of row r are NaN or infinite (exponent bits all set); one
+ * work-group per row. */
+KERNEL void count_nonfinite(BUF(const uint, x), BUF(int, out), const int d) {
+    BIND(const uint, x);
+    BIND(int, out);
+    LOCAL int red[NORM_WG];
+    const int lid = LID(0);
+    GLOBAL const uint* xr = x + (long)GROUP(0) * d;
+    int n = 0;
+    for (int e = lid; e < d; e += NORM_WG) n += (xr[e] & 0x7F800000u) == 0x7F800000u;
+    red[lid] = n;
+    BARRIER();
+    for (int stride = NORM_WG / 2; stride > 0; stride >>= 1) {
+        if (lid < stride) red[lid] += red[lid + stride];
+        BARRIER();
+    }
+    if (lid == 0) out[GROUP(0)] = red[0];
+}
+
+/* out[r] = numpy's argmax of row r: the first NaN if the row has one, else the first
+ * maximum; one work-group per row. Values compare as int keys: the magnitude bits, negated
+ * for a negative sign, which order as the floats do (-0.0 and +0.0 both 0). */
+KERNEL void argmax_rows(BUF(const uint, x), BUF(int, out), const int d) {
+    BIND(const uint, x);
+    BIND(int, out);
+    LOCAL int best_key[NORM_WG];
+    LOCAL int best_at[NORM_WG];
+    LOCAL int nan_at[NORM_WG];
+    const int lid = LID(0);
+    GLOBAL const uint* xr = x + (long)GROUP(0) * d;
+    int key = 0, at = d, nan = d; /* at == d: nothing seen yet */
+    for (int e = lid; e < d; e += NORM_WG) {
+        const uint bits = xr[e];
+        const uint magnitude = bits & 0x7FFFFFFFu;
+        if (magnitude > 0x7F800000u) {
+            nan = min(nan, e);
+            continue;
+        }
+        const int k = (bits >> 31) ? -(int)magnitude : (int)magnitude;
+        if (at == d || k > key) { /* each work-item's indices rise: the first of its maxima */
+            key = k;
+            at = e;
+        }
+    }
+    best_key[lid] = key;
+    best_at[lid] = at;
+    nan_at[lid] = nan;
+    BARRIER();
+    for (int stride = NORM_WG / 2; stride > 0; stride >>= 1) {
+        if (lid < stride) {
+            const int k = best_key[lid + stride], a = best_at[lid + stride];
+            if (a < d && (best_at[lid] == d || k > best_key[lid] || (k == best_key[lid] && a < best_at[lid]))) {
+                best_key[lid] = k;
+                best_at[lid] = a;
+            }
+            nan_at[lid] = min(nan_at[lid], nan_at[lid + stride]);
+        }
+        BARRIER();
+    }
+    if (lid == 0) out[GROUP(0)] = nan_at[0] < d ? nan_at[0] : best_at[0];
 }

@@ -94,7 +94,7 @@ class Transformer:
         self._counts_nonfinite = backend.supports("count_nonfinite")
         # Greedy tokens picked in the pass too (then only they are copied to the host), unless
         # the model caps its logits: capping can make two logits equal, which changes the pick.
-        self._picks_in_step = (
+        self._picks_in_pass = (
             self._counts_nonfinite and backend.supports("argmax_rows") and not cfg.final_softcap
         )
         self._compiles_steps = backend.supports("compile_step")
@@ -126,7 +126,7 @@ class Transformer:
             n = len(batch.ids)
             first = n - batch.n_logits
             by_program = self._runs_programs(n) and batch.n_logits <= self.state.logits.shape[0]
-            picks = greedy and by_program and self._picks_in_step and batch.n_logits > 0
+            picks = greedy and self._picks_in_pass and batch.n_logits > 0
             self._begin(batch, embed=not by_program)
             try:
                 if by_program:  # the embedding, the layers, the final norm and the projection
@@ -137,6 +137,8 @@ class Transformer:
                     logits, finite = self._finish_logits([self._download_logits(batch.n_logits)])
                 else:
                     self._layers()
+                    if picks:
+                        return self._picks(first, n)
                     logits, finite = self._logits(first, n)
                 return (np.argmax(logits, axis=1), finite) if greedy else (logits, finite)
             finally:
@@ -508,6 +510,18 @@ class Transformer:
             self._project(r0, r1)
             parts.append(self._download_logits(r1 - r0))
         return self._finish_logits(parts)
+
+    def _picks(self, row_start: int, row_stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """`_logits`, but each row's argmax instead of the row (`forward_greedy`)."""
+        step = self.state.logits.shape[0]
+        picks, finite = [], []
+        for r0 in range(row_start, row_stop, step):
+            r1 = min(r0 + step, row_stop)
+            self._project(r0, r1, picks=True)
+            part = self._download_picks(r1 - r0)
+            picks.append(part[0])
+            finite.append(part[1])
+        return np.concatenate(picks), np.concatenate(finite)
 
     def _project(self, r0: int, r1: int, picks: bool = False) -> None:
         """Rows [r0, r1) of the pass through the final norm and the output projection, into
