@@ -178,6 +178,7 @@ def test_greedy_tokens_picked_in_the_step_are_the_argmax_of_the_logits(smollm2_c
     for h in handles:
         h.result()
     assert calls["forward_greedy"] >= 12 and calls["forward"] == 0
+    assert t._picks_in_pass and any(key[-1] is True for key in t._programs)  # picked in the pass
     for prompt, got in zip(prompts, handles, strict=True):
         want = alone.engine.submit(Request(prompt, GREEDY, 12, keep_logits=True))
         want.result()

@@ -320,6 +320,19 @@ def test_results_do_not_depend_on_the_thread_count(reference, rng, qtype, n):
     assert_exact(outs[0], outs[1], f"matmul {qtype.name} n={n} on 1 vs 2 threads")
 
 
+@pytest.mark.parametrize(
+    "n,n_head,n_kv,threads,n_split",
+    [(1, 9, 3, 2, 1), (1, 4, 1, 2, 2), (1, 4, 1, 1, 1), (1, 6, 2, 2, 1), (1, 6, 2, 4, 2), (5, 9, 3, 2, 1)],
+)
+def test_attention_splits_a_kv_heads_queries_only_below_the_thread_count(n, n_head, n_kv, threads, n_split):
+    """Every task reads its kv head's whole keys and values: heads are split only when there
+    are fewer tasks (tokens x kv heads) than threads."""
+    from realm_numba import kernels
+
+    plan = kernels.attention_plan(n, n_head, n_kv, 64, np.full(n, 160, np.int32), threads)
+    assert plan == (161, n_split, min(threads, n * n_kv * n_split))
+
+
 @pytest.mark.parametrize("n_head,n_kv", [(9, 3), (4, 1), (6, 2)])
 def test_attention_does_not_depend_on_how_its_tasks_are_split(rng, n_head, n_kv):
     """`attention_plan` picks how a kv head's query heads are split into tasks and how many

@@ -56,3 +56,33 @@ def test_release_threads_frees_the_calling_threads_openmp_pool():
     assert counts["released"] == counts["before"]  # and is gone
     assert counts["again"] == counts["with_pool"]  # launching again works (a new pool)
     assert counts["after_load"] == counts["before"]  # realm.load leaves no pool behind
+
+
+def test_no_pool_to_free_is_found_without_reading_the_process_maps(monkeypatch):
+    """`Engine.submit` asks on every request: with another threading layer, or before any
+    parallel kernel ran, the answer comes without reading /proc/self/maps (~0.6 ms)."""
+    import builtins
+
+    import numba
+
+    from realm_numba import openmp
+
+    monkeypatch.setattr(openmp, "_found", [])
+    monkeypatch.setattr(openmp, "_elsewhere", [])
+    real_open = builtins.open
+
+    def no_maps(path, *args, **kwargs):
+        assert path != "/proc/self/maps", "read the process maps"
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_maps)
+
+    def not_started():
+        raise ValueError("Threading layer is not initialized.")
+
+    monkeypatch.setattr(numba, "threading_layer", not_started)
+    assert openmp._pause_resource_all() is None
+    monkeypatch.setattr(numba, "threading_layer", lambda: "workqueue")
+    assert openmp._pause_resource_all() is None
+    assert openmp._elsewhere == ["workqueue"]
+    openmp.release_thread_pool()  # a no-op there

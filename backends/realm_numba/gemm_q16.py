@@ -85,24 +85,6 @@ def _tile(code, kind, w, out, ti, xq, xd, xs, mn, q, scv):
     _tile_dot(kind, q, 0, scv, 0, mn, 0, xq, 0, xd, 0, xs, 0, nb, out, r0, rows, n, k, m)
 
 
-@njit(**{**EXACT, "inline": "always"})
-def _rounded(x, norm, eps):
-    """``x`` (or ``rms_norm(x, norm, eps)`` when ``norm`` is not empty) rounded by `quantize_rows`:
-    ``(xq, xd, xs)``, new arrays."""
-    n, k = x.shape
-    nb = k // 32
-    xq = np.empty((n, k), dtype=np.int16)
-    xd = np.empty((n, nb), dtype=np.float32)
-    xs = np.empty((n, nb), dtype=np.float32)
-    if norm.shape[0] > 0:
-        normed = np.empty((n, k), dtype=np.float32)
-        rms_norm(x, norm, eps, normed)
-        quantize_rows(normed, xq, xd, xs)
-    else:
-        quantize_rows(x, xq, xd, xs)
-    return xq, xd, xs
-
-
 @njit(**{**EXACT, "parallel": True})
 def matmul_q16(x, norm, eps, codes, kinds, w0, out0, w1, out1, w2, out2, n_chunks):
     """``out_i = q16(x) @ decode(w_i).T`` for up to three weights sharing ``x`` (Q/K/V, gate/up).
@@ -115,23 +97,26 @@ def matmul_q16(x, norm, eps, codes, kinds, w0, out0, w1, out1, w2, out2, n_chunk
     """
     n, k = x.shape
     nb = k // 32
+    xq = np.empty((n, k), dtype=np.int16)
+    xd = np.empty((n, nb), dtype=np.float32)
+    xs = np.empty((n, nb), dtype=np.float32)
+    if norm.shape[0] > 0:
+        normed = np.empty((n, k), dtype=np.float32)
+        rms_norm(x, norm, eps, normed)
+        quantize_rows(normed, xq, xd, xs)
+    else:
+        quantize_rows(x, xq, xd, xs)
     t0 = (w0.shape[0] + TILE - 1) // TILE
     t1 = (w1.shape[0] + TILE - 1) // TILE
     tiles = t0 + t1 + (w2.shape[0] + TILE - 1) // TILE
     n_chunks = max(1, min(n_chunks, tiles))
-    if n <= INLINE_MAX_TOKENS:
-        # A decode's one or two rows are rounded by every thread into its own scratch, inside
-        # the parallel region: the other threads would only wait while one rounded them.
-        for c in prange(n_chunks):
-            lo, hi = c * tiles // n_chunks, (c + 1) * tiles // n_chunks
-            xq, xd, xs = _rounded(x, norm, eps)
+    for c in prange(n_chunks):
+        lo, hi = c * tiles // n_chunks, (c + 1) * tiles // n_chunks
+        if n <= INLINE_MAX_TOKENS:
             _decode_rows(codes[0], w0, out0, lo, hi, 0, xq, xd, xs)
             _decode_rows(codes[1], w1, out1, lo, hi, t0, xq, xd, xs)
             _decode_rows(codes[2], w2, out2, lo, hi, t0 + t1, xq, xd, xs)
-        return
-    xq, xd, xs = _rounded(x, norm, eps)
-    for c in prange(n_chunks):
-        lo, hi = c * tiles // n_chunks, (c + 1) * tiles // n_chunks
+            continue
         mn = np.empty((TILE, nb), dtype=np.float32)
         q = np.empty((TILE, k), dtype=np.int16)
         scv = np.empty((TILE, 8 * nb), dtype=np.float32)

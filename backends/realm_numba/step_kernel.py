@@ -24,7 +24,7 @@ RMS_NORM, ADD, SCALE, SWIGLU, GEGLU, ROPE, SET_ROWS, ATTENTION = 1, 2, 3, 4, 5, 
 MATMUL_Q16, MATMUL_QUANT, MATMUL_F32_BLOCKS, MATMUL_F32 = 9, 10, 11, 12
 GET_ROWS, TAKE_ROWS_BLOCKS, TAKE_ROWS, ROPE_WRITE_KV, CHECK_PAGED, COUNT_NONFINITE = 13, 14, 15, 16, 17, 18
 ARGMAX_ROWS = 19
-FIELDS = 20
+FIELDS = 20  # the width of an instruction's row of ``code`` (the opcode and its fields)
 # MATMUL_Q16's activation of its gate and up outputs into the gate (field 17).
 GATED = {None: 0, "swiglu": 1, "geglu": 2}
 REFUSED = 19  # the field where an instruction that refused its indices leaves why (see run_step)

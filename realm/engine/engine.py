@@ -110,6 +110,9 @@ class Engine:
     ) -> None:
         self.transformer = transformer
         self.tokenizer = tokenizer
+        # Taken now: while the worker records a step program, transformer.backend is a recorder
+        # that refuses every other call (and submit runs on callers' threads, without the lock).
+        self._release_threads = getattr(getattr(transformer, "backend", None), "release_threads", None)
         self.pool = transformer.cache.pool
         if n_seq_max is None:
             self.n_seq_max = min(DEFAULT_N_SEQ_MAX, transformer.n_batch)
@@ -190,10 +193,9 @@ class Engine:
         """The calling thread may have run the model itself (`Transformer.eval` and the rest of
         the research API run on the caller's thread). The backend's worker threads for that
         thread's kernels would then idle beside the engine's, which halved decode speed on
-        ``cpu`` (realm_numba/openmp.py): free them. ~1 us when there are none."""
-        release = getattr(getattr(self.transformer, "backend", None), "release_threads", None)
-        if release is not None:
-            release()
+        ``cpu`` (realm_numba/openmp.py): free them (a few microseconds)."""
+        if self._release_threads is not None:
+            self._release_threads()
 
     def cancel(self, handle: RequestHandle) -> None:
         """Stop a request; when this returns its blocks are back in the pool."""
@@ -444,8 +446,9 @@ class Engine:
         seq.ids.append(token)
         seq.n_generated += 1
         kept = None
-        if seq.request.keep_logits:  # such a sequence's step always keeps its logits
-            assert logits is not None
+        if seq.request.keep_logits:
+            if logits is None:  # `wants_argmax_only` keeps such a sequence out of greedy steps
+                raise CallOrderError("a keep_logits request got a token without its logits (an engine bug)")
             kept = logits.copy()
         seq.handle._push(_Event(piece=seq.text.push(token), token=token, token_logits=kept), self._wakeups)
         if seq.text.stopped:

@@ -258,7 +258,7 @@ class Transformer:
         this size), then what `finish(all_logits=False)` does."""
         n = self._current().n
         try:
-            self._run_program(("forward", n, 1), lambda: self._whole_pass(n - 1, n))
+            self._run_program(("forward", n, 1, False), lambda: self._whole_pass(n - 1, n))
             logits = self._checked(*self._finish_logits([self._download_logits(1)]))
         except BaseException:
             self._end_pass()
