@@ -272,3 +272,26 @@ def test_a_greedy_pass_picks_the_argmax_of_the_logits_it_would_return(tmp_path, 
     assert picks_finite.tolist() == finite.tolist()
     for table in tables:
         pool.free(table)
+
+
+def test_research_calls_after_the_engine_ran_free_their_threads_kernel_workers(tmp_path, monkeypatch):
+    """The research API runs kernels on the caller's thread; once the engine has run on its
+    own thread, that thread's idle workers would halve the engine's speed on cpu, even when
+    other threads submit the requests: eval, finish and reset free them as they end. Research
+    alone never pays for it."""
+    model = realm.load(write_model(tmp_path / "m.gguf", n_layer=2, qtype=GGMLType.Q8_0, seed=2), device="cpu")
+    t = model.transformer
+    released: list[int] = []
+    monkeypatch.setattr(t, "_release_threads", lambda: released.append(threading.get_ident()))
+    t.eval([1, 2, 3])
+    t.reset()
+    assert released == []
+    model.generate([4, 5], max_tokens=2, temperature=0)
+    t.eval([1, 2])
+    assert released == [threading.get_ident()]
+    t.embed([3])
+    for il in range(t.cfg.n_layer):
+        t.forward_layer(il)
+    t.finish()
+    t.reset()
+    assert released == [threading.get_ident()] * 3

@@ -277,6 +277,7 @@ class Engine:
                         self._end(item.seq, _Event(error=exc))
                 return True
             self.steps += 1
+            self.transformer.engine_has_run = True
             with self._cond:
                 self._wakeups = Wakeups()  # asyncio readers are woken once per loop, after the step
                 try:

@@ -98,6 +98,10 @@ class Transformer:
             self._counts_nonfinite and backend.supports("argmax_rows") and not cfg.final_softcap
         )
         self._compiles_steps = backend.supports("compile_step")
+        # Set by the engine at its first step: from then on a research call frees its thread's
+        # kernel workers when it ends (`_research_done`).
+        self.engine_has_run = False
+        self._release_threads = getattr(backend, "release_threads", None)
         # Programs by what they run and its size, for the KV buffers of `_programs_capacity`.
         self._programs: dict[tuple, StepProgram] = {}
         self._programs_capacity = 0
@@ -167,6 +171,7 @@ class Transformer:
                 self.cache.pool.free(self._solo)
                 self._solo = None
             self._end_pass()
+        self._research_done()
 
     def eval(self, ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
         """Append ``ids`` to the research sequence and run them.
@@ -188,9 +193,10 @@ class Transformer:
                 self._open_pass(chunk)
                 self._layers()
                 if all_logits or last_chunk:
-                    out.append(self.finish(all_logits=all_logits))
+                    out.append(self._finish(all_logits))
                 else:
                     self._commit()
+        self._research_done()
         return np.concatenate(out) if len(out) > 1 else out[0]
 
     def truncate(self, n_keep: int) -> None:
@@ -243,6 +249,19 @@ class Transformer:
 
     def finish(self, all_logits: bool = True) -> np.ndarray:
         """End the pass: logits for every token of it (or the last one), and the tokens join the sequence."""
+        logits = self._finish(all_logits)
+        self._research_done()
+        return logits
+
+    def _research_done(self) -> None:
+        """A research call ended on the caller's thread. Once the engine has run (on a thread
+        of its own), that thread's idle kernel workers would halve the engine's speed on
+        ``cpu`` (realm_numba/openmp.py): free them. The next research call starts them again
+        (0.2-0.4 ms), which research alone never pays."""
+        if self.engine_has_run and self._release_threads is not None:
+            self._release_threads()
+
+    def _finish(self, all_logits: bool) -> np.ndarray:
         n = self._current().n
         try:
             logits = self._checked(*self._logits(0 if all_logits else n - 1, n))
