@@ -21,7 +21,6 @@ from realm.engine.engine import Engine
 from realm.engine.request import Request
 from realm.errors import ContextOverflowError, InvalidParameterError, ModelBusyError, NumericalError
 from realm.generate import SamplingParams
-from realm.step_program import StepRecorder
 
 VOCAB = 50
 END = 49  # the end-of-generation token
@@ -44,6 +43,7 @@ class Counting:
         self.gate.set()
         self.entered = threading.Event()  # set when a step starts
         self.greedy_steps = 0  # steps run through forward_greedy
+        self.released = []  # the threads release_caller_threads was called on
 
     def forward(self, batch):
         self.entered.set()
@@ -64,6 +64,9 @@ class Counting:
         self.greedy_steps += 1
         logits, finite = self.forward(batch)
         return np.argmax(logits, axis=1), finite
+
+    def release_caller_threads(self):
+        self.released.append(threading.get_ident())
 
     def pass_open_in_this_thread(self):
         return False
@@ -127,21 +130,10 @@ def test_greedy_steps_take_only_each_rows_argmax_and_others_take_the_logits():
 
 def test_submit_frees_the_calling_threads_kernel_workers():
     """A caller that ran the model on its own thread (the research API) leaves idle OpenMP
-    workers that slow the engine's worker 2x on ``cpu``: submit releases them, on that thread,
-    even while the worker records a step program (the transformer's backend is then a
-    recorder that refuses every call)."""
-    model = Counting()
-    released = []
-
-    class Backend:
-        def release_threads(self):
-            released.append(threading.get_ident())
-
-    model.backend = Backend()
-    eng = Engine(model, Tokens())
-    model.backend = StepRecorder(Backend())
+    workers that slow the engine's worker 2x on ``cpu``: submit releases them, on that thread."""
+    eng, model = engine()
     run(eng, [1], max_tokens=2)
-    assert released == [threading.get_ident()]
+    assert model.released == [threading.get_ident()]
 
 
 def test_stop_strings_end_a_request():

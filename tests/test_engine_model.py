@@ -21,6 +21,7 @@ from realm.generate import SamplingParams
 from realm.gguf.types import GGMLType
 from realm.model.passes import Batch
 from realm.models_on_pypi import smollm2_path
+from realm.step_program import StepRecorder
 from realm.testing import write_model
 
 SYSTEM = (
@@ -287,11 +288,21 @@ def test_research_calls_after_the_engine_ran_free_their_threads_kernel_workers(t
     t.reset()
     assert released == []
     model.generate([4, 5], max_tokens=2, temperature=0)
+    assert released == [threading.get_ident()]  # submit, on the calling thread
     t.eval([1, 2])
-    assert released == [threading.get_ident()]
+    assert released == [threading.get_ident()] * 2
     t.embed([3])
     for il in range(t.cfg.n_layer):
         t.forward_layer(il)
     t.finish()
     t.reset()
-    assert released == [threading.get_ident()] * 3
+    assert released == [threading.get_ident()] * 4
+    # from any thread, even while the worker records a step (the backend is then a recorder
+    # that refuses every call): the backend's method was looked up when the model was built
+    recorded_on = t.backend
+    t.backend = StepRecorder(recorded_on)
+    try:
+        t.release_caller_threads()
+    finally:
+        t.backend = recorded_on
+    assert len(released) == 5

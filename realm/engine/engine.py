@@ -110,9 +110,6 @@ class Engine:
     ) -> None:
         self.transformer = transformer
         self.tokenizer = tokenizer
-        # Taken now: while the worker records a step program, transformer.backend is a recorder
-        # that refuses every other call (and submit runs on callers' threads, without the lock).
-        self._release_threads = getattr(getattr(transformer, "backend", None), "release_threads", None)
         self.pool = transformer.cache.pool
         if n_seq_max is None:
             self.n_seq_max = min(DEFAULT_N_SEQ_MAX, transformer.n_batch)
@@ -167,7 +164,8 @@ class Engine:
                 f"a request of {need} positions can never fit in the KV pool of "
                 f"{self.pool.n_blocks * self.pool.block_size} positions; load the model with a larger kv_size"
             )
-        self._release_caller_threads()
+        # The caller may have run the model itself (the research API runs on its thread).
+        self.transformer.release_caller_threads()
         handle = RequestHandle(request, self.cancel)
         seq = _Sequence(
             handle,
@@ -188,14 +186,6 @@ class Engine:
             self._start_worker()
             self._cond.notify_all()
         return handle
-
-    def _release_caller_threads(self) -> None:
-        """The calling thread may have run the model itself (`Transformer.eval` and the rest of
-        the research API run on the caller's thread). The backend's worker threads for that
-        thread's kernels would then idle beside the engine's, which halved decode speed on
-        ``cpu`` (realm_numba/openmp.py): free them (a few microseconds)."""
-        if self._release_threads is not None:
-            self._release_threads()
 
     def cancel(self, handle: RequestHandle) -> None:
         """Stop a request; when this returns its blocks are back in the pool."""

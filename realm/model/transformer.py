@@ -142,7 +142,7 @@ class Transformer:
                 else:
                     self._layers()
                     if picks:
-                        return self._picks(first, n)
+                        return self._logits(first, n, picks=True)
                     logits, finite = self._logits(first, n)
                 return (np.argmax(logits, axis=1), finite) if greedy else (logits, finite)
             finally:
@@ -253,13 +253,21 @@ class Transformer:
         self._research_done()
         return logits
 
-    def _research_done(self) -> None:
-        """A research call ended on the caller's thread. Once the engine has run (on a thread
-        of its own), that thread's idle kernel workers would halve the engine's speed on
-        ``cpu`` (realm_numba/openmp.py): free them. The next research call starts them again
-        (0.2-0.4 ms), which research alone never pays."""
-        if self.engine_has_run and self._release_threads is not None:
+    def release_caller_threads(self) -> None:
+        """Free the calling thread's kernel workers, where the backend keeps them per launching
+        thread (`release_threads`; numba on GNU OpenMP): idle beside the engine's own, they
+        halved its speed on ``cpu`` (realm_numba/openmp.py). `Engine.submit` calls this; a
+        few microseconds when there are none. Safe from any thread, even while a step is being
+        recorded: the backend's method was looked up when the model was built."""
+        if self._release_threads is not None:
             self._release_threads()
+
+    def _research_done(self) -> None:
+        """A research call ended on the caller's thread: once the engine has run (on a thread
+        of its own), free that thread's workers. The next research call starts them again
+        (0.2-0.4 ms), which research alone never pays."""
+        if self.engine_has_run:
+            self.release_caller_threads()
 
     def _finish(self, all_logits: bool) -> np.ndarray:
         n = self._current().n
@@ -519,28 +527,18 @@ class Transformer:
             self._emit(f"blk.{il}.ffn_act", gate)
         self._matmul(gate, layer["ffn_down"], s.proj[:n])
 
-    def _logits(self, row_start: int, row_stop: int) -> tuple[np.ndarray, np.ndarray]:
+    def _logits(self, row_start: int, row_stop: int, picks: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Final norm and output projection for rows [row_start, row_stop) of the pass: the
-        logits, and whether each row is finite."""
+        logits (with ``picks``, each row's argmax instead), and whether each row is finite."""
         step = self.state.logits.shape[0]
         parts = []
         for r0 in range(row_start, row_stop, step):
             r1 = min(r0 + step, row_stop)
-            self._project(r0, r1)
-            parts.append(self._download_logits(r1 - r0))
+            self._project(r0, r1, picks)
+            parts.append(self._download_picks(r1 - r0) if picks else self._download_logits(r1 - r0))
+        if picks:
+            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         return self._finish_logits(parts)
-
-    def _picks(self, row_start: int, row_stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """`_logits`, but each row's argmax instead of the row (`forward_greedy`)."""
-        step = self.state.logits.shape[0]
-        picks, finite = [], []
-        for r0 in range(row_start, row_stop, step):
-            r1 = min(r0 + step, row_stop)
-            self._project(r0, r1, picks=True)
-            part = self._download_picks(r1 - r0)
-            picks.append(part[0])
-            finite.append(part[1])
-        return np.concatenate(picks), np.concatenate(finite)
 
     def _project(self, r0: int, r1: int, picks: bool = False) -> None:
         """Rows [r0, r1) of the pass through the final norm and the output projection, into
